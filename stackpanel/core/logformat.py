@@ -1,0 +1,37 @@
+"""The one access-log line format that every tier writes, so one parser reads them all.
+
+Every rendered server (nginx, apache, gunicorn, uvicorn) writes access-log lines whose first
+fields are, separated by single spaces:
+
+    <pid> <status> <seconds> <route> <request_id> <rest of line...>
+
+- ``pid``: the PID of the worker process that served the request (decimal).
+- ``status``: the 3-digit HTTP status.
+- ``seconds``: the request time in decimal seconds (``0.000123``), or ``-`` when the tier cannot
+  measure it (uvicorn's access logger has no duration).
+- ``route``: the edge the request left by: the name of the upstream node it was proxied to, the
+  word ``static`` when the node served a file itself, or ``-`` for an app server (the app).
+- ``request_id``: the ``X-Request-ID`` (``-`` when absent).
+- the rest (method, path, ...) is for people and is never parsed by the metrics engine.
+
+Apache can only print whole microseconds (``%D``); its lines say so by writing the duration as
+``<n>us``. Parsers accept both forms.
+"""
+from __future__ import annotations
+
+STATIC_ROUTE = "static"
+APP_ROUTE = "-"
+
+#: nginx ``log_format`` body. ``$sp_route`` is set per location by the renderer.
+NGINX_LOG_FORMAT = '$pid $status $request_time $sp_route $sp_request_id $request_method "$request_uri"'
+
+#: Apache ``LogFormat``. ``SP_ROUTE`` is set with SetEnvIf per route by the renderer.
+APACHE_LOG_FORMAT = '%P %>s %Dus %{SP_ROUTE}e %{X-Request-ID}i %m "%U%q"'
+
+#: gunicorn sync workers: logging formatter (adds the pid) + gunicorn's access_log_format.
+GUNICORN_FORMATTER = "%(process)d %(message)s"
+GUNICORN_ACCESS_FORMAT = '%(s)s %(L)s - %({x-request-id}i)s %(m)s "%(U)s%(q)s"'
+
+#: uvicorn (alone, or as gunicorn's UvicornWorker): a uvicorn.logging.AccessFormatter format.
+#: ``status_code`` is "200 OK" there; ``.3s`` keeps the digits only.
+UVICORN_ACCESS_FORMAT = "%(process)d %(status_code).3s - - - %(request_line)s"
