@@ -1,0 +1,381 @@
+"""The profile model: one topology of servers, validated field by field.
+
+Every string that ends up inside nginx.conf or httpd.conf is constrained here to a character set
+that cannot start a new directive (no ``;``, ``{``, quotes, ``$``, newlines ...); the renderers
+quote them as well, so neither layer alone has to be perfect.
+
+Cross-node rules (ports, routes, cycles, reachability, files on disk) live in ``validators.py``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn"]
+PROXY_KINDS: tuple[str, ...] = ("nginx", "apache")
+APP_SERVER_KINDS: tuple[str, ...] = ("gunicorn", "uvicorn")
+RestartPolicy = Literal["no", "on-failure", "always"]
+Interface = Literal["asgi", "wsgi"]
+
+NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Characters a config file path may not contain: they could end a quoted string or start a
+# variable/directive in nginx or Apache syntax.
+UNSAFE_PATH_CHARS = set("\"'`\\$;{}%#<>*?[]|&") | {chr(c) for c in range(32)} | {"\x7f"}
+
+#: Names reserved by the access-log format (``static`` is the route tag of file serving).
+RESERVED_NODE_NAMES = {"static", "client"}
+
+
+def check_config_path(value: str) -> str:
+    bad = sorted({c for c in value if c in UNSAFE_PATH_CHARS})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ValueError(
+            f"path contains {shown}, which nginx/Apache configs cannot carry safely; "
+            "use a directory whose path has no such characters (a symlink works)"
+        )
+    if not value.strip():
+        raise ValueError("path is empty")
+    return value
+
+
+def _resolve_against_profile(value: str, info: ValidationInfo) -> str:
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path.resolve()) if base is not None else str(path)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppSpec(StrictModel):
+    """The application an app server runs."""
+
+    module: str = Field(description="module:attribute, e.g. stackpanel.apps.fastapi_demo:app")
+    interface: Interface = "asgi"
+    python: str | None = Field(default=None, description="interpreter or venv directory; default: stackpanel's")
+    working_dir: str | None = Field(default=None, description="directory the app runs in; default: the profile's")
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("module")
+    @classmethod
+    def _module(cls, v: str) -> str:
+        if not MODULE_RE.match(v):
+            raise ValueError(f"{v!r} is not of the form package.module:attribute (e.g. myapp.main:app)")
+        return v
+
+    @field_validator("python", "working_dir")
+    @classmethod
+    def _paths(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return None
+        return _resolve_against_profile(check_config_path(v), info)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not ENV_NAME_RE.match(key):
+                raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if "\x00" in value:
+                raise ValueError(f"environment variable {key} contains a NUL byte")
+        return v
+
+    @property
+    def interpreter(self) -> str:
+        """The Python executable that runs the app server."""
+        if self.python is None:
+            return sys.executable
+        p = Path(self.python)
+        return str(p / "bin" / "python") if p.is_dir() else str(p)
+
+
+class HttpGet(StrictModel):
+    path: str = "/"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_url_path(v)
+
+
+class ReadinessProbe(StrictModel):
+    """Ready = TCP connect, then an HTTP GET through the node answers with a status below 500."""
+
+    http_get: HttpGet = HttpGet()
+    initial_delay_seconds: float = Field(default=0.0, ge=0, le=60)
+    period_seconds: float = Field(default=0.05, gt=0, le=10)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="give up after this long")
+
+
+class Availability(StrictModel):
+    restart: RestartPolicy = "on-failure"
+    backoff_seconds: float = Field(default=0.5, ge=0, le=300)
+    max_restarts: int = Field(default=5, ge=0, le=1000)
+
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _yaml_no(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `no` as false.
+        return "no" if v is False else v
+
+
+class Shutdown(StrictModel):
+    """timeout_seconds is the server's own graceful timeout; it is rendered into the server's
+    config, and the supervisor waits a little longer before it kills."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+
+
+def check_url_path(v: str) -> str:
+    if not URL_PATH_RE.match(v):
+        raise ValueError(
+            f"{v!r} is not a URL path prefix: it must start with '/' and use only letters, digits and . _ ~ - /"
+        )
+    if "//" in v or "/../" in v + "/" or "/./" in v + "/":
+        raise ValueError(f"{v!r} has an empty, '.' or '..' segment")
+    return v
+
+
+class Route(StrictModel):
+    """A path prefix that a proxy sends either to another node (`to`) or to a directory (`static`)."""
+
+    path: str
+    to: str | None = None
+    static: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_url_path(v)
+
+    @field_validator("static")
+    @classmethod
+    def _static(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else _resolve_against_profile(check_config_path(v), info)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Route:
+        if (self.to is None) == (self.static is None):
+            raise ValueError("a route needs exactly one of `to: <node>` or `static: <directory>`")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The node name, or ``static``: also the route tag written to access logs."""
+        return self.to if self.to is not None else "static"
+
+
+class NodeBase(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    depends_on: list[str] = Field(default_factory=list)
+    keepalive_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="how long the server keeps an idle client connection open"
+    )
+    readiness_probe: ReadinessProbe = ReadinessProbe()
+    availability: Availability = Availability()
+    shutdown: Shutdown = Shutdown()
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if v == "localhost":
+            return "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address; write e.g. 127.0.0.1 or ::1") from None
+
+    @property
+    def url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def address(self) -> str:
+        return f"{self.url_host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/"
+
+    @property
+    def stop_deadline_seconds(self) -> float:
+        """How long the supervisor waits after the graceful signal before SIGKILL."""
+        return self.shutdown.timeout_seconds + 2.0
+
+
+class ProxyNode(NodeBase):
+    routes: list[Route] = Field(min_length=1)
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_paths(cls, v: list[Route]) -> list[Route]:
+        seen: set[str] = set()
+        for r in v:
+            if r.path in seen:
+                raise ValueError(f"two routes for {r.path!r}; each path prefix may appear once")
+            seen.add(r.path)
+        return v
+
+
+class NginxNode(ProxyNode):
+    kind: Literal["nginx"]
+    worker_connections: int = Field(default=1024, ge=16, le=65536)
+
+
+class ApacheNode(ProxyNode):
+    kind: Literal["apache"]
+    threads_per_child: int = Field(default=25, ge=1, le=256)
+
+
+class AppServerNode(NodeBase):
+    app: AppSpec
+
+
+class GunicornNode(AppServerNode):
+    kind: Literal["gunicorn"]
+    worker_class: Literal["sync", "uvicorn"] | None = Field(
+        default=None, description="sync (WSGI) or uvicorn (ASGI); default: from the app's interface"
+    )
+    threads: int = Field(default=1, ge=1, le=64)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="gunicorn --timeout")
+
+    @property
+    def effective_worker_class(self) -> str:
+        if self.worker_class is not None:
+            return self.worker_class
+        return "uvicorn" if self.app.interface == "asgi" else "sync"
+
+    @model_validator(mode="after")
+    def _class_matches_interface(self) -> GunicornNode:
+        wc, iface = self.effective_worker_class, self.app.interface
+        if (wc == "uvicorn") != (iface == "asgi"):
+            want = "uvicorn" if iface == "asgi" else "sync"
+            raise ValueError(f"worker_class {wc!r} cannot run a {iface} app; use worker_class: {want}")
+        return self
+
+
+class UvicornNode(AppServerNode):
+    kind: Literal["uvicorn"]
+    reload: bool = False
+
+    @model_validator(mode="after")
+    def _reload_single(self) -> UvicornNode:
+        if self.reload and self.workers != 1:
+            raise ValueError("uvicorn --reload runs a single worker; set workers: 1 or reload: false")
+        return self
+
+
+Node = Annotated[NginxNode | ApacheNode | GunicornNode | UvicornNode, Field(discriminator="kind")]
+NODE_MODELS: dict[str, type[NodeBase]] = {
+    "nginx": NginxNode,
+    "apache": ApacheNode,
+    "gunicorn": GunicornNode,
+    "uvicorn": UvicornNode,
+}
+
+
+class Edge(BaseModel):
+    """One hop of the request path: a route of a proxy to a node or to its static files."""
+
+    model_config = ConfigDict(frozen=True)
+    source: str
+    target: str  # node name or "static"
+    path: str
+
+
+class Profile(StrictModel):
+    version: Literal[1]
+    name: str = Field(min_length=1, max_length=80)
+    description: str = ""
+    nodes: dict[str, Node] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if any(ord(c) < 32 for c in v):
+            raise ValueError("the profile name must be a single line of text")
+        return v
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if name in RESERVED_NODE_NAMES:
+                raise ValueError(f"node name {name!r} is reserved; pick another (e.g. {name}1)")
+            if not NODE_NAME_RE.match(name):
+                raise ValueError(
+                    f"node name {name!r} must start with a lowercase letter and use only a-z 0-9 _ - "
+                    "(at most 32 characters)"
+                )
+        return v
+
+    # ---- derived topology (one place per fact: everything below is computed from `nodes`) ----
+
+    def edges(self) -> list[Edge]:
+        out: list[Edge] = []
+        for name, node in self.nodes.items():
+            if isinstance(node, ProxyNode):
+                out.extend(Edge(source=name, target=r.target, path=r.path) for r in node.routes)
+        return out
+
+    def dependencies(self, name: str) -> list[str]:
+        """Nodes that must be ready before `name` starts: its route targets and depends_on."""
+        node = self.nodes[name]
+        deps = list(node.depends_on)
+        if isinstance(node, ProxyNode):
+            deps.extend(r.to for r in node.routes if r.to is not None)
+        return list(dict.fromkeys(deps))
+
+    @property
+    def entry(self) -> str:
+        """The node clients talk to: the one no route leads to."""
+        targets = {e.target for e in self.edges()}
+        for name in self.nodes:
+            if name not in targets:
+                return name
+        return next(iter(self.nodes))
+
+    @property
+    def entry_url(self) -> str:
+        return self.nodes[self.entry].url
+
+    def start_order(self) -> list[str]:
+        """Backends first: a node starts after every node it depends on (validated acyclic)."""
+        order: list[str] = []
+        done: set[str] = set()
+
+        def visit(n: str) -> None:
+            if n in done:
+                return
+            done.add(n)
+            for d in self.dependencies(n):
+                if d in self.nodes:
+                    visit(d)
+            order.append(n)
+
+        for name in self.nodes:
+            visit(name)
+        return order
+
+    def kinds(self) -> set[str]:
+        return {n.kind for n in self.nodes.values()}
+
+    def with_port_offset(self, offset: int) -> Profile:
+        if offset == 0:
+            return self
+        nodes = {name: n.model_copy(update={"port": n.port + offset}) for name, n in self.nodes.items()}
+        return self.model_copy(update={"nodes": nodes})

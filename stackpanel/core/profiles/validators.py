@@ -1,0 +1,156 @@
+"""Cross-node rules of a profile, as small named validators run after the schema.
+
+Each validator returns problems located through the SourceMap; none of them launches anything.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from stackpanel.core.errors import ProfileProblem
+from stackpanel.core.profiles.loader import SourceMap
+from stackpanel.core.profiles.schema import AppServerNode, Profile, ProxyNode
+
+
+def _is_wildcard(host: str) -> bool:
+    return ipaddress.ip_address(host).is_unspecified
+
+
+def check_ports(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    problems: list[ProfileProblem] = []
+    seen: dict[int, list[tuple[str, str]]] = {}
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    for name, node in profile.nodes.items():
+        loc = ("nodes", name, "port")
+        port = node.port + port_offset
+        shifted = f" (port {node.port} + offset {port_offset})" if port_offset else ""
+        if not 1 <= port <= 65535:
+            problems.append(smap.problem(loc, f"port {port}{shifted} is outside 1..65535",
+                                         "use a smaller --port-offset"))
+            continue
+        for other, host in seen.get(port, []):
+            if host == node.host or _is_wildcard(host) or _is_wildcard(node.host):
+                problems.append(smap.problem(loc, f"port {port}{shifted} is already used by node {other!r}",
+                                             "give every node its own port"))
+        seen.setdefault(port, []).append((name, node.host))
+        if port < 1024 and not is_root:
+            problems.append(smap.problem(loc, f"port {port}{shifted} is privileged and needs root",
+                                         f"use a port of 1024 or above, e.g. {port + 8000}"))
+    return problems
+
+
+def check_references(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    problems: list[ProfileProblem] = []
+    names = list(profile.nodes)
+    for name, node in profile.nodes.items():
+        if isinstance(node, ProxyNode):
+            for i, route in enumerate(node.routes):
+                if route.to is not None and route.to not in profile.nodes:
+                    problems.append(smap.problem(("nodes", name, "routes", i, "to"),
+                                                 f"route {route.path!r} goes to unknown node {route.to!r}",
+                                                 f"use one of: {', '.join(names)}"))
+                elif route.to == name:
+                    problems.append(smap.problem(("nodes", name, "routes", i, "to"),
+                                                 f"node {name!r} routes to itself",
+                                                 "route to a backend node instead"))
+        for i, dep in enumerate(node.depends_on):
+            if dep not in profile.nodes:
+                problems.append(smap.problem(("nodes", name, "depends_on", i),
+                                             f"depends_on names unknown node {dep!r}",
+                                             f"use one of: {', '.join(names)}"))
+    return problems
+
+
+def check_cycles(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in profile.dependencies(n):
+            if d not in profile.nodes or d == n:
+                continue
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state:
+                found = visit(d)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for name in profile.nodes:
+        if name not in state:
+            cycle = visit(name)
+            if cycle:
+                return [smap.problem(("nodes", cycle[0]), "the request path loops: " + " → ".join(cycle),
+                                     "a request must flow one way, from the entry node to the app")]
+    return []
+
+
+def check_reachability(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    targets = {e.target for e in profile.edges()}
+    entries = [n for n in profile.nodes if n not in targets]
+    if len(entries) <= 1:
+        return []
+    entry = entries[0]
+    return [
+        smap.problem(("nodes", n), f"node {n!r} is not reached by any route (the entry node is {entry!r})",
+                     f"add a route to it under node {entry!r}, or remove it")
+        for n in entries[1:]
+    ]
+
+
+def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    from stackpanel.core.discovery import module_importable
+
+    problems: list[ProfileProblem] = []
+    for name, node in profile.nodes.items():
+        if isinstance(node, ProxyNode):
+            for i, route in enumerate(node.routes):
+                if route.static is not None and not Path(route.static).is_dir():
+                    problems.append(smap.problem(("nodes", name, "routes", i, "static"),
+                                                 f"static directory {route.static} does not exist",
+                                                 "create it, or point `static:` at an existing directory "
+                                                 "(relative paths are relative to the profile file)"))
+        if isinstance(node, AppServerNode):
+            app = node.app
+            loc = ("nodes", name, "app")
+            if app.working_dir is not None and not Path(app.working_dir).is_dir():
+                problems.append(smap.problem(loc + ("working_dir",), f"working_dir {app.working_dir} does not exist",
+                                             "point it at the directory that holds your app"))
+                continue
+            if not Path(app.interpreter).is_file():
+                problems.append(smap.problem(loc + ("python",), f"no Python interpreter at {app.interpreter}",
+                                             "give the interpreter (…/bin/python) or the venv directory"))
+                continue
+            module = app.module.split(":", 1)[0]
+            workdir = app.working_dir or str(smap.file.parent.resolve())
+            if not module_importable(Path(app.interpreter), module, Path(workdir)):
+                problems.append(smap.problem(loc + ("module",),
+                                             f"module {module!r} cannot be found by {app.interpreter} "
+                                             f"(working directory {workdir})",
+                                             "check the spelling, set app.working_dir to the directory that "
+                                             "contains it, or app.python to the venv where it is installed"))
+    return problems
+
+
+Validator = Callable[[Profile, SourceMap, int], list[ProfileProblem]]
+#: Cheap structural rules first; the file-system checks only run when those pass.
+STRUCTURE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_references, check_cycles, check_reachability)
+
+
+def validate_profile(profile: Profile, smap: SourceMap, port_offset: int = 0,
+                     check_files: bool = True) -> list[ProfileProblem]:
+    problems: list[ProfileProblem] = []
+    for validator in STRUCTURE_VALIDATORS:
+        problems.extend(validator(profile, smap, port_offset))
+        if validator is check_references and problems:
+            break  # cycles and reachability need valid references
+    if not problems and check_files:
+        problems.extend(check_paths_and_modules(profile, smap, port_offset))
+    return problems
