@@ -233,7 +233,7 @@ def _run(argv: list[str], env: Mapping[str, str] | None = None, cwd: str | None 
     """Run a probe; (returncode, stdout, stderr), or (-1, "", reason) when it could not run."""
     try:
         proc = subprocess.run(
-            argv, capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S,
+            argv, check=False, capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S,
             env=dict(env) if env is not None else None, cwd=cwd, stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -407,7 +407,7 @@ class ApacheInfo:
         plat = self.platform or detect_platform()
         where = f"in {self.modules_dir}" if self.modules_dir else "(no modules directory found)"
         lines = [f"Apache ({self.path}) lacks module(s) {', '.join(missing)}: "
-                 f"not compiled in and no mod_<name>.so {where}."]
+                 + f"not compiled in and no mod_<name>.so {where}."]
         known = sorted(self.available | set(self.compiled_in))
         for n in missing:
             close = difflib.get_close_matches(n, known, n=3)
@@ -550,6 +550,10 @@ print(json.dumps(out))
 """
 
 
+def _version_string() -> str:
+    return ".".join(str(part) for part in sys.version_info[:3])
+
+
 def _is_current_python(python: str) -> bool:
     return os.path.abspath(python) == os.path.abspath(sys.executable)
 
@@ -575,7 +579,7 @@ def _python_env_cached(python: str) -> PythonEnv:
                 packages.append((kind, importlib.metadata.version(dist)))
             except importlib.metadata.PackageNotFoundError:
                 packages.append((kind, None))
-        return PythonEnv(python=python, found=True, version="%d.%d.%d" % sys.version_info[:3],
+        return PythonEnv(python=python, found=True, version=_version_string(),
                          executable=sys.executable, packages=tuple(packages))
     missing = tuple((kind, None) for kind in PYTHON_DISTRIBUTIONS)
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
@@ -762,8 +766,8 @@ def _python_statuses(env: PythonEnv, needs: frozenset[Kind]) -> list[ComponentSt
         version=env.version or None,
         details=(("executable", env.executable),) if env.executable and env.executable != env.python else (),
         problem="" if env.found else env.error,
-        install_hint="" if env.found else f"create a venv: python3 -m venv .venv && "
-                                          f".venv/bin/pip install gunicorn uvicorn-worker 'uvicorn[standard]'",
+        install_hint="" if env.found else "create a venv: python3 -m venv .venv && "
+                                          ".venv/bin/pip install gunicorn uvicorn-worker 'uvicorn[standard]'",
     )]
     for kind in ("gunicorn", "uvicorn", "uvicorn_worker"):
         version = env.package_version(kind)
@@ -848,8 +852,27 @@ def clear_cache() -> None:
 
 
 __all__ = [
-    "ALL_KINDS", "ApacheInfo", "ApacheModuleError", "Component", "ComponentStatus", "DiscoveryError",
-    "DoctorReport", "Kind", "NginxInfo", "Platform", "PythonEnv", "STACKPANEL_APACHE_MODULES",
-    "clear_cache", "detect_platform", "find_apache", "find_executable", "find_nginx", "format_report",
-    "install_hint", "module_importable", "normalize_module_name", "python_env", "run_doctor",
+    "ALL_KINDS",
+    "STACKPANEL_APACHE_MODULES",
+    "ApacheInfo",
+    "ApacheModuleError",
+    "Component",
+    "ComponentStatus",
+    "DiscoveryError",
+    "DoctorReport",
+    "Kind",
+    "NginxInfo",
+    "Platform",
+    "PythonEnv",
+    "clear_cache",
+    "detect_platform",
+    "find_apache",
+    "find_executable",
+    "find_nginx",
+    "format_report",
+    "install_hint",
+    "module_importable",
+    "normalize_module_name",
+    "python_env",
+    "run_doctor",
 ]
