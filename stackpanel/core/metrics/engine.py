@@ -1,0 +1,549 @@
+"""The metrics engine: process sampling + access-log ingest + ring buffers -> immutable snapshots.
+
+The engine reads only files and /proc and never talks to Qt. One ``tick`` = sample every known
+process once, ingest what each node's access log gained, append one point to each ring buffer and
+build a :class:`MetricsSnapshot` (frozen dataclasses, tuples, read-only mappings and read-only
+numpy copies) that can be handed to any thread.
+
+Threading rules
+---------------
+* ``register_node`` / ``unregister_node`` / ``set_workers`` / ``subscribe`` / ``snapshot`` may be
+  called from any thread. ``set_workers`` and ``snapshot`` never wait for a tick in progress.
+* ``tick`` serialises itself; call it yourself (tests, CLI) or let ``run_in_thread`` call it.
+* Subscribers are called on the ticking thread (the engine's daemon thread under
+  ``run_in_thread``), after the tick, outside every engine lock. They must be cheap and must not
+  block (a Qt bridge should only emit a queued signal). Exceptions from subscribers are logged
+  and swallowed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stackpanel.core.metrics.ingest import AccessLogIngest, IngestBatch
+from stackpanel.core.metrics.ringbuffer import (
+    DEFAULT_HISTORY_SECONDS,
+    MAX_RATE_HZ,
+    TimeSeriesRing,
+    capacity_for,
+)
+from stackpanel.core.metrics.sampler import ProcessSample, ProcessSampler, Role
+
+log = logging.getLogger("stackpanel.metrics")
+
+MIN_RATE_HZ = 0.5
+#: Latency values kept per node over the sliding window (spread over its ticks).
+LATENCY_SAMPLES_PER_WINDOW = 4096
+
+FloatArray = npt.NDArray[np.float64]
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+# --------------------------------------------------------------------------------------------------
+# Snapshot types (immutable)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    node: str
+    pid: int
+    role: Role
+    #: CPU % over the last interval, 100 = one core; None on a process's first sample
+    cpu_percent: float | None
+    rss_bytes: int
+    #: requests logged by this pid per second over the last interval
+    rps: float
+    #: requests logged by this pid since the node was registered
+    requests_total: int
+
+
+@dataclass(frozen=True)
+class NodeMetrics:
+    name: str
+    kind: str
+    rps: float
+    requests_total: int
+    #: access-log lines that were not in the expected format (skipped)
+    unparseable_total: int
+    #: every pid seen in the log (including workers that have gone): sums to ``requests_total``
+    requests_by_pid: Mapping[int, int]
+    #: "2xx" -> count since registration / per second over the last interval
+    status_totals: Mapping[str, int]
+    status_rates: Mapping[str, float]
+    #: seconds, over the sliding latency window; None when there is no duration in the log
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+    #: sampled latency values behind the percentiles
+    latency_samples: int
+    #: sums over the node's live processes (master + workers)
+    cpu_percent: float | None
+    rss_bytes: int
+    process_count: int
+
+
+@dataclass(frozen=True)
+class EdgeMetrics:
+    """Requests a node sent along one route (upstream node name, ``static``, or ``-`` = the app)."""
+
+    node: str
+    route: str
+    rps: float
+    requests_total: int
+    errors_total: int  # 5xx
+    error_rps: float
+
+
+@dataclass(frozen=True)
+class WorkerHistory:
+    node: str
+    pid: int
+    t: FloatArray  # engine clock (monotonic) seconds; plot ``t - snapshot.time``
+    cpu_percent: FloatArray  # NaN where unknown
+    rps: FloatArray
+    rss_bytes: FloatArray
+
+
+@dataclass(frozen=True)
+class NodeHistory:
+    node: str
+    t: FloatArray
+    rps: FloatArray
+    latency_p50: FloatArray  # seconds, NaN where unknown
+    latency_p95: FloatArray
+    latency_p99: FloatArray
+    rss_bytes: FloatArray
+    cpu_percent: FloatArray
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    time: float  # engine clock (time.monotonic by default)
+    wall_time: float  # time.time() at the tick, for exports
+    #: seconds since the previous tick; None on the first tick (rates are then 0)
+    interval: float | None
+    workers: tuple[WorkerMetrics, ...]
+    nodes: tuple[NodeMetrics, ...]
+    edges: tuple[EdgeMetrics, ...]
+    worker_history: tuple[WorkerHistory, ...]
+    node_history: tuple[NodeHistory, ...]
+
+    def node(self, name: str) -> NodeMetrics | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def workers_of(self, node: str) -> tuple[WorkerMetrics, ...]:
+        return tuple(w for w in self.workers if w.node == node)
+
+    def edge(self, node: str, route: str) -> EdgeMetrics | None:
+        return next((e for e in self.edges if e.node == node and e.route == route), None)
+
+    def edges_of(self, node: str) -> tuple[EdgeMetrics, ...]:
+        return tuple(e for e in self.edges if e.node == node)
+
+
+EMPTY_SNAPSHOT = MetricsSnapshot(0.0, 0.0, None, (), (), (), (), ())
+
+
+def _none_if_nan(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else x
+
+
+def snapshot_to_json(snapshot: MetricsSnapshot) -> dict[str, Any]:
+    """A JSON-serialisable dict (one JSON line per snapshot): per worker node, pid, role, cpu (%,
+    null when unknown), rss (bytes), rps, requests; per node and per edge the headline figures."""
+    return {
+        "t": snapshot.wall_time,
+        "interval": snapshot.interval,
+        "workers": [
+            {
+                "node": w.node,
+                "pid": w.pid,
+                "role": w.role,
+                "cpu": _none_if_nan(w.cpu_percent),
+                "rss": w.rss_bytes,
+                "rps": w.rps,
+                "requests": w.requests_total,
+            }
+            for w in snapshot.workers
+        ],
+        "nodes": [
+            {
+                "node": n.name,
+                "kind": n.kind,
+                "rps": n.rps,
+                "requests": n.requests_total,
+                "unparseable": n.unparseable_total,
+                "status": dict(n.status_totals),
+                "p50": n.latency_p50,
+                "p95": n.latency_p95,
+                "p99": n.latency_p99,
+                "cpu": _none_if_nan(n.cpu_percent),
+                "rss": n.rss_bytes,
+            }
+            for n in snapshot.nodes
+        ],
+        "edges": [
+            {"node": e.node, "route": e.route, "rps": e.rps, "requests": e.requests_total, "errors": e.errors_total}
+            for e in snapshot.edges
+        ],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def weighted_percentiles(values: FloatArray, weights: FloatArray, qs: Iterable[float]) -> list[float]:
+    """Percentiles (``qs`` in 0..100) of ``values`` where value ``i`` counts ``weights[i]`` times
+    (lower/"inverted CDF" definition: the smallest value whose cumulative weight reaches q %)."""
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    cw = np.cumsum(weights[order])
+    targets = np.asarray(list(qs), dtype=np.float64) / 100.0 * cw[-1]
+    idx = np.searchsorted(cw, targets, side="left").clip(0, len(v) - 1)
+    return [float(x) for x in v[idx]]
+
+
+def _ro(a: FloatArray) -> FloatArray:
+    a.flags.writeable = False
+    return a
+
+
+_NODE_CHANNELS = ("rps", "p50", "p95", "p99", "rss", "cpu")
+_WORKER_CHANNELS = ("cpu", "rps", "rss")
+
+
+class _NodeState:
+    def __init__(self, name: str, kind: str, ingest: AccessLogIngest | None, routes: Iterable[str]):
+        self.name = name
+        self.kind = kind
+        self.ingest = ingest
+        self.routes: dict[str, None] = dict.fromkeys(routes)
+        self.master: int | None = None
+        self.workers: tuple[int, ...] = ()
+        self.latency_window: deque[tuple[float, FloatArray, float]] = deque()
+        self.ring: TimeSeriesRing | None = None
+
+    def pids(self) -> list[tuple[int, Role]]:
+        out: list[tuple[int, Role]] = []
+        if self.master is not None:
+            out.append((self.master, "master"))
+        out.extend((p, "worker") for p in self.workers if p != self.master)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Engine
+# --------------------------------------------------------------------------------------------------
+
+
+class MetricsEngine:
+    """Combines :class:`ProcessSampler`, one :class:`AccessLogIngest` per node and ring buffers."""
+
+    def __init__(
+        self,
+        *,
+        history_seconds: float = DEFAULT_HISTORY_SECONDS,
+        rate_hz: float = 1.0,
+        latency_window_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        sampler: ProcessSampler | None = None,
+    ) -> None:
+        self._check_rate(rate_hz)
+        self.history_seconds = history_seconds
+        self.latency_window_s = latency_window_s
+        self._rate_hz = rate_hz
+        self._clock = clock
+        self._sampler = sampler if sampler is not None else ProcessSampler(clock=clock)
+        self._lock = threading.Lock()  # config: nodes, members, subscribers, latest snapshot
+        self._tick_lock = threading.Lock()  # one tick at a time; node (un)registration
+        self._nodes: dict[str, _NodeState] = {}
+        self._worker_rings: dict[tuple[str, int], TimeSeriesRing] = {}
+        self._subscribers: list[Callable[[MetricsSnapshot], None]] = []
+        self._last_tick: float | None = None
+        self._latest = EMPTY_SNAPSHOT
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- configuration (any thread) -----------------------------------------------------------------
+
+    @staticmethod
+    def _check_rate(hz: float) -> None:
+        if not (MIN_RATE_HZ <= hz <= MAX_RATE_HZ):
+            raise ValueError(f"sample rate must be between {MIN_RATE_HZ} and {MAX_RATE_HZ} Hz, got {hz}")
+
+    def _latency_sample_max(self) -> int:
+        ticks = max(1.0, self.latency_window_s * self._rate_hz)
+        return max(32, math.ceil(LATENCY_SAMPLES_PER_WINDOW / ticks))
+
+    def register_node(
+        self,
+        name: str,
+        kind: str,
+        access_log_path: str | os.PathLike[str] | None,
+        routes: Iterable[str] = (),
+    ) -> None:
+        """Watch a node. ``routes`` are the route names its log will carry (edges are listed from
+        the start, at 0); routes seen in the log that are not listed are added as they appear."""
+        ingest = (
+            AccessLogIngest(access_log_path, latency_sample_max=self._latency_sample_max())
+            if access_log_path is not None
+            else None
+        )
+        with self._tick_lock, self._lock:
+            if name in self._nodes:
+                if ingest is not None:
+                    ingest.close()
+                raise ValueError(f"node {name!r} is already registered")
+            self._nodes[name] = _NodeState(name, kind, ingest, routes)
+
+    def unregister_node(self, name: str) -> None:
+        with self._tick_lock, self._lock:
+            node = self._nodes.pop(name, None)
+            for key in [k for k in self._worker_rings if k[0] == name]:
+                del self._worker_rings[key]
+        self._sampler.remove_node(name)
+        if node is not None and node.ingest is not None:
+            node.ingest.close()
+
+    def set_workers(self, node: str, master_pid: int | None, worker_pids: Iterable[int]) -> None:
+        """Tell the engine which processes make up ``node`` now (call whenever workers change)."""
+        workers = tuple(dict.fromkeys(worker_pids))
+        with self._lock:
+            state = self._nodes.get(node)
+            if state is None:
+                raise KeyError(f"node {node!r} is not registered")
+            state.master = master_pid
+            state.workers = workers
+        self._sampler.set_node(node, master_pid, workers)
+
+    def subscribe(self, callback: Callable[[MetricsSnapshot], None]) -> Callable[[], None]:
+        """Call ``callback(snapshot)`` after every tick (on the ticking thread). Returns unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def snapshot(self) -> MetricsSnapshot:
+        """The snapshot of the latest tick (``EMPTY_SNAPSHOT`` before the first)."""
+        with self._lock:
+            return self._latest
+
+    # -- ticking ------------------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> MetricsSnapshot:
+        """One sample + ingest step; appends to the ring buffers, publishes and returns the snapshot."""
+        with self._tick_lock:
+            snap = self._tick(self._clock() if now is None else now)
+            with self._lock:
+                self._latest = snap
+                subscribers = list(self._subscribers)
+        for cb in subscribers:
+            try:
+                cb(snap)
+            except Exception:
+                log.exception("metrics subscriber %r failed", cb)
+        return snap
+
+    def _tick(self, now: float) -> MetricsSnapshot:
+        wall = time.time()
+        interval = None if self._last_tick is None else now - self._last_tick
+        if interval is not None and interval <= 0:
+            interval = None
+        self._last_tick = now
+        with self._lock:
+            nodes = list(self._nodes.values())
+            members = {n.name: n.pids() for n in nodes}
+        samples: dict[tuple[str, int], ProcessSample] = {
+            (s.node, s.pid): s for s in self._sampler.sample()
+        }
+
+        def rate(n: int) -> float:
+            return n / interval if interval else 0.0
+
+        workers: list[WorkerMetrics] = []
+        node_metrics: list[NodeMetrics] = []
+        edges: list[EdgeMetrics] = []
+        worker_hist: list[WorkerHistory] = []
+        node_hist: list[NodeHistory] = []
+        live_keys: set[tuple[str, int]] = set()
+        sample_max = self._latency_sample_max()
+
+        for node in nodes:
+            if node.ingest is not None:
+                node.ingest.latency_sample_max = sample_max
+                batch = node.ingest.poll()
+                totals = node.ingest.totals
+            else:
+                batch = totals = IngestBatch()
+            for route in batch.by_route:
+                node.routes.setdefault(route)
+
+            # processes
+            cpu_sum: float | None = None
+            rss_sum = 0
+            nproc = 0
+            for pid, role in members[node.name]:
+                s = samples.get((node.name, pid))
+                if s is None:
+                    continue
+                nproc += 1
+                rss_sum += s.rss_bytes
+                if s.cpu_percent is not None:
+                    cpu_sum = (cpu_sum or 0.0) + s.cpu_percent
+                w = WorkerMetrics(
+                    node.name, pid, role, s.cpu_percent, s.rss_bytes,
+                    rate(batch.by_pid.get(pid, 0)), totals.by_pid.get(pid, 0),
+                )
+                workers.append(w)
+                key = (node.name, pid)
+                live_keys.add(key)
+                ring = self._worker_rings.get(key)
+                if ring is None:
+                    ring = self._worker_rings[key] = self._new_ring(len(_WORKER_CHANNELS))
+                ring.append(now, math.nan if w.cpu_percent is None else w.cpu_percent, w.rps, w.rss_bytes)
+                t, v = ring.copy_view()
+                worker_hist.append(WorkerHistory(node.name, pid, t, _ro(v[:, 0]), _ro(v[:, 1]), _ro(v[:, 2])))
+
+            # latency over the sliding window
+            win = node.latency_window
+            if batch.latencies.size:
+                win.append((now, batch.latencies, batch.latency_weight))
+            while win and win[0][0] < now - self.latency_window_s:
+                win.popleft()
+            p50 = p95 = p99 = None
+            nlat = sum(len(v) for _, v, _ in win)
+            if nlat:
+                vals = np.concatenate([v for _, v, _ in win])
+                wts = np.concatenate([np.full(len(v), w) for _, v, w in win])
+                p50, p95, p99 = weighted_percentiles(vals, wts, (50, 95, 99))
+
+            nm = NodeMetrics(
+                name=node.name,
+                kind=node.kind,
+                rps=rate(batch.lines),
+                requests_total=totals.lines,
+                unparseable_total=totals.unparseable,
+                requests_by_pid=MappingProxyType(dict(totals.by_pid)),
+                status_totals=MappingProxyType(dict(sorted(totals.by_status.items()))),
+                status_rates=MappingProxyType(
+                    {c: rate(batch.by_status.get(c, 0)) for c in sorted(totals.by_status)}
+                ),
+                latency_p50=p50,
+                latency_p95=p95,
+                latency_p99=p99,
+                latency_samples=nlat,
+                cpu_percent=cpu_sum,
+                rss_bytes=rss_sum,
+                process_count=nproc,
+            )
+            node_metrics.append(nm)
+            if node.ring is None:
+                node.ring = self._new_ring(len(_NODE_CHANNELS))
+            nan = math.nan
+            node.ring.append(
+                now, nm.rps,
+                nan if p50 is None else p50, nan if p95 is None else p95, nan if p99 is None else p99,
+                rss_sum, nan if cpu_sum is None else cpu_sum,
+            )
+            t, v = node.ring.copy_view()
+            node_hist.append(NodeHistory(node.name, t, *(_ro(v[:, i]) for i in range(len(_NODE_CHANNELS)))))
+
+            for route in node.routes:
+                edges.append(
+                    EdgeMetrics(
+                        node.name, route,
+                        rate(batch.by_route.get(route, 0)),
+                        totals.by_route.get(route, 0),
+                        totals.errors_by_route.get(route, 0),
+                        rate(batch.errors_by_route.get(route, 0)),
+                    )
+                )
+
+        for key in [k for k in self._worker_rings if k not in live_keys]:
+            del self._worker_rings[key]
+
+        return MetricsSnapshot(
+            time=now,
+            wall_time=wall,
+            interval=interval,
+            workers=tuple(workers),
+            nodes=tuple(node_metrics),
+            edges=tuple(edges),
+            worker_history=tuple(worker_hist),
+            node_history=tuple(node_hist),
+        )
+
+    def _new_ring(self, channels: int) -> TimeSeriesRing:
+        return TimeSeriesRing(capacity_for(self.history_seconds, self._rate_hz), channels)
+
+    # -- background thread --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_in_thread(self, hz: float | None = None) -> threading.Thread:
+        """Start a daemon thread calling :meth:`tick` at ``hz`` (0.5-10; default: the constructor's
+        ``rate_hz``). Ring buffers created after this hold ``history_seconds`` at this rate."""
+        hz = self._rate_hz if hz is None else hz
+        self._check_rate(hz)
+        if self.running:
+            raise RuntimeError("the metrics engine is already running; stop() it first")
+        self._rate_hz = hz
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(1.0 / hz,), name="stackpanel-metrics", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def _run(self, period: float) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("metrics tick failed")
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay < 0:  # fell behind: skip the missed ticks, don't burst
+                next_t = time.monotonic()
+                delay = 0.0
+            if self._stop.wait(delay):
+                break
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (idempotent); waits up to ``timeout`` for the current tick."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+
+    def close(self) -> None:
+        """Stop and close every log file."""
+        self.stop()
+        with self._tick_lock, self._lock:
+            nodes = list(self._nodes.values())
+        for n in nodes:
+            if n.ingest is not None:
+                n.ingest.close()
