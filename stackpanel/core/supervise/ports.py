@@ -1,0 +1,229 @@
+"""Who holds a TCP port, and are the ports a stack needs free?
+
+``check_ports_free`` first tries to bind each address the way servers do (``SO_REUSEADDR``),
+which is fast and exact; only for addresses that fail does it look up the holders with
+``psutil.net_connections`` (slower: it walks every process's file descriptors).
+All functions are thread-safe and do blocking I/O: keep them off a GUI thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psutil
+
+log = logging.getLogger("stackpanel.supervise")
+
+__all__ = [
+    "PortConflict",
+    "PortHolder",
+    "check_ports_free",
+    "find_port_holders",
+    "wait_ports_free",
+]
+
+_WILDCARDS_V4 = {"0.0.0.0"}
+_WILDCARDS_V6 = {"::"}
+_MAX_CMDLINE = 200
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """A process with a listening socket on the port. ``pid`` is None when we may not see it."""
+
+    pid: int | None
+    name: str
+    cmdline: str
+    user: str
+    local_address: str
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return "a process stackpanel is not allowed to see (owned by another user; try as root)"
+        return f'pid {self.pid} ({self.name}: "{self.cmdline}")'
+
+
+@dataclass(frozen=True)
+class PortConflict:
+    """An address that cannot be bound: ``message`` says why/who, ``remedy`` what to do."""
+
+    host: str
+    port: int
+    holders: tuple[PortHolder, ...]
+    errno: int | None
+    message: str
+    remedy: str
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.remedy}"
+
+
+def _resolve(host: str) -> set[str]:
+    """Numeric IPs ``host`` stands for ('localhost' -> 127.0.0.1 and ::1)."""
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return {host}
+    return {str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos}
+
+
+def _matches(listen_ip: str, wanted: set[str]) -> bool:
+    ip = listen_ip.split("%")[0]
+    if ip in wanted:
+        return True
+    if ip.startswith("::ffff:") and ip[7:] in wanted:
+        return True
+    # A wildcard bind blocks every address of its family (and '::' usually IPv4 too).
+    if ip in _WILDCARDS_V4 and any(":" not in w for w in wanted):
+        return True
+    if ip in _WILDCARDS_V6:
+        return True
+    # Binding the wildcard ourselves is blocked by any specific listener.
+    return bool(wanted & (_WILDCARDS_V4 | _WILDCARDS_V6))
+
+
+def _holder(pid: int | None, addr: str) -> PortHolder:
+    if pid is None:
+        return PortHolder(None, "?", "", "?", addr)
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            name = p.name()
+            try:
+                cmd = " ".join(p.cmdline())
+            except psutil.Error:
+                cmd = ""
+            try:
+                user = p.username()
+            except (psutil.Error, KeyError):
+                user = "?"
+    except psutil.Error:
+        return PortHolder(pid, "?", "", "?", addr)
+    if len(cmd) > _MAX_CMDLINE:
+        cmd = cmd[: _MAX_CMDLINE - 1] + "…"
+    return PortHolder(pid, name, cmd or name, user, addr)
+
+
+def _order(holders: list[PortHolder]) -> list[PortHolder]:
+    """Put the "root" holder first: e.g. the nginx master before its workers sharing the socket."""
+    pids = {h.pid for h in holders if h.pid is not None}
+
+    def depth(h: PortHolder) -> tuple[int, int]:
+        if h.pid is None:
+            return (2, 0)
+        try:
+            parent_in = psutil.Process(h.pid).ppid() in pids
+        except psutil.Error:
+            parent_in = False
+        return (1 if parent_in else 0, h.pid)
+
+    return sorted(holders, key=depth)
+
+
+def find_port_holders(host: str, port: int) -> list[PortHolder]:
+    """Processes LISTENing on ``port`` at ``host`` (or at a wildcard address covering it).
+
+    One entry per pid (workers that inherited the socket are listed too), parent first.
+    Pids of other users' processes are only visible to root; they appear with ``pid=None``.
+    """
+    wanted = _resolve(host)
+    seen: dict[int | None, PortHolder] = {}
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # pragma: no cover - macOS without root
+        log.warning("not allowed to list sockets; cannot tell who holds port %d", port)
+        return []
+    for c in conns:
+        if c.status != psutil.CONN_LISTEN or not c.laddr or c.laddr.port != port:
+            continue
+        if not _matches(c.laddr.ip, wanted):
+            continue
+        if c.pid in seen:
+            continue
+        seen[c.pid] = _holder(c.pid, f"{c.laddr.ip}:{c.laddr.port}")
+    return _order(list(seen.values()))
+
+
+def _try_bind(host: str, port: int) -> OSError | None:
+    try:
+        infos = socket.getaddrinfo(host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = infos[0]
+    except socket.gaierror as exc:
+        return OSError(errno.EADDRNOTAVAIL, f"cannot resolve {host!r}: {exc}")
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(sockaddr)
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        s.close()
+
+
+def _conflict(host: str, port: int, err: OSError) -> PortConflict:
+    code = err.errno
+    remedy = f"stop it, or move the whole stack with --port-offset N (e.g. --port-offset 100 -> {port + 100})"
+    if code == errno.EADDRINUSE:
+        holders = tuple(find_port_holders(host, port))
+        if holders:
+            first = holders[0]
+            msg = f"port {port} on {host} is taken by {first.describe()}"
+            others = [str(h.pid) for h in holders[1:] if h.pid is not None]
+            if others:
+                msg += f" and {len(others)} more process(es) sharing the socket ({', '.join(others)})"
+        else:
+            msg = (
+                f"port {port} on {host} is in use, but no process is listening on it "
+                "(a socket bound without listening, another network namespace, or it was just released)"
+            )
+            remedy = f"retry in a moment, check `ss -tanp 'sport = :{port}'`, or use --port-offset N"
+        return PortConflict(host, port, holders, code, msg, remedy)
+    if code == errno.EACCES:
+        msg = f"port {port} on {host} needs privileges to bind (ports below 1024 are reserved for root)"
+        remedy = "use a port of 1024 or above (e.g. --port-offset N), or run as root"
+    elif code == errno.EADDRNOTAVAIL:
+        msg = f"{host} is not an address of this machine, so port {port} cannot be bound there"
+        remedy = "use 127.0.0.1 (or ::1) in the profile"
+    else:
+        msg = f"cannot bind port {port} on {host}: {err.strerror or err}"
+        remedy = "check the address in the profile"
+    return PortConflict(host, port, (), code, msg, remedy)
+
+
+def check_ports_free(addrs: Iterable[tuple[str, int]]) -> list[PortConflict]:
+    """Try to bind each ``(host, port)``; return a conflict (naming the holder) per failure."""
+    conflicts: list[PortConflict] = []
+    for host, port in addrs:
+        err = _try_bind(host, port)
+        if err is not None:
+            conflicts.append(_conflict(host, port, err))
+    return conflicts
+
+
+def wait_ports_free(
+    addrs: Sequence[tuple[str, int]], timeout: float, *, interval: float = 0.05
+) -> list[PortConflict]:
+    """Wait until every address can be bound; return the conflicts still left at ``timeout``.
+
+    Cheap bind attempts while waiting; holders are looked up only for the final answer.
+    """
+    deadline = time.monotonic() + timeout
+    pending = list(addrs)
+    while True:
+        pending = [(h, p) for h, p in pending if _try_bind(h, p) is not None]
+        if not pending:
+            return []
+        if time.monotonic() >= deadline:
+            return check_ports_free(pending)
+        time.sleep(interval)
