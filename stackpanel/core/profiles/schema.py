@@ -65,7 +65,8 @@ class AppSpec(StrictModel):
     module: str = Field(description="module:attribute, e.g. stackpanel.apps.fastapi_demo:app")
     interface: Interface = "asgi"
     python: str | None = Field(default=None, description="interpreter or venv directory; default: stackpanel's")
-    working_dir: str | None = Field(default=None, description="directory the app runs in; default: the profile's")
+    working_dir: str | None = Field(default=None, validate_default=True,
+                                    description="directory the app runs in; default: the profile's")
     env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("module")
@@ -79,7 +80,8 @@ class AppSpec(StrictModel):
     @classmethod
     def _paths(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
-            return None
+            base = (info.context or {}).get("base_dir")
+            return str(base) if info.field_name == "working_dir" and base is not None else None
         return _resolve_against_profile(check_config_path(v), info)
 
     @field_validator("env")

@@ -129,7 +129,7 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
                                              "give the interpreter (…/bin/python) or the venv directory"))
                 continue
             module = app.module.split(":", 1)[0]
-            workdir = app.working_dir or str(smap.file.parent.resolve())
+            workdir = app.working_dir or os.getcwd()
             if not module_importable(Path(app.interpreter), module, Path(workdir)):
                 problems.append(smap.problem(loc + ("module",),
                                              f"module {module!r} cannot be found by {app.interpreter} "

@@ -1,0 +1,144 @@
+"""Command lines (and log configs) for the app-server nodes: gunicorn and uvicorn."""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from stackpanel.core import logformat
+from stackpanel.core.profiles.schema import AppServerNode, GunicornNode, UvicornNode
+from stackpanel.core.render.common import RenderedNode, RunPaths
+
+UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+#: Proxies on this machine that may set X-Forwarded-* headers.
+TRUSTED_PROXIES = "127.0.0.1,::1"
+
+
+def _seconds(value: float) -> str:
+    return str(max(1, int(value)))
+
+
+def _app_env(node: AppServerNode) -> dict[str, str]:
+    # Unbuffered output so the last log lines of a crash are on disk when we read them.
+    return {"PYTHONUNBUFFERED": "1", **node.app.env}
+
+
+def _workdir(node: AppServerNode) -> Path:
+    # The loader defaults working_dir to the profile's directory; a bare model falls back to cwd.
+    return Path(node.app.working_dir) if node.app.working_dir else Path.cwd()
+
+
+def uvicorn_log_config(paths: RunPaths, name: str) -> dict[str, Any]:
+    """dictConfig for uvicorn: access lines in the shared format (pid first) to the access log."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "access": {"()": "uvicorn.logging.AccessFormatter", "fmt": logformat.UVICORN_ACCESS_FORMAT,
+                       "use_colors": False},
+            "default": {"()": "uvicorn.logging.DefaultFormatter",
+                        "fmt": "%(asctime)s [%(process)d] %(levelprefix)s %(message)s", "use_colors": False},
+        },
+        "handlers": {
+            "access": {"class": "logging.FileHandler", "filename": str(paths.access_log(name)),
+                       "formatter": "access"},
+            "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> dict[str, Any]:
+    """dictConfig for gunicorn. With UvicornWorker, uvicorn's access records flow through
+    gunicorn.access's handlers, so that handler formats them with uvicorn's AccessFormatter."""
+    access_formatter = (
+        {"()": "uvicorn.logging.AccessFormatter", "fmt": logformat.UVICORN_ACCESS_FORMAT, "use_colors": False}
+        if uvicorn_workers
+        else {"format": logformat.GUNICORN_FORMATTER}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": ["error"]},
+        "formatters": {
+            "access": access_formatter,
+            "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"},
+        },
+        "handlers": {
+            "access": {"class": "logging.FileHandler", "filename": str(paths.access_log(name)),
+                       "formatter": "access"},
+            "error": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error"], "propagate": False,
+                               "qualname": "gunicorn.error"},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False,
+                                "qualname": "gunicorn.access"},
+        },
+    }
+
+
+def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths) -> RenderedNode:
+    workdir = _workdir(node)
+    log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
+    argv = [
+        node.app.interpreter, "-m", "uvicorn", node.app.module,
+        "--host", node.host, "--port", str(node.port),
+        "--app-dir", str(workdir),
+        "--log-config", str(log_conf),
+        "--timeout-keep-alive", _seconds(node.keepalive_timeout_seconds),
+        "--timeout-graceful-shutdown", _seconds(node.shutdown.timeout_seconds),
+        "--proxy-headers", "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--no-server-header",
+    ]
+    if node.app.interface == "wsgi":
+        argv += ["--interface", "wsgi"]
+    if node.reload:
+        argv += ["--reload", "--reload-dir", str(workdir)]
+    elif node.workers > 1:
+        argv += ["--workers", str(node.workers)]
+    return RenderedNode(
+        name=name, kind="uvicorn", argv=tuple(argv), cwd=workdir,
+        files={log_conf: json.dumps(uvicorn_log_config(paths, name), indent=2) + "\n"},
+        access_log=paths.access_log(name), output_log=paths.output_log(name),
+        env=_app_env(node), stop_signal=signal.SIGTERM,
+        # uvicorn has no graceful reload; --workers N restarts workers on HUP only since 0.29
+        reload_signal=None,
+    )
+
+
+def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
+    workdir = _workdir(node)
+    uvicorn_workers = node.effective_worker_class == "uvicorn"
+    log_conf = paths.conf_dir / f"gunicorn-{name}.logging.json"
+    argv = [
+        node.app.interpreter, "-m", "gunicorn", node.app.module,
+        "--bind", node.address,
+        "--workers", str(node.workers),
+        "--worker-class", UVICORN_WORKER_CLASS if uvicorn_workers else "sync",
+        "--chdir", str(workdir),
+        "--pid", str(paths.pid_file(name)),
+        # gunicorn ≥ 27 opens a control socket in ~/.gunicorn by default: two stacks would collide.
+        "--control-socket", str(paths.state_dir / f"gunicorn-{name}.ctl"),
+        "--log-config-json", str(log_conf),
+        "--timeout", _seconds(node.timeout_seconds),
+        "--graceful-timeout", _seconds(node.shutdown.timeout_seconds),
+        "--keep-alive", _seconds(node.keepalive_timeout_seconds),
+        "--forwarded-allow-ips", TRUSTED_PROXIES,
+    ]
+    if not uvicorn_workers:
+        argv += ["--access-logformat", logformat.GUNICORN_ACCESS_FORMAT]
+        if node.threads > 1:
+            argv += ["--threads", str(node.threads)]
+    return RenderedNode(
+        name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
+        files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n"},
+        access_log=paths.access_log(name), output_log=paths.output_log(name),
+        pid_file=paths.pid_file(name), env=_app_env(node),
+        stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
+    )

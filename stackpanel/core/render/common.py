@@ -1,0 +1,136 @@
+"""What every renderer shares: the run-directory layout, the rendered result, safe quoting."""
+from __future__ import annotations
+
+import grp
+import os
+import shlex
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from stackpanel.core.errors import RenderError
+from stackpanel.core.profiles.schema import UNSAFE_PATH_CHARS
+
+#: Unprivileged account the servers' workers switch to when stackpanel runs as root.
+UNPRIVILEGED_USER = "nobody"
+
+
+def unprivileged_group() -> str:
+    for name in ("nogroup", "nobody"):
+        try:
+            grp.getgrnam(name)
+            return name
+        except KeyError:
+            continue
+    return "nogroup"
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def quote(value: object) -> str:
+    """Double-quote a string for nginx or Apache, refusing anything that could escape the quotes.
+
+    The profile schema already restricts these strings; this is the second, independent guard.
+    """
+    text = str(value)
+    bad = {c for c in text if c in UNSAFE_PATH_CHARS}
+    if bad:
+        raise RenderError(f"refusing to write {text!r} into a server config: it contains {sorted(bad)}")
+    return f'"{text}"'
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Layout of a run directory: everything a stack writes stays inside it."""
+
+    root: Path
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def access_log(self, node: str) -> Path:
+        return self.logs_dir / f"{node}.access.log"
+
+    def error_log(self, node: str) -> Path:
+        return self.logs_dir / f"{node}.error.log"
+
+    def output_log(self, node: str) -> Path:
+        """stdout + stderr of the node's leader process."""
+        return self.logs_dir / f"{node}.out.log"
+
+    def pid_file(self, node: str) -> Path:
+        return self.state_dir / f"{node}.pid"
+
+    def node_tmp(self, node: str) -> Path:
+        return self.tmp_dir / node
+
+    @property
+    def record_file(self) -> Path:
+        return self.root / "processes.json"
+
+
+@dataclass(frozen=True)
+class RenderedNode:
+    """Everything needed to run one node: files to write, the command, and how to signal it."""
+
+    name: str
+    kind: str
+    argv: tuple[str, ...]
+    cwd: Path
+    files: Mapping[Path, str]
+    access_log: Path
+    output_log: Path
+    error_log: Path | None = None
+    pid_file: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: ``nginx -t`` / ``apache2 -t`` for the rendered config; None for app servers.
+    config_test_argv: tuple[str, ...] | None = None
+    stop_signal: int = signal.SIGTERM
+    #: graceful reload (nginx HUP, apache USR1 = graceful, gunicorn HUP); None: restart instead.
+    reload_signal: int | None = None
+    #: directories to create before the first start.
+    dirs: tuple[Path, ...] = ()
+    #: of those, the ones the server's unprivileged workers must be able to write.
+    writable_dirs: tuple[Path, ...] = ()
+
+    @property
+    def command_line(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        cmd = shlex.join(self.argv)
+        prefix = f"cd {shlex.quote(str(self.cwd))} && " if self.cwd else ""
+        return prefix + (f"env {env} " if env else "") + cmd
+
+    @property
+    def config_file(self) -> Path | None:
+        return next(iter(self.files), None)
+
+
+def template_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("stackpanel.core.render", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = quote
+    return env

@@ -1,0 +1,92 @@
+"""Render a whole profile into a run directory."""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackpanel.core import discovery
+from stackpanel.core.errors import RenderError
+from stackpanel.core.profiles.schema import ApacheNode, GunicornNode, NginxNode, Profile, UvicornNode
+from stackpanel.core.render.appservers import render_gunicorn, render_uvicorn
+from stackpanel.core.render.common import (
+    UNPRIVILEGED_USER,
+    RenderedNode,
+    RunPaths,
+    running_as_root,
+    unprivileged_group,
+)
+from stackpanel.core.render.proxies import render_apache, render_nginx
+
+
+@dataclass(frozen=True)
+class RenderedStack:
+    profile: Profile
+    paths: RunPaths
+    nodes: dict[str, RenderedNode]  # in start order: backends first
+    as_root: bool
+
+    def write(self) -> None:
+        """Create the run directory and write every file; safe to call again (re-render)."""
+        p = self.paths
+        for d in (p.root, p.conf_dir, p.logs_dir, p.state_dir, p.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # Workers that dropped root (nginx, apache children) must reach files inside the run dir.
+        if self.as_root:
+            _make_traversable(p.root)
+        for node in self.nodes.values():
+            for d in node.dirs:
+                d.mkdir(parents=True, exist_ok=True)
+            for d in node.writable_dirs:
+                if self.as_root:
+                    shutil.chown(d, UNPRIVILEGED_USER, unprivileged_group())
+            for path, text in node.files.items():
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)
+
+
+def _make_traversable(path: Path) -> None:
+    """o+x on the run dir and its parents (only where missing) so an unprivileged worker can reach it."""
+    for d in [path, *path.parents]:
+        try:
+            mode = d.stat().st_mode
+            if not mode & 0o001:
+                d.chmod(mode | 0o001)
+        except OSError:
+            break
+
+
+def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None,
+                 nginx: discovery.NginxInfo | None = None,
+                 apache: discovery.ApacheInfo | None = None) -> RenderedStack:
+    """Render every node. nginx/apache are discovered when not given; missing ones raise RenderError
+    with the install command."""
+    paths = RunPaths(Path(run_dir).resolve())
+    root = running_as_root() if as_root is None else as_root
+    user, group = UNPRIVILEGED_USER, unprivileged_group()
+    kinds = profile.kinds()
+    if "nginx" in kinds and nginx is None:
+        nginx = discovery.find_nginx()
+        if nginx is None:
+            raise RenderError(f"this profile needs nginx, which is not installed: {discovery.install_hint('nginx')}")
+    if "apache" in kinds and apache is None:
+        apache = discovery.find_apache()
+        if apache is None:
+            raise RenderError(f"this profile needs Apache httpd, which is not installed: "
+                              f"{discovery.install_hint('apache')}")
+    nodes: dict[str, RenderedNode] = {}
+    for name in profile.start_order():
+        node = profile.nodes[name]
+        if isinstance(node, NginxNode):
+            assert nginx is not None
+            nodes[name] = render_nginx(profile, name, node, paths, nginx, root, user, group)
+        elif isinstance(node, ApacheNode):
+            assert apache is not None
+            nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group)
+        elif isinstance(node, GunicornNode):
+            nodes[name] = render_gunicorn(name, node, paths)
+        elif isinstance(node, UvicornNode):
+            nodes[name] = render_uvicorn(name, node, paths)
+    return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)
