@@ -619,6 +619,8 @@ def _spec_found(module: str, search_path: list[str]) -> bool:
         if i == 0 and part in sys.builtin_module_names:
             return len(parts) == 1
         spec = importlib.machinery.PathFinder.find_spec(part, locations)
+        if spec is None and i == 0:
+            spec = _meta_path_spec(part)
         if spec is None:
             return False
         if i < len(parts) - 1:
@@ -626,6 +628,21 @@ def _spec_found(module: str, search_path: list[str]) -> bool:
                 return False
             locations = list(spec.submodule_search_locations)
     return True
+
+
+def _meta_path_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """A top-level package found by a meta-path finder other than PathFinder, e.g. the finder an
+    editable install (``pip install -e``) registers; looking it up imports nothing."""
+    for finder in sys.meta_path:
+        if finder is importlib.machinery.PathFinder or not hasattr(finder, "find_spec"):
+            continue
+        try:
+            spec = finder.find_spec(name, None)
+        except Exception:  # a third-party finder misbehaving must not break validation
+            continue
+        if spec is not None and spec.origin not in ("built-in", "frozen"):
+            return spec
+    return None
 
 
 # Same walk as _spec_found, for another interpreter (which must not import stackpanel).

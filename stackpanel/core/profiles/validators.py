@@ -88,7 +88,7 @@ def check_cycles(profile: Profile, smap: SourceMap, port_offset: int) -> list[Pr
             cycle = visit(name)
             if cycle:
                 return [smap.problem(("nodes", cycle[0]), "the request path loops: " + " → ".join(cycle),
-                                     "a request must flow one way, from the entry node to the app")]
+                                     "a request must flow one way, from the entry node to the app", prefer_key=True)]
     return []
 
 
@@ -100,7 +100,7 @@ def check_reachability(profile: Profile, smap: SourceMap, port_offset: int) -> l
     entry = entries[0]
     return [
         smap.problem(("nodes", n), f"node {n!r} is not reached by any route (the entry node is {entry!r})",
-                     f"add a route to it under node {entry!r}, or remove it")
+                     f"add a route to it under node {entry!r}, or remove it", prefer_key=True)
         for n in entries[1:]
     ]
 

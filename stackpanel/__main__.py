@@ -1,0 +1,3 @@
+from stackpanel.cli import main
+
+raise SystemExit(main())

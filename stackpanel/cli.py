@@ -1,0 +1,188 @@
+"""Command line: `stackpanel` opens the panel; subcommands run headless.
+
+Errors from the core are StackpanelError values; here, at the boundary, they become a message on
+stderr and an exit code (1: the request cannot be met, 2: bad usage).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from stackpanel import __version__
+from stackpanel.core.errors import ProfileError, StackpanelError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _add_profile_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    help_text = "profile file or built-in name (see `stackpanel profiles`)"
+    if many:
+        p.add_argument("profiles", nargs="+", metavar="PROFILE", help=help_text)
+    else:
+        p.add_argument("profile", metavar="PROFILE", help=help_text)
+
+
+def _add_offset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port-offset", type=int, default=0, metavar="N",
+                   help="add N to every port of the profile (run stacks side by side)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stackpanel",
+        description="Run and watch nginx/apache → gunicorn/uvicorn → app stacks. Without a command: the panel.",
+    )
+    parser.add_argument("--version", action="version", version=f"stackpanel {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the core does")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("gui", help="open the control panel (the default)")
+    p.add_argument("profile", nargs="?", metavar="PROFILE", help="profile to open")
+
+    p = sub.add_parser("validate", help="check profiles; exit 1 with file:line messages if any is broken")
+    _add_profile_args(p, many=True)
+
+    p = sub.add_parser("render", help="write the configs of a profile and print the command lines")
+    _add_profile_args(p)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="run directory to write into")
+    _add_offset(p)
+
+    p = sub.add_parser("doctor", help="which servers are installed, and how to install what is missing")
+    p.add_argument("profile", nargs="?", metavar="PROFILE", help="only require what this profile needs")
+
+    sub.add_parser("profiles", help="list built-in and user profiles")
+
+    p = sub.add_parser("up", help="start a profile's stack headless; Ctrl-C stops it")
+    _add_profile_args(p)
+    _add_offset(p)
+    p.add_argument("--run-dir", type=Path, metavar="DIR", help="run directory (default: per-user state dir)")
+    p.add_argument("--metrics", action="store_true", help="print a live per-worker table once a second")
+    p.add_argument("--metrics-json", type=Path, metavar="FILE",
+                   help="append one JSON object per second with per-worker figures")
+    return parser
+
+
+def _load(name_or_path: str, port_offset: int = 0):  # -> Profile
+    from stackpanel.core.profiles.library import resolve_profile
+    from stackpanel.core.profiles.loader import load_profile
+
+    return load_profile(resolve_profile(name_or_path), port_offset=port_offset)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from stackpanel.core.profiles.library import resolve_profile
+    from stackpanel.core.profiles.loader import load_profile
+
+    failed = 0
+    for item in args.profiles:
+        try:
+            path = resolve_profile(item)
+            profile = load_profile(path)
+        except ProfileError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+            continue
+        nodes = " → ".join(f"{n}({profile.nodes[n].kind})" for n in reversed(profile.start_order()))
+        print(f"ok  {path}: {profile.name}: {nodes}")
+    if failed:
+        print(f"{failed} of {len(args.profiles)} profile(s) have problems", file=sys.stderr)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from stackpanel.core.render import render_stack
+
+    profile = _load(args.profile, args.port_offset)
+    stack = render_stack(profile, args.out)
+    stack.write()
+    print(f"# {profile.name}: rendered into {stack.paths.root}")
+    print("# start these in order (backends first); the entry is", profile.entry_url)
+    for node in stack.nodes.values():
+        for path in node.files:
+            print(f"# {node.name}: wrote {path}")
+        if node.config_test_argv:
+            print(f"# {node.name}: test the config with: {' '.join(node.config_test_argv)}")
+        print(node.command_line)
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from stackpanel.core import discovery
+
+    needs = None
+    python = None
+    if args.profile:
+        profile = _load(args.profile)
+        needs = profile.kinds()
+        interpreters = {n.app.interpreter for n in profile.nodes.values() if hasattr(n, "app")}
+        python = next(iter(interpreters), None)
+    report = discovery.run_doctor(needs=needs, python=python)
+    print(discovery.format_report(report))
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from stackpanel.core.profiles.library import list_profiles
+    from stackpanel.core.profiles.loader import load_profile
+
+    for entry in list_profiles():
+        try:
+            title = load_profile(entry.path, check_files=False).name
+        except ProfileError:
+            title = "(invalid: run `stackpanel validate` on it)"
+        where = "built-in" if entry.builtin else "user"
+        print(f"{entry.name:<26} {where:<9} {title}")
+    return EXIT_OK
+
+
+def has_display() -> bool:
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                       or os.environ.get("QT_QPA_PLATFORM"))
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    if not has_display():
+        from stackpanel.core.profiles.library import DEFAULT_PROFILE
+
+        name = getattr(args, "profile", None) or DEFAULT_PROFILE
+        print(f"No display found: running profile {name!r} headless instead (Ctrl-C stops it).", file=sys.stderr)
+        up_args = argparse.Namespace(profile=name, port_offset=0, run_dir=None, metrics=False, metrics_json=None)
+        return cmd_up(up_args)
+    from stackpanel.qt.app import run_gui
+
+    return run_gui(getattr(args, "profile", None))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from stackpanel.core.supervise.headless import run_headless
+
+    profile = _load(args.profile, args.port_offset)
+    return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json)
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "render": cmd_render,
+    "doctor": cmd_doctor,
+    "profiles": cmd_profiles,
+    "gui": cmd_gui,
+    "up": cmd_up,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    command = args.command or "gui"
+    try:
+        return COMMANDS[command](args)
+    except StackpanelError as exc:
+        print(f"stackpanel: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
