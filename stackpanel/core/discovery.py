@@ -638,14 +638,16 @@ def _meta_path_spec(name: str) -> importlib.machinery.ModuleSpec | None:
             continue
         try:
             spec = finder.find_spec(name, None)
-        except Exception:  # a third-party finder misbehaving must not break validation
+        except Exception as exc:  # noqa: BLE001 - a third-party finder misbehaving must not break validation
+            log.debug("meta-path finder %r failed on %s: %s", finder, name, exc)
             continue
         if spec is not None and spec.origin not in ("built-in", "frozen"):
             return spec
     return None
 
 
-# Same walk as _spec_found, for another interpreter (which must not import stackpanel).
+# Same walk as _spec_found (meta-path fallback included), for another interpreter
+# (which must not import stackpanel).
 _FIND_SPEC_SCRIPT = """\
 import sys
 from importlib.machinery import PathFinder
@@ -656,6 +658,17 @@ for i, part in enumerate(parts):
     if i == 0 and part in sys.builtin_module_names:
         sys.exit(0 if len(parts) == 1 else 1)
     spec = PathFinder.find_spec(part, locations)
+    if spec is None and i == 0:  # e.g. the finder of an editable install (pip install -e)
+        for finder in sys.meta_path:
+            if finder is PathFinder or not hasattr(finder, "find_spec"):
+                continue
+            try:
+                spec = finder.find_spec(part, None)
+            except Exception:
+                spec = None
+            if spec is not None and spec.origin not in ("built-in", "frozen"):
+                break
+            spec = None
     if spec is None:
         sys.exit(1)
     if i < len(parts) - 1:

@@ -299,3 +299,10 @@ def test_module_importable_in_another_interpreter(tmp_path: Path) -> None:
     assert not module_importable(OTHER_SPELLING, "myapp.other", tmp_path)
     assert module_importable(OTHER_SPELLING, "flask", tmp_path)  # installed in that venv
     assert not module_importable(tmp_path / "no-python", "json", tmp_path)
+
+
+def test_editable_install_is_found_from_any_working_dir(tmp_path: Path) -> None:
+    # stackpanel is installed editable: only the editable finder on sys.meta_path knows where it is.
+    assert module_importable(None, "stackpanel.apps.flask_demo", tmp_path)
+    assert module_importable(OTHER_SPELLING, "stackpanel.apps.flask_demo", tmp_path)
+    assert not module_importable(OTHER_SPELLING, "stackpanel.apps.no_such_app", tmp_path)

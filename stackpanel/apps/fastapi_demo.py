@@ -1,0 +1,110 @@
+"""The demo ASGI app: the same endpoints as :mod:`stackpanel.apps.flask_demo`, for uvicorn.
+
+Every endpoint answers both under ``/api`` (behind a proxy that routes ``/api`` to the app) and at
+the root (the app alone, or a proxy that strips the prefix):
+
+- ``/``, ``/api/``: hello JSON (``message``, ``app``, ``pid``)
+- ``/hello``: the same, as cheap as possible (max-rate load tests)
+- ``/wait?ms=N``: sleeps N ms without blocking the event loop (clamped to 0..10000)
+- ``/cpu?ms=N``: burns N ms of CPU in a busy loop (clamped to 0..10000)
+- ``/pid``: which worker served it (``pid``, ``ppid``)
+- ``/headers``: the Host and forwarding headers the proxies set
+- ``/healthz``: readiness probe
+
+Run: ``python -m uvicorn stackpanel.apps.fastapi_demo:app --host 127.0.0.1 --port 8000``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+APP_NAME = "fastapi"
+MAX_MS = 10_000
+FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
+                     "x-request-id")
+
+app = FastAPI(title="stackpanel demo (FastAPI)")
+
+_hello_cache: tuple[int, bytes] = (0, b"")
+
+
+def _hello_body() -> bytes:
+    """Serialised once per process (the pid changes after a fork)."""
+    global _hello_cache
+    pid = os.getpid()
+    if _hello_cache[0] != pid:
+        body = {"message": "hello from stackpanel", "app": APP_NAME, "pid": pid}
+        _hello_cache = (pid, json.dumps(body).encode())
+    return _hello_cache[1]
+
+
+def clamp_ms(raw: str | None) -> int:
+    """A query-string millisecond count as an int in 0..MAX_MS (junk counts as 0)."""
+    try:
+        value = int(float(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+    return max(0, min(MAX_MS, value))
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(content=json.dumps(body), media_type="application/json")
+
+
+def _routes(*suffixes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a GET endpoint at each suffix, both at the root and under /api."""
+
+    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        paths = dict.fromkeys(p for suffix in suffixes for p in (suffix or "/", "/api" + suffix))
+        for path in paths:
+            app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=path.startswith("/api"))
+        return endpoint
+
+    return register
+
+
+@_routes("", "/", "/hello")
+async def hello() -> Response:
+    return Response(content=_hello_body(), media_type="application/json")
+
+
+@_routes("/wait")
+async def wait(ms: str | None = None) -> Response:
+    n = clamp_ms(ms)
+    await asyncio.sleep(n / 1000)
+    return _json({"waited_ms": n, "pid": os.getpid()})
+
+
+@_routes("/cpu")
+def cpu(ms: str | None = None) -> Response:
+    # A plain def runs in the threadpool: the loop keeps answering /healthz while this burns.
+    n = clamp_ms(ms)
+    deadline = time.thread_time() + n / 1000
+    while time.thread_time() < deadline:
+        pass
+    return _json({"burned_ms": n, "pid": os.getpid()})
+
+
+@_routes("/pid")
+async def pid() -> Response:
+    return _json({"pid": os.getpid(), "ppid": os.getppid()})
+
+
+@_routes("/headers")
+async def headers(request: Request) -> Response:
+    body: dict[str, Any] = {name: request.headers.get(name) for name in FORWARDED_HEADERS}
+    body["client"] = request.client.host if request.client else None
+    body["pid"] = os.getpid()
+    return _json(body)
+
+
+@_routes("/healthz")
+async def healthz() -> Response:
+    return Response(content=b'{"ok": true}', media_type="application/json")

@@ -1,0 +1,100 @@
+"""The demo WSGI app: the same endpoints as :mod:`stackpanel.apps.fastapi_demo`, for gunicorn.
+
+Every endpoint answers both under ``/api`` and at the root; see the FastAPI module for the list.
+``/wait`` blocks the worker (``time.sleep``), as a sync WSGI worker would.
+
+Run: ``python -m gunicorn --no-control-socket -b 127.0.0.1:8000 stackpanel.apps.flask_demo:app``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+
+APP_NAME = "flask"
+MAX_MS = 10_000
+FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
+                     "x-request-id")
+
+app = Flask(__name__, static_folder=None)  # the static site is the proxy's job
+
+_hello_cache: tuple[int, bytes] = (0, b"")
+
+
+def _hello_body() -> bytes:
+    """Serialised once per process (the pid changes after a fork)."""
+    global _hello_cache
+    pid = os.getpid()
+    if _hello_cache[0] != pid:
+        body = {"message": "hello from stackpanel", "app": APP_NAME, "pid": pid}
+        _hello_cache = (pid, json.dumps(body).encode())
+    return _hello_cache[1]
+
+
+def clamp_ms(raw: str | None) -> int:
+    """A query-string millisecond count as an int in 0..MAX_MS (junk counts as 0)."""
+    try:
+        value = int(float(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+    return max(0, min(MAX_MS, value))
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), mimetype="application/json")
+
+
+def _routes(*suffixes: str) -> Callable[[Callable[[], Response]], Callable[[], Response]]:
+    """Register a GET endpoint at each suffix, both at the root and under /api."""
+
+    def register(view: Callable[[], Response]) -> Callable[[], Response]:
+        for suffix in suffixes:
+            for path in (suffix or "/", "/api" + suffix):
+                app.add_url_rule(path, endpoint=f"{view.__name__}:{path}", view_func=view,
+                                 methods=["GET"], strict_slashes=False)
+        return view
+
+    return register
+
+
+@_routes("/", "/hello")
+def hello() -> Response:
+    return Response(_hello_body(), mimetype="application/json")
+
+
+@_routes("/wait")
+def wait() -> Response:
+    n = clamp_ms(request.args.get("ms"))
+    time.sleep(n / 1000)
+    return _json({"waited_ms": n, "pid": os.getpid()})
+
+
+@_routes("/cpu")
+def cpu() -> Response:
+    n = clamp_ms(request.args.get("ms"))
+    deadline = time.thread_time() + n / 1000
+    while time.thread_time() < deadline:
+        pass
+    return _json({"burned_ms": n, "pid": os.getpid()})
+
+
+@_routes("/pid")
+def pid() -> Response:
+    return _json({"pid": os.getpid(), "ppid": os.getppid()})
+
+
+@_routes("/headers")
+def headers() -> Response:
+    body: dict[str, Any] = {name: request.headers.get(name) for name in FORWARDED_HEADERS}
+    body["client"] = request.remote_addr
+    body["pid"] = os.getpid()
+    return _json(body)
+
+
+@_routes("/healthz")
+def healthz() -> Response:
+    return Response(b'{"ok": true}', mimetype="application/json")
