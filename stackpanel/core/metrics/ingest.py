@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter, methodcaller
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,7 @@ _KEY_FIELDS = itemgetter(0, 1, 3)
 _FIVE = ord("5")
 
 LineKey = tuple[bytes, bytes, bytes]
+K = TypeVar("K")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,7 +75,9 @@ class LogTailer:
     :meth:`read` returns chunks that each end with ``b"\\n"`` (complete lines only); a partial last
     line is carried over to the next read. Handled:
 
-    * the file does not exist yet (or disappears): ``read()`` returns ``[]`` and keeps trying;
+    * the file does not exist yet: ``read()`` returns ``[]`` and keeps trying. If the path
+      disappears while a file is open (renamed/deleted, nothing new yet), the open file stays the
+      current one -- its writer may still be appending -- until a new file appears at the path;
     * rotation by rename/delete + new file (inode changed): the old file stays open and is drained
       on every read -- a server keeps writing to it until it reopens its log -- and is closed once
       it has not grown for ``drain_grace_s``; its last partial line, if any, is then emitted as a
@@ -278,15 +281,16 @@ class IngestBatch:
         """Add the counts of ``other`` into this batch (latency samples are not merged)."""
         self.lines += other.lines
         self.unparseable += other.unparseable
-        for src, dst in (
-            (other.by_pid, self.by_pid),
-            (other.by_pid_status, self.by_pid_status),
-            (other.by_status, self.by_status),
-            (other.by_route, self.by_route),
-            (other.errors_by_route, self.errors_by_route),
-        ):
-            for k, n in src.items():
-                dst[k] = dst.get(k, 0) + n  # type: ignore[index,attr-defined]
+        _add(self.by_pid, other.by_pid)
+        _add(self.by_pid_status, other.by_pid_status)
+        _add(self.by_status, other.by_status)
+        _add(self.by_route, other.by_route)
+        _add(self.errors_by_route, other.errors_by_route)
+
+
+def _add(dst: dict[K, int], src: dict[K, int]) -> None:
+    for k, n in src.items():
+        dst[k] = dst.get(k, 0) + n
 
 
 def _count_keys_slow(lines: list[bytes]) -> tuple[Counter[LineKey], int]:
@@ -325,7 +329,7 @@ def _sample_latencies(lines: list[bytes], sample_max: int) -> tuple[npt.NDArray[
     append = out.append
     for line in lines[start::step]:
         parts = line.split(b" ", 3)
-        if len(parts) < 3 or not parts[0].isdigit():
+        if len(parts) < 3 or not (parts[0].isdigit() and len(parts[1]) == 3 and parts[1].isdigit()):
             continue
         s = parts[2]
         if s == b"-":

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stackpanel.core.metrics.engine import (
+    MetricsEngine,
+    MetricsSnapshot,
+    snapshot_to_json,
+    weighted_percentiles,
+)
+from stackpanel.core.metrics.synthetic import access_line, random_lines
+
+
+@pytest.fixture
+def workers() -> Iterator[list[int]]:
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    yield [p.pid for p in procs]
+    for p in procs:
+        p.kill()
+        p.wait(5)
+
+
+def write(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def test_totals_are_exact_and_consistent(tmp_path: Path, workers: list[int]) -> None:
+    nginx_log, app_log = tmp_path / "nginx.log", tmp_path / "app.log"
+    master, w1, w2 = os.getpid(), workers[0], workers[1]
+    eng = MetricsEngine(clock=lambda: 0.0)
+    eng.register_node("edge", "nginx", nginx_log, routes=["apache", "static"])
+    eng.register_node("app", "gunicorn", app_log, routes=["-"])
+    eng.set_workers("edge", master, [w1, w2])
+    eng.set_workers("app", workers[2], [workers[2]])
+    eng.tick(0.0)
+
+    recs = list(random_lines(3000, pids={"nginx": (w1, w2, 999_999)}, seed=1, error_rate=0.1))  # type: ignore[dict-item]
+    write(nginx_log, [r[4] for r in recs])
+    write(app_log, [access_line("gunicorn", workers[2], 200, 0.002, "-")] * 40)
+    snap = eng.tick(2.0)
+    eng.close()
+
+    edge = snap.node("edge")
+    assert edge is not None
+    assert edge.requests_total == 3000
+    assert sum(edge.requests_by_pid.values()) == 3000  # includes 999999, a pid no longer listed
+    assert dict(edge.requests_by_pid) == dict(Counter(r[1] for r in recs))
+    assert sum(edge.status_totals.values()) == 3000
+    assert edge.rps == pytest.approx(1500.0)
+    assert snap.interval == 2.0
+    by_pid = {w.pid: w for w in snap.workers_of("edge")}
+    assert set(by_pid) == {master, w1, w2}
+    assert by_pid[master].role == "master" and by_pid[master].requests_total == 0
+    assert by_pid[w1].requests_total == edge.requests_by_pid[w1]
+    assert by_pid[w1].rps == pytest.approx(edge.requests_by_pid[w1] / 2.0)
+    routes = Counter(r[3] for r in recs)
+    errors = Counter(r[3] for r in recs if r[2] >= 500)
+    for route in ("apache", "static"):
+        e = snap.edge("edge", route)
+        assert e is not None
+        assert e.requests_total == routes[route]
+        assert e.errors_total == errors[route]
+        assert e.rps == pytest.approx(routes[route] / 2.0)
+    assert sum(e.requests_total for e in snap.edges_of("edge")) == 3000
+    app = snap.node("app")
+    assert app is not None and app.requests_total == 40
+    assert app.latency_p50 == pytest.approx(0.002)
+    (aw,) = snap.workers_of("app")
+    assert aw.role == "master" and aw.requests_total == 40  # single-process node serves itself
+
+
+def test_latency_percentiles_slide_with_the_window(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    eng = MetricsEngine(latency_window_s=10.0)
+    eng.register_node("a", "apache", log, routes=["app"])
+    write(log, [access_line("apache", 5, 200, ms / 1000, "app") for ms in range(1, 101)])
+    s = eng.tick(100.0)
+    n = s.node("a")
+    assert n is not None
+    assert n.latency_samples == 100
+    assert (n.latency_p50, n.latency_p95, n.latency_p99) == pytest.approx((0.050, 0.095, 0.099))
+    s = eng.tick(105.0)  # no new lines, still in the window
+    assert s.node("a").latency_p50 == pytest.approx(0.050)  # type: ignore[union-attr]
+    s = eng.tick(111.0)  # older than 10 s: gone
+    n = s.node("a")
+    assert n is not None and n.latency_p50 is None and n.latency_samples == 0
+    hist = s.node_history[0]
+    assert hist.t.tolist() == [100.0, 105.0, 111.0]
+    assert hist.latency_p95[:2].tolist() == pytest.approx([0.095, 0.095])
+    assert np.isnan(hist.latency_p95[2])
+    eng.close()
+
+
+def test_weighted_percentiles() -> None:
+    v = np.array([3.0, 1.0, 2.0])
+    assert weighted_percentiles(v, np.ones(3), (50,)) == [2.0]
+    assert weighted_percentiles(v, np.array([1.0, 1.0, 10.0]), (50, 99)) == [2.0, 3.0]
+
+
+def test_snapshot_is_immutable_and_json_exportable(tmp_path: Path) -> None:
+    log = tmp_path / "u.log"
+    eng = MetricsEngine()
+    eng.register_node("u", "uvicorn", log, routes=["-"])
+    eng.set_workers("u", os.getpid(), [])
+    eng.tick(1.0)
+    write(log, [access_line("uvicorn", os.getpid(), 200, 0, "-")] * 10)
+    snap = eng.tick(2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.nodes[0].rps = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        snap.nodes[0].status_totals["2xx"] = 0  # type: ignore[index]
+    wh = snap.worker_history[0]
+    assert wh.t.tolist() == [1.0, 2.0] and wh.rps.tolist() == [0.0, 10.0]
+    with pytest.raises(ValueError):
+        wh.cpu_percent[0] = 1.0
+    eng.tick(3.0)
+    assert wh.t.tolist() == [1.0, 2.0]  # later ticks don't touch an old snapshot
+    doc = snapshot_to_json(snap)
+    json.dumps(doc, allow_nan=False)
+    (w,) = doc["workers"]
+    assert {"node", "pid", "cpu", "rss", "rps"} <= set(w)
+    assert (w["node"], w["pid"], w["rps"]) == ("u", os.getpid(), 10.0)
+    assert doc["nodes"][0]["p50"] is None  # uvicorn logs no duration
+    eng.close()
+
+
+def test_vanished_worker_is_dropped_and_config_errors(tmp_path: Path) -> None:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    eng = MetricsEngine()
+    eng.register_node("g", "gunicorn", None)
+    eng.set_workers("g", os.getpid(), [p.pid])
+    snap = eng.tick()
+    assert [w.pid for w in snap.workers] == [os.getpid()]
+    with pytest.raises(ValueError):
+        eng.register_node("g", "gunicorn", None)
+    with pytest.raises(KeyError):
+        eng.set_workers("nope", 1, [])
+    with pytest.raises(ValueError):
+        eng.run_in_thread(20)
+    eng.unregister_node("g")
+    assert eng.tick().nodes == ()
+
+
+def test_run_in_thread_publishes_to_subscribers(tmp_path: Path) -> None:
+    log = tmp_path / "n.log"
+    eng = MetricsEngine(rate_hz=10)
+    eng.register_node("n", "nginx", log, routes=["static"])
+    eng.set_workers("n", os.getpid(), [])
+    got: list[MetricsSnapshot] = []
+    threads: set[str] = set()
+    enough = threading.Event()
+
+    def on_snapshot(s: MetricsSnapshot) -> None:
+        got.append(s)
+        threads.add(threading.current_thread().name)
+        if len(got) >= 5:
+            enough.set()
+
+    def broken(_s: MetricsSnapshot) -> None:
+        raise RuntimeError("subscriber bug")
+
+    eng.subscribe(broken)  # logged, does not stop the engine
+    unsubscribe = eng.subscribe(on_snapshot)
+    write(log, [access_line("nginx", os.getpid(), 200, 0.001, "static")] * 7)
+    thread = eng.run_in_thread(10)
+    assert thread.daemon
+    with pytest.raises(RuntimeError):
+        eng.run_in_thread(10)
+    assert enough.wait(5)
+    eng.stop()
+    assert not thread.is_alive() and not eng.running
+    unsubscribe()
+    assert threads == {"stackpanel-metrics"}
+    times = [s.time for s in got]
+    assert times == sorted(times)
+    assert 0.05 < (times[-1] - times[0]) / (len(times) - 1) < 0.2
+    assert got[-1].node("n").requests_total == 7  # type: ignore[union-attr]
+    assert eng.snapshot() is got[-1]
+    n = len(got)
+    eng.tick()
+    assert len(got) == n  # unsubscribed
+    eng.close()
