@@ -356,8 +356,9 @@ class ManagedProcess:
         """Spawn ``argv`` through the spawner thread and watch it. Raises ``SpawnError``."""
         sp = spawner or default_spawner()
         popen = sp.spawn(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path)
-        proc = cls(name, popen, stop_signal=stop_signal, log_path=Path(log_path), on_exit=on_exit,
-                   watcher=watcher)
+        proc = cls(
+            name, popen, stop_signal=stop_signal, log_path=Path(log_path), on_exit=on_exit, watcher=watcher
+        )
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(proc.argv))
         return proc
 
@@ -468,8 +469,9 @@ class ManagedProcess:
             if self._stop_result is not None:
                 return self._stop_result
             self._stop_requested = True
-            result = self._do_stop(self.stop_signal if signal_ is None else int(signal_), timeout,
-                                   kill_timeout)
+            result = self._do_stop(
+                self.stop_signal if signal_ is None else int(signal_), timeout, kill_timeout
+            )
             self._stop_result = result
         if result.killed:
             log.warning("%s", result.describe())
@@ -523,8 +525,13 @@ class ManagedProcess:
         killed = False
         if left:
             killed = True
-            log.warning("%s (pid %d) still has %d process(es) after %.1f s: sending SIGKILL",
-                        self.name, self.pid, len(left), timeout)
+            log.warning(
+                "%s (pid %d) still has %d process(es) after %.1f s: sending SIGKILL",
+                self.name,
+                self.pid,
+                len(left),
+                timeout,
+            )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pgid, _signal.SIGKILL)
             if self.is_running:

@@ -308,15 +308,21 @@ def find_leftovers(path: str | os.PathLike[str]) -> list[Leftover]:
                     result[lo.pid] = lo
                     leader_ok = True
             else:
-                log.info("pid %d of %s now belongs to another process (%s); not touching it",
-                         entry.pid, entry.node, proc.name())
+                log.info(
+                    "pid %d of %s now belongs to another process (%s); not touching it",
+                    entry.pid,
+                    entry.node,
+                    proc.name(),
+                )
         except psutil.Error:
             pass
         # The group id stays reserved while any member lives, so orphaned workers of a dead
         # leader still carry it; but if a *different* process now leads that group, skip it.
         group_leader_ctime = _create_time(entry.pgid)
-        if not leader_ok and group_leader_ctime is not None and not (
-            entry.pgid == entry.pid and _same_time(group_leader_ctime, entry.create_time)
+        if (
+            not leader_ok
+            and group_leader_ctime is not None
+            and not (entry.pgid == entry.pid and _same_time(group_leader_ctime, entry.create_time))
         ):
             continue
         for pid in _group_pids(entry.pgid):
@@ -394,7 +400,8 @@ def clean_leftovers(
             parts.append(f"{len(killed)} needed SIGKILL")
     if survivors:
         parts.append(
-            "could not stop " + ", ".join(f"{lo.describe()} ({lo.cmdline})" for lo in survivors)
+            "could not stop "
+            + ", ".join(f"{lo.describe()} ({lo.cmdline})" for lo in survivors)
             + "; stop them by hand (kill -9 PID) or check permissions"
         )
     summary = "; ".join(parts)

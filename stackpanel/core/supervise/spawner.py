@@ -202,8 +202,7 @@ class Spawner:
             out = open(req.log_path, "ab")  # noqa: SIM115 - closed below, after the fork
         except OSError as exc:
             raise SpawnError(
-                f"cannot start {exe!r}: cannot open its log file {str(req.log_path)!r}: "
-                f"{exc.strerror or exc}"
+                f"cannot start {exe!r}: cannot open its log file {str(req.log_path)!r}: {exc.strerror or exc}"
             ) from exc
         err_file = None
         try:
