@@ -243,7 +243,9 @@ def test_stop_escalates_to_sigkill_for_whole_group(tmp_path: Path, procs: list[M
     )
     worker = int(_wait_file(ready))
     assert worker in session_members(p.pgid, p.sid)
-    assert [c.pid for c in p.descendants()] == [worker]
+    workers = p.descendants()
+    assert [c.pid for c in workers] == [worker]
+    assert p.descendants()[0] is workers[0], "same psutil.Process across calls (cpu_percent needs it)"
     t0 = time.monotonic()
     res = p.stop(signal.SIGTERM, timeout=0.3)
     assert res.killed and res.returncode == -signal.SIGKILL and res.survivors == ()
@@ -389,3 +391,34 @@ def test_http_server_port_holder_and_release(
     res = p.stop(timeout=5)
     assert res.survivors == ()
     assert wait_ports_free([("127.0.0.1", port)], timeout=2) == []
+
+
+def test_port_holder_is_the_master_not_a_worker(
+    tmp_path: Path, procs: list[ManagedProcess], free_port: int
+) -> None:
+    # Like nginx: the master listens, forks workers that inherit the socket. psutil names one
+    # arbitrary pid per socket; the conflict must name the master.
+    ready = tmp_path / "ready"
+    p = _start(
+        procs,
+        tmp_path,
+        "prefork",
+        f"""
+        import os, pathlib, socket, time
+        s = socket.socket()
+        s.bind(("127.0.0.1", {free_port}))
+        s.listen()
+        kids = [pid for pid in (os.fork(), os.fork()) if pid]
+        if len(kids) == 2:
+            time.sleep(0.2)
+            pathlib.Path({str(ready)!r}).write_text("1")
+        time.sleep(60)
+        """,
+    )
+    _wait_file(ready)
+    (conflict,) = check_ports_free([("127.0.0.1", free_port)])
+    pids = [h.pid for h in conflict.holders]
+    assert pids[0] == p.pid
+    assert sorted(pids[1:]) == sorted(c.pid for c in p.descendants())
+    assert conflict.message.startswith(f"port {free_port} on 127.0.0.1 is taken by pid {p.pid} (")
+    assert "more of its processes" in conflict.message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -100,7 +101,7 @@ def _holder(pid: int | None, addr: str) -> PortHolder:
         with p.oneshot():
             name = p.name()
             try:
-                cmd = " ".join(p.cmdline())
+                cmd = " ".join(p.cmdline()).strip()  # nginx pads its process title
             except psutil.Error:
                 cmd = ""
             try:
@@ -114,27 +115,41 @@ def _holder(pid: int | None, addr: str) -> PortHolder:
     return PortHolder(pid, name, cmd or name, user, addr)
 
 
-def _order(holders: list[PortHolder]) -> list[PortHolder]:
-    """Put the "root" holder first: e.g. the nginx master before its workers sharing the socket."""
-    pids = {h.pid for h in holders if h.pid is not None}
+def _family_of(pid: int) -> list[int]:
+    """``pid`` plus the processes sharing its listening socket, the parent ("master") first.
 
-    def depth(h: PortHolder) -> tuple[int, int]:
-        if h.pid is None:
-            return (2, 0)
-        try:
-            parent_in = psutil.Process(h.pid).ppid() in pids
-        except psutil.Error:
-            parent_in = False
-        return (1 if parent_in else 0, h.pid)
-
-    return sorted(holders, key=depth)
+    psutil reports one pid per socket even when a master and its workers all hold it, and
+    which one is arbitrary (for nginx usually a worker).  Walk up to the topmost ancestor with
+    the same name in the same process group, then add its same-name children in that group.
+    """
+    try:
+        proc = psutil.Process(pid)
+        name, pgid = proc.name(), os.getpgid(pid)
+        while True:
+            parent = proc.parent()
+            if parent is None or parent.pid <= 1 or parent.name() != name:
+                break
+            if os.getpgid(parent.pid) != pgid:
+                break
+            proc = parent
+        family = [proc.pid]
+        for child in proc.children(recursive=True):
+            try:
+                if child.name() == name and os.getpgid(child.pid) == pgid:
+                    family.append(child.pid)
+            except (psutil.Error, OSError):
+                continue
+        return family
+    except (psutil.Error, OSError):
+        return [pid]
 
 
 def find_port_holders(host: str, port: int) -> list[PortHolder]:
     """Processes LISTENing on ``port`` at ``host`` (or at a wildcard address covering it).
 
-    One entry per pid (workers that inherited the socket are listed too), parent first.
-    Pids of other users' processes are only visible to root; they appear with ``pid=None``.
+    The first entry is the process to stop (e.g. the nginx master); workers sharing its
+    socket follow.  Pids of other users' processes are only visible to root; they appear
+    with ``pid=None``.
     """
     wanted = _resolve(host)
     seen: dict[int | None, PortHolder] = {}
@@ -148,10 +163,11 @@ def find_port_holders(host: str, port: int) -> list[PortHolder]:
             continue
         if not _matches(c.laddr.ip, wanted):
             continue
-        if c.pid in seen:
-            continue
-        seen[c.pid] = _holder(c.pid, f"{c.laddr.ip}:{c.laddr.port}")
-    return _order(list(seen.values()))
+        addr = f"{c.laddr.ip}:{c.laddr.port}"
+        for pid in _family_of(c.pid) if c.pid is not None else [None]:
+            if pid not in seen:
+                seen[pid] = _holder(pid, addr)
+    return list(seen.values())
 
 
 def _try_bind(host: str, port: int) -> OSError | None:
@@ -181,7 +197,7 @@ def _conflict(host: str, port: int, err: OSError) -> PortConflict:
             msg = f"port {port} on {host} is taken by {first.describe()}"
             others = [str(h.pid) for h in holders[1:] if h.pid is not None]
             if others:
-                msg += f" and {len(others)} more process(es) sharing the socket ({', '.join(others)})"
+                msg += f" (with {len(others)} more of its processes: {', '.join(others)})"
         else:
             msg = (
                 f"port {port} on {host} is in use, but no process is listening on it "
