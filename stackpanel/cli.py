@@ -116,7 +116,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     python = None
     if args.profile:
         profile = _load(args.profile)
-        needs = profile.kinds()
+        needs = set(profile.kinds())
+        if any(getattr(n, "effective_worker_class", None) == "uvicorn" for n in profile.nodes.values()):
+            needs |= {"uvicorn", "uvicorn_worker"}  # gunicorn runs uvicorn_worker.UvicornWorker
         interpreters = {n.app.interpreter for n in profile.nodes.values() if hasattr(n, "app")}
         python = next(iter(interpreters), None)
     report = discovery.run_doctor(needs=needs, python=python)

@@ -72,7 +72,7 @@ class AppSpec(StrictModel):
     @field_validator("module")
     @classmethod
     def _module(cls, v: str) -> str:
-        if not MODULE_RE.match(v):
+        if not MODULE_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not of the form package.module:attribute (e.g. myapp.main:app)")
         return v
 
@@ -88,7 +88,7 @@ class AppSpec(StrictModel):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not ENV_NAME_RE.match(key):
+            if not ENV_NAME_RE.fullmatch(key):
                 raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
             if "\x00" in value:
                 raise ValueError(f"environment variable {key} contains a NUL byte")
@@ -141,7 +141,7 @@ class Shutdown(StrictModel):
 
 
 def check_url_path(v: str) -> str:
-    if not URL_PATH_RE.match(v):
+    if not URL_PATH_RE.fullmatch(v):
         raise ValueError(
             f"{v!r} is not a URL path prefix: it must start with '/' and use only letters, digits and . _ ~ - /"
         )
@@ -318,7 +318,7 @@ class Profile(StrictModel):
         for name in v:
             if name in RESERVED_NODE_NAMES:
                 raise ValueError(f"node name {name!r} is reserved; pick another (e.g. {name}1)")
-            if not NODE_NAME_RE.match(name):
+            if not NODE_NAME_RE.fullmatch(name):
                 raise ValueError(
                     f"node name {name!r} must start with a lowercase letter and use only a-z 0-9 _ - "
                     "(at most 32 characters)"

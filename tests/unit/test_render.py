@@ -1,0 +1,259 @@
+"""What each profile must render, and that no profile value can change a config's structure."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections import Counter
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stackpanel.core import logformat
+from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.errors import ProfileError
+from stackpanel.core.profiles.library import builtin_dir
+from stackpanel.core.profiles.loader import load_profile, load_profile_text
+from stackpanel.core.render import render_stack
+
+# Fixed server layouts: rendering is pure and must not depend on what this machine has installed.
+NGINX = NginxInfo(path=Path("/usr/sbin/nginx"), version="1.22.1", conf_path=None, mime_types=None, modules_path=None)
+APACHE = ApacheInfo(
+    path=Path("/usr/sbin/apache2"), version="2.4.57", server_root=Path("/etc/apache2"),
+    modules_dir=Path("/usr/lib/apache2/modules"),
+    compiled_in=("core", "so", "watchdog", "http_core", "log_config", "logio", "version", "unixd"),
+    available=frozenset({"mpm_event", "authz_core", "mime", "dir", "alias", "setenvif", "proxy", "proxy_http",
+                         "headers", "unique_id", "env"}),
+    mime_types=Path("/etc/mime.types"),
+)
+
+
+def render_builtin(name: str, tmp_path: Path, as_root: bool = False, offset: int = 0):
+    profile = load_profile(builtin_dir() / f"{name}.yaml", port_offset=offset)
+    return render_stack(profile, tmp_path / "run", as_root=as_root, nginx=NGINX, apache=APACHE)
+
+
+def conf_text(node) -> str:
+    return next(iter(node.files.values()))
+
+
+def test_nginx_uvicorn_fast_proxy_path(tmp_path: Path) -> None:
+    stack = render_builtin("nginx-uvicorn", tmp_path)
+    assert list(stack.nodes) == ["app", "web"]  # backends first
+    conf = conf_text(stack.nodes["web"])
+    assert "daemon off;" in conf
+    # upstream keepalive needs all three: pool, HTTP/1.1, and a cleared Connection header
+    assert re.search(r"upstream sp_app \{\s+server 127\.0\.0\.1:8000;\s+# .*\n\s+keepalive \d+;", conf)
+    assert "proxy_http_version 1.1;" in conf
+    assert 'proxy_set_header Connection "";' in conf
+    # pooled idle timeout below uvicorn's keep-alive (5 s) → no 502 from a connection being closed
+    assert "keepalive_timeout 4s;" in conf
+    for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID"):
+        assert f"proxy_set_header {header} " in conf
+    assert f"log_format stackpanel '{logformat.NGINX_LOG_FORMAT}';" in conf
+    run = stack.paths.root
+    assert f'pid "{run}/run/web.pid";' in conf
+    assert f'access_log "{run}/logs/web.access.log" stackpanel' in conf
+    assert f'proxy_temp_path "{run}/tmp/web/proxy";' in conf
+    assert f'root "{builtin_dir().parent / "apps" / "site"}";' in conf
+    assert "user " not in conf  # not root: no user switching
+
+
+def test_nginx_as_root_switches_workers_to_nobody(tmp_path: Path) -> None:
+    stack = render_builtin("nginx-uvicorn", tmp_path, as_root=True)
+    assert re.search(r"^user nobody \w+;$", conf_text(stack.nodes["web"]), re.M)
+    assert stack.nodes["web"].writable_dirs  # temp dirs get chowned on write
+
+
+def test_nginx_command_lines(tmp_path: Path) -> None:
+    web = render_builtin("nginx-uvicorn", tmp_path).nodes["web"]
+    conf = next(iter(web.files))
+    assert web.argv[:5] == ("/usr/sbin/nginx", "-p", f"{tmp_path / 'run'}/", "-c", str(conf))
+    assert web.config_test_argv is not None and "-t" in web.config_test_argv
+    assert web.stop_signal == signal.SIGQUIT and web.reload_signal == signal.SIGHUP
+
+
+def test_apache_uvicorn(tmp_path: Path) -> None:
+    web = render_builtin("apache-uvicorn", tmp_path).nodes["web"]
+    conf = conf_text(web)
+    assert "LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so" in conf
+    assert "LoadModule log_config_module" not in conf  # compiled in: loading it again is an error
+    assert 'ProxyPass "/" "http://127.0.0.1:8000/" ttl=4' in conf
+    assert "Listen 127.0.0.1:8080" in conf
+    assert 'LogFormat "%P %>s %Dus %{SP_ROUTE}e %{X-Request-ID}i %m \\"%U%q\\"" stackpanel' in conf
+    assert "User " not in conf
+    assert web.argv[-1] == "-DFOREGROUND" and web.stop_signal == signal.SIGWINCH
+
+
+def test_apache_as_root_sets_user_and_group(tmp_path: Path) -> None:
+    conf = conf_text(render_builtin("apache-uvicorn", tmp_path, as_root=True).nodes["web"])
+    assert re.search(r"^User nobody$", conf, re.M) and re.search(r"^Group \w+$", conf, re.M)
+
+
+def test_nginx_split_routes_and_route_tags(tmp_path: Path) -> None:
+    stack = render_builtin("nginx-split", tmp_path)
+    edge = conf_text(stack.nodes["edge"])
+    assert "location /api {\n            set $sp_route app;\n            proxy_pass http://sp_app;" in edge
+    assert "location / {\n            set $sp_route site;\n            proxy_pass http://sp_site;" in edge
+    site = conf_text(stack.nodes["site"])
+    assert "ProxyPass" not in site and "LoadModule proxy_module" not in site
+    assert 'SetEnvIf Request_URI "^/" SP_ROUTE=static' in site
+    assert f'DocumentRoot "{builtin_dir().parent / "apps" / "site"}"' in site
+
+
+def test_nginx_apache_uvicorn_chain(tmp_path: Path) -> None:
+    stack = render_builtin("nginx-apache-uvicorn", tmp_path)
+    assert list(stack.nodes) == ["app", "web", "edge"]
+    assert "server 127.0.0.1:8081;" in conf_text(stack.nodes["edge"])
+    # apache's KeepAliveTimeout is 5 s, so nginx keeps its pooled connections 4 s at most
+    assert "keepalive_timeout 4s;" in conf_text(stack.nodes["edge"])
+
+
+def test_gunicorn_with_uvicorn_workers(tmp_path: Path) -> None:
+    app = render_builtin("nginx-gunicorn-uvicorn", tmp_path).nodes["app"]
+    argv = list(app.argv)
+    assert argv[1:4] == ["-m", "gunicorn", "stackpanel.apps.fastapi_demo:app"]
+    assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
+    assert argv[argv.index("--workers") + 1] == "4"
+    run = tmp_path / "run"
+    assert argv[argv.index("--control-socket") + 1] == str(run / "run" / "gunicorn-app.ctl")
+    assert argv[argv.index("--keep-alive") + 1] == "5"
+    log_conf = json.loads(next(iter(app.files.values())))
+    assert log_conf["formatters"]["access"]["()"] == "uvicorn.logging.AccessFormatter"
+    assert log_conf["handlers"]["access"]["filename"] == str(run / "logs" / "app.access.log")
+
+
+def test_gunicorn_sync_flask(tmp_path: Path) -> None:
+    app = render_builtin("nginx-gunicorn-flask", tmp_path).nodes["app"]
+    argv = list(app.argv)
+    assert argv[argv.index("--worker-class") + 1] == "sync"
+    assert argv[argv.index("--access-logformat") + 1] == logformat.GUNICORN_ACCESS_FORMAT
+    log_conf = json.loads(next(iter(app.files.values())))
+    assert log_conf["formatters"]["access"]["format"] == logformat.GUNICORN_FORMATTER
+
+
+def test_uvicorn_workers_and_reload(tmp_path: Path) -> None:
+    argv = list(render_builtin("uvicorn-workers", tmp_path).nodes["app"].argv)
+    assert argv[argv.index("--workers") + 1] == "4"
+    assert argv[argv.index("--timeout-keep-alive") + 1] == "5"
+    assert "--reload" not in argv
+    dev = render_builtin("uvicorn-dev", tmp_path / "dev").nodes["app"]
+    assert "--reload" in dev.argv and "--workers" not in dev.argv
+    assert dev.argv[dev.argv.index("--reload-dir") + 1] == str(builtin_dir().parent / "apps")
+
+
+def test_port_offset_reaches_every_rendered_address(tmp_path: Path) -> None:
+    stack = render_builtin("nginx-apache-uvicorn", tmp_path, offset=100)
+    assert "listen 127.0.0.1:8180;" in conf_text(stack.nodes["edge"])
+    assert "server 127.0.0.1:8181;" in conf_text(stack.nodes["edge"])
+    assert 'ProxyPass "/" "http://127.0.0.1:8100/"' in conf_text(stack.nodes["web"])
+    assert "8100" in stack.nodes["app"].argv
+
+
+def test_command_line_is_copy_pasteable(tmp_path: Path) -> None:
+    app = render_builtin("nginx-gunicorn-flask", tmp_path).nodes["app"]
+    cd, _, rest = app.command_line.partition(" && ")
+    assert cd == f"cd {shlex.quote(str(app.cwd))}"
+    assert shlex.split(rest)[-len(app.argv):] == list(app.argv)
+
+
+def test_write_creates_the_run_directory(tmp_path: Path) -> None:
+    stack = render_builtin("nginx-split", tmp_path)
+    stack.write()
+    for node in stack.nodes.values():
+        for path in node.files:
+            assert path.is_file() and path.is_relative_to(stack.paths.root)
+    assert (stack.paths.tmp_dir / "edge" / "proxy").is_dir()
+    assert stack.paths.logs_dir.is_dir() and stack.paths.state_dir.is_dir()
+
+
+# ----------------------------------------------------------------- hostile strings (property-based)
+
+BASE = {
+    "version": 1,
+    "name": "hostile",
+    "nodes": {
+        "edge": {"kind": "nginx", "port": 18080,
+                 "routes": [{"path": "/api", "to": "mid"}, {"path": "/files", "static": "site"}]},
+        "mid": {"kind": "apache", "port": 18081,
+                "routes": [{"path": "/api", "to": "app"}, {"path": "/docs", "static": "site"}]},
+        "app": {"kind": "gunicorn", "port": 18000,
+                "app": {"module": "stackpanel.apps.flask_demo:app", "interface": "wsgi", "env": {"A": "1"}}},
+    },
+}
+
+FIELDS = [
+    ("name",),
+    ("nodes", "edge", "routes", 0, "path"),
+    ("nodes", "edge", "routes", 1, "path"),
+    ("nodes", "edge", "routes", 1, "static"),
+    ("nodes", "mid", "routes", 1, "path"),
+    ("nodes", "mid", "routes", 1, "static"),
+    ("nodes", "edge", "host"),
+    ("nodes", "mid", "host"),
+    ("nodes", "app", "app", "module"),
+    ("nodes", "app", "app", "env", "A"),
+]
+
+HOSTILE = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from([";", "{", "}", '"', "'", "\n", "\\", "$host", "%{X}e", "#", " "]).flatmap(
+        lambda c: st.builds(lambda a, b: f"{a}{c}{b}", st.text(alphabet="/abc.", max_size=6),
+                            st.text(alphabet="abc ;{}\n", max_size=6))),
+)
+
+
+def _skeleton_nginx(text: str) -> list[str]:
+    """Directive names and block structure, with quoted strings and arguments dropped."""
+    text = re.sub(r"#[^\n]*", "", re.sub(r'"[^"\n]*"', "Q", re.sub(r"'[^'\n]*'", "Q", text)))
+    out = []
+    for stmt in re.split(r"([;{}])", text):
+        words = stmt.split()
+        if words:
+            out.append(words[0])
+        elif stmt in ";{}":
+            out.append(stmt)
+    return out
+
+
+def _skeleton_apache(text: str) -> Counter[str]:
+    """Apache is line-based: the multiset of directive names (route order may differ legitimately)."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    return Counter(ln.split()[0] for ln in lines if ln and not ln.startswith("#"))
+
+
+def _render(data: dict, directory: Path):
+    text = yaml.safe_dump(data, allow_unicode=True)
+    profile = load_profile_text(text, directory / "p.yaml", check_files=False)
+    return render_stack(profile, directory / "run", as_root=True, nginx=NGINX, apache=APACHE)
+
+
+def _set(data: dict, loc: tuple, value: str) -> dict:
+    copy = json.loads(json.dumps(data))
+    target = copy
+    for part in loc[:-1]:
+        target = target[part]
+    target[loc[-1]] = value
+    return copy
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=HOSTILE)
+def test_hostile_strings_never_change_config_structure(tmp_path: Path, field: tuple, value: str) -> None:
+    baseline = _render(BASE, tmp_path)
+    if field[-1] == "path":
+        value = "/x" + value  # keep the route's kind (a sub-path, not "/") so only injection could change it
+    try:
+        stack = _render(_set(BASE, field, value), tmp_path)
+    except ProfileError:
+        return  # refused with a message: nothing rendered
+    for name in ("edge", "mid"):
+        before, after = conf_text(baseline.nodes[name]), conf_text(stack.nodes[name])
+        skeleton = _skeleton_nginx if name == "edge" else _skeleton_apache
+        assert skeleton(after) == skeleton(before), f"{field}={value!r} changed {name}'s structure"
+    # argv items stay single arguments; env stays out of argv entirely
+    assert len(stack.nodes["app"].argv) == len(baseline.nodes["app"].argv)
