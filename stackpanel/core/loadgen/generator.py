@@ -69,7 +69,7 @@ _BACKOFF_MAX_S = 0.1
 try:  # pragma: no cover - depends on the environment
     import uvloop as _uvloop
 except ImportError:  # pragma: no cover
-    _uvloop = None
+    _uvloop = None  # type: ignore[assignment]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -163,7 +163,7 @@ class _Partial:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; the request/response cycle runs in callbacks (no await per request)."""
 
-    __slots__ = ("e", "closed", "transport", "parser", "sent_at", "deadline", "inflight", "timer", "slot_time")
+    __slots__ = ("closed", "deadline", "e", "inflight", "parser", "sent_at", "slot_time", "timer", "transport")
 
     def __init__(self, engine: _Engine, closed: asyncio.Future[None]) -> None:
         self.e = engine
@@ -175,6 +175,10 @@ class _Conn(asyncio.Protocol):
         self.inflight = False
         self.timer: asyncio.TimerHandle | None = None
         self.slot_time: float | None = None
+
+    def as_factory(self) -> _Conn:
+        """Protocol factory for ``create_connection`` that hands out this very object."""
+        return self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -423,10 +427,10 @@ class _Engine:
             kind: ErrorKind | None = None
             try:
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: conn, target.address, target.port),
+                    loop.create_connection(conn.as_factory, target.address, target.port),
                     self.connect_timeout_s,
                 )
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 kind = ErrorKind.TIMEOUT
             except ConnectionRefusedError:
                 kind = ErrorKind.CONNECT_REFUSED
@@ -663,7 +667,7 @@ def _run_processes(
     progress: ProgressCallback | None,
     stop_event: threading.Event | None,
 ) -> LoadResult:
-    ctx = multiprocessing.get_context(config.start_method)
+    ctx: Any = multiprocessing.get_context(config.start_method)
     messages = ctx.Queue()
     go = ctx.Event()
     stop = ctx.Event()
@@ -791,7 +795,7 @@ class LoadRun:
         outcome: LoadResult | BaseException
         try:
             self._result = outcome = run_load(self.config, self._progress, stop_event=self._stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to result()
+        except BaseException as exc:
             log.exception("load run failed")
             self._error = outcome = exc
         self._finished.set()

@@ -23,7 +23,7 @@ DEFAULT_MAX_US = 3_600_000_000  # one hour
 def bucket_index(value_us: int) -> int:
     """The bucket holding ``value_us`` (>= 0)."""
     if value_us < _LINEAR:
-        return value_us if value_us > 0 else 0
+        return max(0, value_us)
     shift = value_us.bit_length() - _SUB_BITS
     return ((shift + 1) << 6) | ((value_us >> shift) & _MASK)
 
@@ -40,7 +40,7 @@ def bucket_bounds(index: int) -> tuple[int, int]:
 class LatencyHistogram:
     """Counts of latencies in log-linear microsecond buckets, plus exact count, min, max and sum."""
 
-    __slots__ = ("counts", "count", "min_us", "max_us", "sum_us", "_last")
+    __slots__ = ("_last", "count", "counts", "max_us", "min_us", "sum_us")
 
     def __init__(self, highest_us: int = DEFAULT_MAX_US) -> None:
         self._last = bucket_index(highest_us)
@@ -58,20 +58,17 @@ class LatencyHistogram:
             setattr(self, k, v)
 
     def record_us(self, value_us: int) -> None:
-        if value_us < 0:
-            value_us = 0
+        value_us = max(value_us, 0)
         if value_us < _LINEAR:
             i = value_us
         else:
             shift = value_us.bit_length() - _SUB_BITS
             i = ((shift + 1) << 6) | ((value_us >> shift) & _MASK)
-            if i > self._last:
-                i = self._last
+            i = min(i, self._last)
         self.counts[i] += 1
         if self.count == 0 or value_us < self.min_us:
             self.min_us = value_us
-        if value_us > self.max_us:
-            self.max_us = value_us
+        self.max_us = max(self.max_us, value_us)
         self.count += 1
         self.sum_us += value_us
 

@@ -48,7 +48,7 @@ class ResponseParser:
     A parser is used for one connection; after ``feed_eof`` or an error, make a new one.
     """
 
-    __slots__ = ("_buf", "_state", "_remaining", "_status", "_close", "head_only")
+    __slots__ = ("_buf", "_close", "_remaining", "_state", "_status", "head_only")
 
     def __init__(self, head_only: bool = False) -> None:
         self.head_only = head_only

@@ -97,17 +97,18 @@ def parse_target(url: str) -> LoadTarget:
         address = _resolve_localhost(port)
     else:
         try:
-            address = _loopback_address(host)
+            literal = _loopback_address(host)
         except ValueError:
             raise LoadTargetError(
                 f"load target {url!r}: host {host!r} is not this machine; load may only be sent to "
                 f"loopback addresses; {_HINT}"
             ) from None
-        if address is None:
+        if literal is None:
             raise LoadTargetError(
                 f"load target {url!r}: {host} is not a loopback address; load may only be sent to "
                 f"127.0.0.0/8, ::1 or localhost; {_HINT}"
             )
+        address = literal
 
     path = parts.path or "/"
     if parts.query:
