@@ -327,6 +327,7 @@ def test_stop_after_leader_died_clears_orphaned_workers(tmp_path: Path, procs: l
     assert _alive(worker)
     res = p.stop(timeout=2)
     assert not res.was_running and res.signal_sent == signal.SIGTERM and res.survivors == ()
+    assert "leftover workers were stopped" in res.describe()
     assert not _alive(worker)
 
 

@@ -124,3 +124,33 @@ def test_record_of_a_live_supervisor_is_refused(tmp_path: Path) -> None:
         assert other.is_running
     finally:
         other.stop(timeout=0.5)
+
+
+@pytest.mark.integration
+def test_orphaned_workers_of_a_dead_leader_are_found(tmp_path: Path) -> None:
+    # Like nginx workers after their master was kill -9ed: the leader is gone, the group lives.
+    ready = tmp_path / "ready"
+    code = (
+        "import os, pathlib, time\n"
+        "if os.fork() == 0:\n"
+        f"    pathlib.Path({str(ready)!r}).write_text(str(os.getpid())); time.sleep(60)\n"
+        "else:\n"
+        "    time.sleep(60)\n"
+    )
+    p = ManagedProcess.start("nginx", [sys.executable, "-c", code], log_path=tmp_path / "n.log")
+    try:
+        deadline = time.monotonic() + 5
+        while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worker = int(ready.read_text())
+        RunRecord(tmp_path).add_process("nginx", p)
+        os.kill(p.pid, 9)
+        assert p.wait(2) == -9
+        found = find_leftovers(record_path(tmp_path))
+        assert [(lo.pid, lo.recorded) for lo in found] == [(worker, False)]
+        result = clean_leftovers(found, term_timeout=2)
+        assert result.killed == () and result.survivors == ()
+        assert result.summary == f"stopped 1 leftover process of a crashed run: nginx child {worker}"
+        assert not _alive(worker)
+    finally:
+        p.stop(timeout=0.2)
