@@ -19,6 +19,9 @@ Model
   flight are abandoned and not counted; a count run waits for its last responses (bounded by the
   per-request timeout). A request counts toward ``requests`` when it ends in any way, including a
   failed connection attempt, so a count run against a dead server still ends.
+* The first connects are spread over ``ramp_s`` (<= 0.5 ms apart): a burst of simultaneous
+  connects lets one worker of a multi-worker server (shared listening socket) accept most of
+  them (measured: 55 of 64 connections on one of two uvicorn workers), which skews the test.
 * ``give_up_after_s``: if not one connection succeeded in that time, the run stops with
   ``aborted`` set (a stopped server gives an answer in ~2 s, not after the whole duration).
 * Latency goes into a :class:`LatencyHistogram` (µs buckets, no samples kept).
@@ -101,6 +104,7 @@ class LoadConfig:
     max_duration_s: float = 600.0  # hard deadline whatever else is set
     give_up_after_s: float | None = 2.0  # stop when no connection has succeeded for this long
     start_method: str = "spawn"  # multiprocessing start method for processes > 1
+    ramp_s: float = 0.05  # spread the first connects over up to this long (0.5 ms apart at most)
 
     def __post_init__(self) -> None:
         problems = []
@@ -116,6 +120,8 @@ class LoadConfig:
             problems.append(f"rate must be a positive number of requests/s (got {self.rate})")
         if self.processes < 1:
             problems.append(f"processes must be >= 1 (got {self.processes})")
+        if not 0 <= self.ramp_s <= 10:
+            problems.append(f"ramp must be between 0 and 10 s (got {self.ramp_s})")
         if not self.timeout_s > 0 or not self.connect_timeout_s > 0:
             problems.append("timeouts must be > 0")
         if self.method not in ("GET", "HEAD"):
@@ -282,8 +288,10 @@ class _Engine:
         progress_interval_s: float = 0.25,
         stop_check: Callable[[], bool] | None = None,
         cpu_clock: Callable[[], float] = time.thread_time,
+        ramp_s: float = 0.0,
     ) -> None:
         self.target = target
+        self.ramp_s = ramp_s
         self.target_text = f"{target.address}:{target.port}"
         self.request = request
         self.connections = connections
@@ -391,7 +399,7 @@ class _Engine:
         limit = self.max_duration_s if self.duration_s is None else min(self.duration_s, self.max_duration_s)
         self.end_at = self.start + limit
         self.running = True
-        tasks = [loop.create_task(self._connection_slot()) for _ in range(self.connections)]
+        tasks = [loop.create_task(self._connection_slot(i)) for i in range(self.connections)]
         watchdog = loop.create_task(self._watchdog())
         try:
             await self._done
@@ -414,9 +422,11 @@ class _Engine:
             aborted=self.aborted,
         )
 
-    async def _connection_slot(self) -> None:
+    async def _connection_slot(self, index: int) -> None:
         loop = self._loop
         assert loop is not None
+        if self.ramp_s > 0 and index:
+            await asyncio.sleep(self.ramp_s * index / self.connections)
         target = self.target
         backoff = _BACKOFF_START_S
         while self.running:
@@ -537,6 +547,7 @@ def _engine_for(
         progress_interval_s=config.progress_interval_s,
         stop_check=stop_check,
         cpu_clock=cpu_clock,
+        ramp_s=min(config.ramp_s, config.connections * 0.0005),
     )
 
 
