@@ -28,6 +28,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackpanel.core.errors import StackpanelError
+
 log = logging.getLogger("stackpanel.supervise")
 
 __all__ = [
@@ -54,7 +56,7 @@ else:  # pragma: no cover - not Linux
     _PRCTL = None
 
 
-class SuperviseError(Exception):
+class SuperviseError(StackpanelError):
     """Base class of every error raised by the supervise layer; ``str()`` is meant for people."""
 
 

@@ -1,0 +1,585 @@
+"""The supervisor: run a rendered stack for real, watch it, restart it, stop it without orphans.
+
+Threading
+---------
+* Blocking actions (start, stop, restart, reload) are serialized by one lock and run on the
+  caller's thread; never call them from a GUI thread.
+* Exits arrive on the exit-watcher thread (pidfd: within a millisecond); the handler only
+  updates state, emits events and arms a restart timer.
+* A poller thread (5 Hz) keeps each node's worker set current and rotates logs.
+* Events go to subscribers on whichever of these threads produced them; subscribers must be cheap.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from stackpanel.core.errors import StackpanelError
+from stackpanel.core.profiles.schema import NodeBase
+from stackpanel.core.render import RenderedNode, RenderedStack
+from stackpanel.core.supervise.events import (
+    Event,
+    NodeSnapshot,
+    NodeState,
+    NodeStateChanged,
+    StackMessage,
+    StackSnapshot,
+    StackState,
+    StackStateChanged,
+    WorkersChanged,
+)
+from stackpanel.core.supervise.guardian import Guardian
+from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
+from stackpanel.core.supervise.ports import PortConflict, check_ports_free, wait_ports_free
+from stackpanel.core.supervise.process import ManagedProcess
+from stackpanel.core.supervise.runrecord import (
+    RunInUseError,
+    RunRecord,
+    RunRecordError,
+    clean_leftovers,
+    find_leftovers,
+    record_path,
+)
+
+log = logging.getLogger("stackpanel.supervise")
+
+POLL_INTERVAL = 0.2  # worker discovery
+ROTATE_EVERY = 5.0  # log size checks
+PROBE_IO_TIMEOUT = 2.0
+MAX_BACKOFF = 30.0
+LAST_LINES = 20
+
+
+class StartError(StackpanelError):
+    """A stack could not come up. Nothing it started is left running."""
+
+    def __init__(self, node: str, reason: str, last_lines: list[str] | None = None):
+        self.node = node
+        self.reason = reason
+        self.last_lines = last_lines or []
+        text = f"node {node!r} did not start: {reason}"
+        if self.last_lines:
+            text += "\n  last log lines:\n" + "\n".join(f"    {line}" for line in self.last_lines)
+        super().__init__(text)
+
+
+class PortConflictError(StackpanelError):
+    def __init__(self, conflicts: list[PortConflict]):
+        self.conflicts = conflicts
+        super().__init__("\n".join(str(c) for c in conflicts))
+
+
+class ReloadError(StackpanelError):
+    """A new config failed the server's own test; the running stack was left as it was."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+@dataclass
+class _Node:
+    name: str
+    rendered: RenderedNode
+    spec: NodeBase
+    state: NodeState = NodeState.STOPPED
+    proc: ManagedProcess | None = None
+    restarts: int = 0
+    workers: tuple[int, ...] = ()
+    reason: str = ""
+    timer: threading.Timer | None = None
+    helper_pids: set[int] = field(default_factory=set)  # e.g. multiprocessing's resource tracker
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
+    """Ready = TCP connect, then GET path answered with a status below 500."""
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Connection": "close", "User-Agent": "stackpanel-probe"})
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return status < 500, f"HTTP {status}"
+
+
+class Supervisor:
+    def __init__(self, stack: RenderedStack, *, use_guardian: bool = True) -> None:
+        self.stack = stack
+        self._lock = threading.RLock()  # node state
+        self._action_lock = threading.Lock()  # one blocking action at a time
+        self._cancel = threading.Event()  # a stop was requested: abort a start in progress
+        self._closed = threading.Event()
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._stack_state = StackState.STOPPED
+        self._nodes = {
+            name: _Node(name, rendered, stack.profile.nodes[name]) for name, rendered in stack.nodes.items()
+        }
+        self._use_guardian = use_guardian
+        self._guardian: Guardian | None = None
+        self._record = RunRecord(stack.paths.root)
+        self._rotator = LogRotator()
+        self._poller: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ observing
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: Event) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber must not break supervision
+                log.exception("event subscriber failed on %r", event)
+
+    def snapshot(self) -> StackSnapshot:
+        with self._lock:
+            nodes = tuple(
+                NodeSnapshot(
+                    name=n.name, kind=n.rendered.kind, state=n.state,
+                    pid=n.proc.pid if n.proc is not None and n.proc.is_running else None,
+                    worker_pids=n.workers, restarts=n.restarts, address=n.spec.address, reason=n.reason,
+                )
+                for n in self._nodes.values()
+            )
+            return StackSnapshot(self._stack_state, nodes, self.stack.profile.entry_url)
+
+    @property
+    def state(self) -> StackState:
+        return self._stack_state
+
+    def last_lines(self, node: str, n: int = LAST_LINES) -> list[str]:
+        """The node's most recent output and error-log lines (error log last: most telling)."""
+        rendered = self._nodes[node].rendered
+        lines = tail_lines(rendered.output_log, n)
+        if rendered.error_log is not None:
+            lines += tail_lines(rendered.error_log, n)
+        return [line for line in lines if line.strip()][-n:]
+
+    # ------------------------------------------------------------------ state
+
+    def _set_state(self, node: _Node, state: NodeState, reason: str = "") -> None:
+        with self._lock:
+            previous = node.state
+            node.state = state
+            node.reason = reason
+            pid = node.proc.pid if node.proc is not None else None
+            self._emit(NodeStateChanged(node.name, state, previous, pid, reason))
+            if self._stack_state in (StackState.RUNNING, StackState.DEGRADED):
+                healthy = all(n.state == NodeState.READY for n in self._nodes.values())
+                self._set_stack_state(StackState.RUNNING if healthy else StackState.DEGRADED)
+
+    def _set_stack_state(self, state: StackState, reason: str = "") -> None:
+        with self._lock:
+            if state == self._stack_state:
+                return
+            self._stack_state = state
+            self._emit(StackStateChanged(state, reason))
+
+    def _message(self, level: str, text: str) -> None:
+        getattr(log, level if level != "error" else "error")(text)
+        self._emit(StackMessage(level, text))
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Bring the whole stack up, backends first; return when every node is ready.
+
+        Raises PortConflictError (nothing started), StartError (everything started is stopped
+        again) or another StackpanelError.
+        """
+        self._cancel.clear()
+        with self._action_lock:
+            if self._stack_state in (StackState.RUNNING, StackState.DEGRADED):
+                return
+            self._set_stack_state(StackState.STARTING)
+            try:
+                self._prepare()
+                for name in self.stack.nodes:
+                    self._start_node(self._nodes[name])
+            except _Cancelled:
+                self._stop_all(StackState.STOPPED, "start cancelled by a stop request")
+                return
+            except StackpanelError as exc:
+                self._stop_all(StackState.FAILED, str(exc).splitlines()[0])
+                raise
+            except BaseException:
+                self._stop_all(StackState.FAILED, "internal error during start")
+                raise
+            self._set_stack_state(StackState.RUNNING, f"ready at {self.stack.profile.entry_url}")
+            self._ensure_poller()
+
+    def _prepare(self) -> None:
+        """Leftovers of a crashed run, free ports, configs written and tested. Starts nothing."""
+        self.stack.paths.root.mkdir(parents=True, exist_ok=True)
+        try:
+            leftovers = find_leftovers(record_path(self.stack.paths.root))
+        except RunInUseError as exc:
+            raise StackpanelError(f"{exc}; stop that stackpanel first, or use another --port-offset") from None
+        except RunRecordError as exc:
+            self._message("warning", f"ignoring a damaged process record: {exc}")
+            leftovers = []
+        if leftovers:
+            result = clean_leftovers(leftovers)
+            self._message("warning", str(result))
+        else:
+            self._message("info", "clean slate: no processes left over from an earlier run")
+        self._record.clear()
+
+        addresses = [(n.spec.host, n.spec.port) for n in self._nodes.values()]
+        conflicts = check_ports_free(addresses)
+        if conflicts:
+            raise PortConflictError(conflicts)
+
+        self.stack.write()
+        for node in self._nodes.values():
+            self._test_config(node.rendered, node.rendered.config_test_argv)
+        if self._use_guardian and self._guardian is None:
+            self._guardian = Guardian()
+
+    def _test_config(self, rendered: RenderedNode, argv: tuple[str, ...] | None) -> None:
+        if argv is None:
+            return
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=rendered.cwd)
+        if result.returncode != 0:
+            lines = (result.stdout + result.stderr).strip().splitlines()[-LAST_LINES:]
+            raise StartError(rendered.name, f"its config fails {Path(argv[0]).name}'s own test", lines)
+
+    def _spawn(self, node: _Node) -> ManagedProcess:
+        r = node.rendered
+        env = {**os.environ, **r.env}
+        proc = ManagedProcess.start(
+            r.name, list(r.argv), log_path=r.output_log, env=env, cwd=r.cwd,
+            stop_signal=r.stop_signal, on_exit=self._on_exit,
+        )
+        if self._guardian is not None:
+            self._guardian.watch(proc.pgid)
+        self._record.add_process(r.name, proc)
+        self._rotator.add_all([p for p in (r.output_log, r.error_log, r.access_log) if p is not None])
+        return proc
+
+    def _start_node(self, node: _Node) -> None:
+        """Spawn one node and wait until its probe passes (caller holds the action lock)."""
+        with self._lock:
+            node.workers = ()
+            node.helper_pids = set()
+            try:
+                node.proc = self._spawn(node)
+            except StackpanelError as exc:
+                raise StartError(node.name, str(exc)) from None
+            self._set_state(node, NodeState.STARTING, f"started pid {node.proc.pid}")
+        proc = node.proc
+        probe = node.spec.readiness_probe
+        deadline = time.monotonic() + probe.timeout_seconds
+        if probe.initial_delay_seconds:
+            self._sleep(probe.initial_delay_seconds)
+        last = "no answer yet"
+        while True:
+            if proc.returncode is not None:
+                self._discard(node)
+                raise StartError(node.name, f"{_describe_exit(proc.returncode)} while starting",
+                                 self.last_lines(node.name))
+            ok, last = probe_http(node.spec.host, node.spec.port, probe.http_get.path)
+            if ok:
+                break
+            if time.monotonic() > deadline:
+                raise StartError(node.name, f"not ready after {probe.timeout_seconds:g} s "
+                                 f"(GET {probe.http_get.path}: {last})", self.last_lines(node.name))
+            self._sleep(probe.period_seconds)
+        self._refresh_workers(node)
+        self._set_state(node, NodeState.READY, f"{last} from {node.spec.address}{probe.http_get.path}")
+
+    def _sleep(self, seconds: float) -> None:
+        if self._cancel.wait(seconds):
+            raise _Cancelled
+
+    # ------------------------------------------------------------------ exits and restarts
+
+    def _on_exit(self, proc: ManagedProcess, returncode: int, at: float) -> None:
+        """Exit-watcher thread: a child's leader exited. Cheap: state, event, timer."""
+        with self._lock:
+            node = next((n for n in self._nodes.values() if n.proc is proc), None)
+            if node is None or proc.stop_requested or node.state in (NodeState.STOPPING, NodeState.STOPPED):
+                return
+            if node.state == NodeState.STARTING:
+                return  # the start loop sees the exit and reports it
+            reason = _describe_exit(returncode)
+            self._set_state(node, NodeState.CRASHED, reason)
+            policy = node.spec.availability
+            wants_restart = policy.restart == "always" or (policy.restart == "on-failure" and returncode != 0)
+            if self._closed.is_set() or not wants_restart:
+                self._set_state(node, NodeState.FAILED if returncode != 0 else NodeState.STOPPED,
+                                f"{reason}; restart policy is {policy.restart!r}")
+                threading.Thread(target=self._discard, args=(node,), daemon=True).start()
+                return
+            if node.restarts >= policy.max_restarts:
+                self._set_state(node, NodeState.FAILED, f"{reason}; gave up after {node.restarts} restarts")
+                threading.Thread(target=self._discard, args=(node,), daemon=True).start()
+                return
+            delay = min(MAX_BACKOFF, policy.backoff_seconds * (2 ** node.restarts - 1))
+            self._set_state(node, NodeState.BACKING_OFF, f"{reason}; restarting in {delay:.1f} s "
+                            f"(restart {node.restarts + 1} of {policy.max_restarts})")
+            node.timer = threading.Timer(delay, self._restart_after_crash, args=(node, proc))
+            node.timer.daemon = True
+            node.timer.start()
+
+    def _discard(self, node: _Node) -> None:
+        """Stop what is left of a dead leader's group (nginx workers outlive a killed master)."""
+        proc = node.proc
+        if proc is None:
+            return
+        proc.stop(timeout=1.0)
+        if self._guardian is not None:
+            self._guardian.forget(proc.pgid)
+        self._record.remove(proc.pid)
+
+    def _restart_after_crash(self, node: _Node, crashed: ManagedProcess) -> None:
+        with self._action_lock:
+            with self._lock:
+                if node.proc is not crashed or node.state != NodeState.BACKING_OFF or self._cancel.is_set():
+                    return
+                node.restarts += 1
+                node.timer = None
+            self._discard(node)
+            try:
+                self._start_node(node)
+            except _Cancelled:
+                return
+            except StackpanelError as exc:
+                self._message("error", str(exc))
+                self._discard(node)
+                if node.proc is not None and node.proc.returncode is None:
+                    return
+                # The new process died or never got ready: treat it as another crash.
+                with self._lock:
+                    policy = node.spec.availability
+                    if node.restarts >= policy.max_restarts:
+                        self._set_state(node, NodeState.FAILED, f"gave up after {node.restarts} restarts")
+                    else:
+                        self._set_state(node, NodeState.BACKING_OFF, "restart failed; trying again")
+                        node.timer = threading.Timer(
+                            min(MAX_BACKOFF, policy.backoff_seconds * 2 ** node.restarts),
+                            self._restart_after_crash, args=(node, node.proc))
+                        node.timer.daemon = True
+                        node.timer.start()
+
+    # ------------------------------------------------------------------ workers
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or not self._poller.is_alive():
+            self._poller = threading.Thread(target=self._poll_loop, name="stackpanel-workers", daemon=True)
+            self._poller.start()
+
+    def _poll_loop(self) -> None:
+        last_rotate = time.monotonic()
+        while not self._closed.is_set() and self._stack_state in (StackState.RUNNING, StackState.DEGRADED,
+                                                                    StackState.STARTING):
+            for node in list(self._nodes.values()):
+                if node.state in (NodeState.READY, NodeState.STARTING):
+                    self._refresh_workers(node)
+            if time.monotonic() - last_rotate > ROTATE_EVERY:
+                last_rotate = time.monotonic()
+                self._rotator.check()
+            self._closed.wait(POLL_INTERVAL)
+
+    def _refresh_workers(self, node: _Node) -> None:
+        proc = node.proc
+        if proc is None or proc.returncode is not None:
+            return
+        workers = []
+        for child in proc.descendants():
+            if child.pid in node.helper_pids:
+                continue
+            try:
+                if child.ppid() != proc.pid:
+                    continue
+                if any("resource_tracker" in part for part in child.cmdline()):
+                    node.helper_pids.add(child.pid)
+                    continue
+            except psutil.Error:
+                continue
+            workers.append(child.pid)
+        current = tuple(sorted(workers)) or (proc.pid,)
+        with self._lock:
+            if node.proc is not proc or current == node.workers:
+                return
+            before = set(node.workers)
+            node.workers = current
+            self._emit(WorkersChanged(node.name, proc.pid, current,
+                                      added=tuple(p for p in current if p not in before),
+                                      removed=tuple(sorted(before - set(current)))))
+
+    def workers(self, node: str) -> tuple[int, ...]:
+        with self._lock:
+            return self._nodes[node].workers
+
+    # ------------------------------------------------------------------ stop
+
+    def request_stop(self) -> None:
+        """Make a start in progress give up promptly (safe from a signal handler); then call stop()."""
+        self._cancel.set()
+
+    def stop(self) -> None:
+        """Stop every node in reverse order, gracefully, then SIGKILL what is left. Idempotent."""
+        self._cancel.set()
+        with self._action_lock:
+            self._stop_all(StackState.STOPPED, "stopped")
+
+    def _stop_all(self, final: StackState, reason: str) -> None:
+        with self._lock:
+            for node in self._nodes.values():
+                if node.timer is not None:
+                    node.timer.cancel()
+                    node.timer = None
+            if any(n.proc is not None for n in self._nodes.values()):
+                self._set_stack_state(StackState.STOPPING)
+        for name in reversed(list(self.stack.nodes)):
+            self._stop_node(self._nodes[name])
+        leftover = wait_ports_free([(n.spec.host, n.spec.port) for n in self._nodes.values()], timeout=2.0)
+        for conflict in leftover:
+            self._message("warning", f"after stop: {conflict}")
+        self._set_stack_state(final, reason)
+
+    def _stop_node(self, node: _Node) -> None:
+        proc = node.proc
+        if proc is None:
+            if node.state != NodeState.STOPPED:
+                self._set_state(node, NodeState.STOPPED, "stopped")
+            return
+        if proc.returncode is None:
+            self._set_state(node, NodeState.STOPPING, f"sending {signal.Signals(proc.stop_signal).name}")
+        result = proc.stop(timeout=node.spec.stop_deadline_seconds)
+        if self._guardian is not None:
+            self._guardian.forget(proc.pgid)
+        self._record.remove(proc.pid)
+        with self._lock:
+            node.proc = None
+            node.workers = ()
+            if result.was_running or node.state != NodeState.FAILED:
+                self._set_state(node, NodeState.STOPPED, result.describe())
+        if result.killed:
+            self._message("warning", f"{node.name}: {result.describe()}")
+
+    # ------------------------------------------------------------------ single nodes
+
+    def stop_node(self, name: str) -> None:
+        with self._action_lock:
+            node = self._nodes[name]
+            if node.timer is not None:
+                node.timer.cancel()
+            self._stop_node(node)
+            with self._lock:
+                if self._stack_state == StackState.RUNNING:
+                    self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
+
+    def start_node(self, name: str) -> None:
+        self._cancel.clear()
+        with self._action_lock:
+            node = self._nodes[name]
+            if node.proc is not None and node.proc.returncode is None:
+                return
+            self._discard(node)
+            if self._use_guardian and self._guardian is None:
+                self._guardian = Guardian()
+            self._start_node(node)
+            with self._lock:
+                if self._stack_state in (StackState.STOPPED, StackState.FAILED):
+                    self._set_stack_state(StackState.DEGRADED, f"{name} started alone")
+                self._set_state(node, NodeState.READY, node.reason)
+            self._ensure_poller()
+
+    def restart_node(self, name: str) -> None:
+        self.stop_node(name)
+        self.start_node(name)
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, new_stack: RenderedStack) -> list[str]:
+        """Apply re-rendered configs gracefully. Every changed config must first pass the server's
+        own test; if one fails nothing is applied (ReloadError) and the stack keeps running.
+        Returns the names of the nodes that were reloaded or restarted."""
+        if set(new_stack.nodes) != set(self.stack.nodes):
+            raise ReloadError("the new profile has other nodes; stop the stack and start it again")
+        with self._action_lock:
+            changed = [name for name, new in new_stack.nodes.items()
+                       if new.files != self.stack.nodes[name].files or new.argv != self.stack.nodes[name].argv]
+            staged: list[tuple[Path, Path]] = []
+            try:
+                for name in changed:
+                    new = new_stack.nodes[name]
+                    for path, text in new.files.items():
+                        candidate = path.with_name(path.name + ".new")
+                        candidate.write_text(text, encoding="utf-8")
+                        staged.append((candidate, path))
+                    conf = new.config_file
+                    if new.config_test_argv is not None and conf is not None:
+                        staged_conf = str(conf.with_name(conf.name + ".new"))
+                        argv = tuple(staged_conf if a == str(conf) else a for a in new.config_test_argv)
+                        try:
+                            self._test_config(new, argv)
+                        except StartError as exc:
+                            raise ReloadError(f"new config of {name!r} refused, stack left running:\n"
+                                              + "\n".join(exc.last_lines)) from None
+            except BaseException:
+                for candidate, _ in staged:
+                    candidate.unlink(missing_ok=True)
+                raise
+            for candidate, path in staged:
+                os.replace(candidate, path)
+            self.stack = new_stack
+            for name in changed:
+                node = self._nodes[name]
+                node.rendered = new_stack.nodes[name]
+                sig = node.rendered.reload_signal
+                argv_same = node.proc is not None and tuple(node.proc.argv) == node.rendered.argv
+                if sig is not None and argv_same and node.proc is not None and node.proc.returncode is None:
+                    node.proc.signal(sig)
+                    self._message("info", f"{name}: reloaded with {signal.Signals(sig).name}")
+                else:
+                    self._stop_node(node)
+                    self._start_node(node)
+                    self._message("info", f"{name}: restarted with the new configuration")
+            return changed
+
+    # ------------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        """Stop everything and release the guardian. The supervisor cannot be used afterwards."""
+        try:
+            self.stop()
+        finally:
+            self._closed.set()
+            if self._guardian is not None:
+                self._guardian.close()
+                self._guardian = None
