@@ -186,7 +186,7 @@ def test_run_in_thread_publishes_to_subscribers(tmp_path: Path) -> None:
     assert threads == {"stackpanel-metrics"}
     times = [s.time for s in got]
     assert times == sorted(times)
-    assert 0.05 < (times[-1] - times[0]) / (len(times) - 1) < 0.2
+    assert 0.09 < (times[-1] - times[0]) / (len(times) - 1) < 0.5  # 10 Hz, late ticks skipped
     assert got[-1].node("n").requests_total == 7  # type: ignore[union-attr]
     assert eng.snapshot() is got[-1]
     n = len(got)

@@ -16,11 +16,21 @@ BURN = [sys.executable, "-c", "while True: pass"]
 IDLE = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
-def proc_stat_cpu_seconds(pid: int) -> float:
-    """utime + stime of /proc/<pid>/stat, in seconds."""
+def _stat_fields(pid: int) -> list[bytes]:
+    """/proc/<pid>/stat fields from field 3 (state) on."""
     with open(f"/proc/{pid}/stat", "rb") as f:
-        rest = f.read().rsplit(b")", 1)[1].split()
+        return f.read().rsplit(b")", 1)[1].split()
+
+
+def proc_stat_cpu_seconds(pid: int) -> float:
+    """utime + stime (fields 14, 15) of /proc/<pid>/stat, in seconds."""
+    rest = _stat_fields(pid)
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def proc_stat_age(pid: int) -> float:
+    """Seconds since the process started: CLOCK_BOOTTIME - starttime (field 22)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - int(_stat_fields(pid)[19]) / CLK_TCK
 
 
 @pytest.fixture
@@ -50,7 +60,7 @@ def test_cpu_percent_of_busy_child_matches_proc_stat(spawn: list[subprocess.Pope
     truth = (c1 - c0) / (t1 - t0) * 100.0
     assert second.cpu_percent is not None
     assert abs(second.cpu_percent - truth) < 10.0, (second.cpu_percent, truth)
-    assert second.cpu_percent > 50.0  # it does burn (2 cores here)
+    assert second.cpu_percent > 5.0  # it does burn (how much depends on the machine's load)
     assert second.role == "worker"
 
 
@@ -63,11 +73,12 @@ def test_worker_born_between_samples_gets_a_value(spawn: list[subprocess.Popen[b
     sampler.set_node("app", os.getpid(), [child.pid])
     time.sleep(0.5)
     samples = {s.pid: s for s in sampler.sample()}
-    truth = proc_stat_cpu_seconds(child.pid)
+    cpu_s, age = proc_stat_cpu_seconds(child.pid), proc_stat_age(child.pid)
     s = samples[child.pid]
-    assert s.cpu_percent is not None
-    assert s.cpu_percent > 50.0
-    assert s.cpu_seconds == pytest.approx(truth, abs=0.05)
+    assert s.cpu_percent is not None  # its whole life lies in the interval: a value at once
+    assert abs(s.cpu_percent - cpu_s / age * 100.0) < 10.0, (s.cpu_percent, cpu_s / age * 100.0)
+    assert s.cpu_percent > 5.0
+    assert s.cpu_seconds == pytest.approx(cpu_s, abs=0.05)
     assert samples[os.getpid()].role == "master"
     assert samples[os.getpid()].cpu_percent is not None
 
