@@ -30,7 +30,7 @@ APACHE_LOG_FORMAT = '%P %>s %Dus %{SP_ROUTE}e %{X-Request-ID}i %m "%U%q"'
 
 #: gunicorn sync workers: logging formatter (adds the pid) + gunicorn's access_log_format.
 GUNICORN_FORMATTER = "%(process)d %(message)s"
-GUNICORN_ACCESS_FORMAT = '%(s)s %(L)s - %({x-request-id}i)s %(m)s "%(U)s%(q)s"'
+GUNICORN_ACCESS_FORMAT = '%(s)s %(L)s - %({x-request-id}i)s %(m)s "%(U)s"'
 
 #: uvicorn (alone, or as gunicorn's UvicornWorker): a uvicorn.logging.AccessFormatter format.
 #: ``status_code`` is "200 OK" there; ``.3s`` keeps the digits only.

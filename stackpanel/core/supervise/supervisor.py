@@ -256,6 +256,10 @@ class Supervisor:
         else:
             self._message("info", "clean slate: no processes left over from an earlier run")
         self._record.clear()
+        # A killed run leaves pid files behind; gunicorn refuses to start over one whose pid still
+        # exists (a zombie not yet reaped by init counts). Nothing of ours is running now.
+        for pid_file in self.stack.paths.state_dir.glob("*.pid"):
+            pid_file.unlink(missing_ok=True)
 
         addresses = [(n.spec.host, n.spec.port) for n in self._nodes.values()]
         conflicts = check_ports_free(addresses)

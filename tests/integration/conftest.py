@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+
+from stackpanel.core.profiles.library import builtin_dir
+from stackpanel.core.profiles.loader import load_profile
+from stackpanel.core.profiles.schema import Profile
+
+BUILTIN_PORTS = (8000, 8080, 8081)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_offset(ports: tuple[int, ...] = BUILTIN_PORTS) -> int:
+    """A port offset under which every built-in port is free, random so parallel runs don't collide."""
+    rng = random.Random()
+    for _ in range(200):
+        offset = rng.randrange(20000, 50000, 10)
+        if all(_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError("no free port offset found")
+
+
+def builtin(name: str, offset: int | None = None) -> Profile:
+    return load_profile(builtin_dir() / f"{name}.yaml", port_offset=free_offset() if offset is None else offset)
+
+
+def alive(pids) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def ports_free(profile: Profile) -> bool:
+    return all(_free(n.port) for n in profile.nodes.values())
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"

@@ -1,0 +1,366 @@
+"""The supervisor with the real servers: every topology up and down, crashes, orphans, conflicts."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from stackpanel.core.errors import StackpanelError
+from stackpanel.core.profiles.library import list_profiles
+from stackpanel.core.profiles.loader import load_profile_text
+from stackpanel.core.render import render_stack
+from stackpanel.core.supervise.events import (
+    NodeState,
+    NodeStateChanged,
+    StackMessage,
+    StackState,
+    WorkersChanged,
+)
+from stackpanel.core.supervise.supervisor import PortConflictError, ReloadError, StartError, Supervisor
+
+from .conftest import alive, builtin, free_offset, ports_free
+
+pytestmark = pytest.mark.integration
+
+BUILTINS = sorted(e.name for e in list_profiles() if e.builtin)
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+class Recorder:
+    """Collects events; lets a test wait for one."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.events: list = []
+        self._cond = threading.Condition()
+        sup.subscribe(self._on)
+
+    def _on(self, event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self.events:
+                    if predicate(e):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"event not seen in {timeout} s; got {self.events[-10:]}")
+                self._cond.wait(left)
+
+
+def all_pids(sup: Supervisor) -> set[int]:
+    snap = sup.snapshot()
+    return {p for n in snap.nodes for p in (n.pid, *n.worker_pids) if p}
+
+
+@pytest.fixture
+def supervisor_factory(tmp_path: Path):
+    made: list[Supervisor] = []
+
+    def make(profile, name: str = "run") -> Supervisor:
+        sup = Supervisor(render_stack(profile, tmp_path / name))
+        made.append(sup)
+        return sup
+
+    yield make
+    for sup in made:
+        sup.close()
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_builtin_profile_comes_up_answers_and_stops_clean(name: str, supervisor_factory) -> None:
+    profile = builtin(name)
+    sup = supervisor_factory(profile)
+    sup.start()
+    assert sup.state == StackState.RUNNING
+    status, body = get(profile.entry_url + "api/pid")
+    assert status == 200 and b"pid" in body
+    pids = all_pids(sup)
+    assert len(pids) >= len(profile.nodes)
+    sup.stop()
+    assert sup.state == StackState.STOPPED
+    deadline = time.monotonic() + 2
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(pids) == []
+    assert ports_free(profile)
+    assert all(n.state == NodeState.STOPPED for n in sup.snapshot().nodes)
+
+
+def test_killed_worker_is_replaced_and_reported(supervisor_factory) -> None:
+    profile = builtin("nginx-gunicorn-uvicorn")
+    sup = supervisor_factory(profile)
+    rec = Recorder(sup)
+    sup.start()
+    rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "app" and len(e.worker_pids) == 4)
+    victim = sup.workers("app")[0]
+    os.kill(victim, signal.SIGKILL)
+    event = rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "app" and victim in e.removed
+                         or (isinstance(e, WorkersChanged) and e.node == "app" and e.added and victim
+                             not in e.worker_pids and len(e.worker_pids) == 4))
+    rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "app" and len(e.worker_pids) == 4
+                 and victim not in e.worker_pids and e.at >= event.at)
+    assert victim not in sup.workers("app") and len(sup.workers("app")) == 4
+    assert sup.snapshot().node("app").state == NodeState.READY  # the master handled it
+    assert get(profile.entry_url + "api/hello")[0] == 200
+
+
+@pytest.mark.parametrize("node", ["app", "web"])
+def test_killed_master_is_restarted_and_the_stack_answers_again(node: str, supervisor_factory) -> None:
+    profile = builtin("nginx-uvicorn")
+    sup = supervisor_factory(profile)
+    rec = Recorder(sup)
+    sup.start()
+    old = sup.snapshot().node(node)
+    killed_at = time.time()
+    os.kill(old.pid, signal.SIGKILL)
+    crash = rec.wait_for(lambda e: isinstance(e, NodeStateChanged) and e.node == node
+                         and e.state == NodeState.CRASHED)
+    assert crash.reason == "killed by SIGKILL"
+    assert crash.at - killed_at < 0.5  # event-driven; the benchmark measures it properly
+    rec.wait_for(lambda e: isinstance(e, NodeStateChanged) and e.node == node and e.state == NodeState.READY
+                 and e.at > crash.at, timeout=20)
+    new = sup.snapshot().node(node)
+    assert new.pid != old.pid and new.restarts == 1
+    assert alive(old.worker_pids) == []  # orphaned workers of the dead master were cleaned up
+    assert get(profile.entry_url + "api/hello")[0] == 200
+    assert sup.state == StackState.RUNNING
+
+
+def test_port_conflict_names_the_holder_and_starts_nothing(supervisor_factory) -> None:
+    profile = builtin("nginx-uvicorn")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", profile.nodes["web"].port))
+    holder.listen()
+    try:
+        sup = supervisor_factory(profile)
+        with pytest.raises(PortConflictError) as info:
+            sup.start()
+        text = str(info.value)
+        assert f"port {profile.nodes['web'].port}" in text and f"pid {os.getpid()}" in text
+        assert "--port-offset" in text
+        assert all(n.pid is None and n.state == NodeState.STOPPED for n in sup.snapshot().nodes)
+        assert sup.state == StackState.FAILED
+    finally:
+        holder.close()
+
+
+def test_node_that_never_gets_ready_is_named_and_nothing_is_left(tmp_path: Path, supervisor_factory) -> None:
+    (tmp_path / "sick.py").write_text(textwrap.dedent("""\
+        import sys
+        print("sick app: every request fails", file=sys.stderr, flush=True)
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"not today"})
+    """))
+    offset = free_offset()
+    text = textwrap.dedent(f"""\
+        version: 1
+        name: sick
+        nodes:
+          web:
+            kind: nginx
+            port: {8080 + offset}
+            routes: [{{path: /, to: app}}]
+          app:
+            kind: uvicorn
+            port: {8000 + offset}
+            app: {{module: "sick:app"}}
+            readiness_probe: {{timeout_seconds: 2}}
+    """)
+    profile = load_profile_text(text, tmp_path / "sick.yaml")
+    sup = supervisor_factory(profile)
+    with pytest.raises(StartError) as info:
+        sup.start()
+    assert info.value.node == "app"
+    assert "not ready after 2 s" in str(info.value) and "HTTP 503" in str(info.value)
+    assert any("sick app" in line for line in info.value.last_lines)
+    assert sup.state == StackState.FAILED
+    assert all(n.pid is None for n in sup.snapshot().nodes)
+    assert ports_free(profile)
+
+
+def test_app_that_crashes_on_start_reports_its_last_lines(tmp_path: Path, supervisor_factory) -> None:
+    (tmp_path / "broken.py").write_text("raise RuntimeError('database is on fire')\n")
+    offset = free_offset()
+    text = f"version: 1\nname: b\nnodes:\n  app:\n    kind: uvicorn\n    port: {8000 + offset}\n" \
+           "    app: {module: 'broken:app'}\n"
+    sup = supervisor_factory(load_profile_text(text, tmp_path / "b.yaml"))
+    with pytest.raises(StartError) as info:
+        sup.start()
+    assert "exited with status 1 while starting" in str(info.value)
+    assert any("database is on fire" in line for line in info.value.last_lines)
+
+
+def test_two_stacks_run_side_by_side(supervisor_factory) -> None:
+    a = builtin("nginx-uvicorn")
+    b = builtin("nginx-uvicorn", offset=free_offset())
+    sup_a, sup_b = supervisor_factory(a, "a"), supervisor_factory(b, "b")
+    sup_a.start()
+    sup_b.start()
+    assert get(a.entry_url + "api/hello")[0] == 200
+    assert get(b.entry_url + "api/hello")[0] == 200
+    assert not all_pids(sup_a) & all_pids(sup_b)
+    sup_a.stop()
+    assert get(b.entry_url + "api/hello")[0] == 200  # stopping one leaves the other alone
+    sup_b.stop()
+
+
+def test_reload_applies_a_good_config_and_refuses_a_bad_one(supervisor_factory, tmp_path: Path) -> None:
+    profile = builtin("nginx-uvicorn")
+    sup = supervisor_factory(profile)
+    rec = Recorder(sup)
+    sup.start()
+    web_pid = sup.snapshot().node("web").pid
+    two_workers = profile.model_copy(update={"nodes": {**profile.nodes, "web": profile.nodes["web"].model_copy(
+        update={"workers": 2})}})
+    new_stack = render_stack(two_workers, sup.stack.paths.root)
+    assert sup.reload(new_stack) == ["web"]
+    rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "web" and len(e.worker_pids) == 2)
+    assert sup.snapshot().node("web").pid == web_pid  # graceful reload, same master
+    assert get(profile.entry_url + "api/hello")[0] == 200
+
+    web = new_stack.nodes["web"]
+    conf = web.config_file
+    broken = dataclasses.replace(web, files={conf: web.files[conf].replace("events {", "events {{")})
+    bad_stack = dataclasses.replace(new_stack, nodes={**new_stack.nodes, "web": broken})
+    good_text = conf.read_text()
+    with pytest.raises(ReloadError) as info:
+        sup.reload(bad_stack)
+    assert "refused" in str(info.value)
+    assert conf.read_text() == good_text  # the running config was not touched
+    assert get(profile.entry_url + "api/hello")[0] == 200
+
+
+def _up(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stackpanel", "up", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 30.0) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not printed; got:\n{''.join(lines)}")
+
+
+def _stack_processes(run_dir: Path, exclude: int) -> list[int]:
+    """Every server whose command line mentions the run dir, and their session members."""
+    pids = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid != exclude and any(str(run_dir) in part for part in p.info["cmdline"] or ()):
+            pids.add(p.pid)
+            try:
+                sid = os.getsid(p.pid)
+            except ProcessLookupError:
+                continue
+            pids |= {q.pid for q in psutil.process_iter() if _sid(q.pid) == sid}
+    return sorted(pids)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def test_kill_9_of_stackpanel_up_leaves_no_server_and_next_start_is_clean(tmp_path: Path) -> None:
+    offset = free_offset()
+    run_dir = tmp_path / "run"
+    args = ["nginx-gunicorn-uvicorn", "--port-offset", str(offset), "--run-dir", str(run_dir)]
+    up = _up(args)
+    try:
+        _read_until(up, "is up: open")
+        servers = _stack_processes(run_dir, exclude=up.pid)
+        assert len(servers) >= 2 + 4  # nginx master+worker, gunicorn master+4 workers
+        up.kill()
+        up.wait()
+        deadline = time.monotonic() + 2.0
+        while alive(servers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive(servers) == [], "servers outlived a kill -9 of stackpanel"
+    finally:
+        if up.poll() is None:
+            up.kill()
+    again = _up(args)
+    try:
+        lines = _read_until(again, "is up: open")
+        assert any("clean slate" in line for line in lines)
+        again.send_signal(signal.SIGINT)
+        rest, _ = again.communicate(timeout=30)
+        assert again.returncode == 0
+        assert "stack      stopped" in rest
+    finally:
+        if again.poll() is None:
+            again.kill()
+
+
+def test_up_with_a_taken_port_exits_non_zero_naming_the_holder(tmp_path: Path) -> None:
+    offset = free_offset()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 8000 + offset))
+    holder.listen()
+    try:
+        up = _up(["uvicorn-workers", "--port-offset", str(offset), "--run-dir", str(tmp_path / "r")])
+        out, _ = up.communicate(timeout=30)
+    finally:
+        holder.close()
+    assert up.returncode == 1
+    assert f"port {8000 + offset} on 127.0.0.1 is taken by pid {os.getpid()}" in out
+
+
+def test_events_say_clean_slate_or_leftovers(supervisor_factory) -> None:
+    sup = supervisor_factory(builtin("uvicorn-workers"))
+    rec = Recorder(sup)
+    sup.start()
+    assert isinstance(rec.wait_for(lambda e: isinstance(e, StackMessage)), StackMessage)
+
+
+def test_stopping_during_start_aborts_promptly(supervisor_factory) -> None:
+    sup = supervisor_factory(builtin("nginx-gunicorn-uvicorn"))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sup.start()
+        except StackpanelError as exc:  # pragma: no cover - would fail the assert below
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    sup.stop()
+    t.join(15)
+    assert not t.is_alive() and not errors
+    assert time.monotonic() - t0 < 10
+    assert sup.state == StackState.STOPPED
