@@ -1,0 +1,238 @@
+"""Per-worker CPU %, req/s and RSS, per-node latency p50/p95: pyqtgraph, one curve per series.
+
+Curves are created once per worker/node and then only ``setData`` is called, on a redraw timer,
+from the newest :class:`~stackpanel.core.metrics.engine.MetricsSnapshot` (its history arrays are
+read-only copies of the core's ring buffers). Curves clip to the view and downsample; the time
+window (1, 5, 15 min) only changes the slice that is handed over.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from stackpanel.core.metrics.engine import MetricsSnapshot
+from stackpanel.qt.theme import SERIES_COLOURS, icon
+
+WINDOWS_S: tuple[int, ...] = (60, 300, 900)
+WorkerKey = tuple[str, int]
+
+
+def _tail(t: np.ndarray, start: float) -> int:
+    """Index of the first sample at or after ``start`` (``t`` is ascending)."""
+    return int(np.searchsorted(t, start, side="left"))
+
+
+class _SeriesPlot:
+    """One PlotWidget with a legend and curves keyed by anything hashable."""
+
+    def __init__(self, title: str, units: str) -> None:
+        self.widget = pg.PlotWidget()
+        self.plot: pg.PlotItem = self.widget.getPlotItem()
+        self.plot.setTitle(title, size="10pt")
+        self.plot.setLabel("left", units)
+        self.plot.setLabel("bottom", "seconds ago")
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setClipToView(True)
+        self.plot.setDownsampling(auto=True, mode="peak")
+        self.plot.setMouseEnabled(x=False, y=True)
+        self.plot.enableAutoRange(axis="y", enable=True)
+        self.plot.setAutoVisible(y=True)
+        self.plot.hideButtons()
+        self.legend = self.plot.addLegend(offset=(4, 4), labelTextSize="8pt", verSpacing=-6)
+        self.curves: dict[object, pg.PlotDataItem] = {}
+
+    def curve(self, key: object, name: str, colour: str, dashed: bool = False) -> pg.PlotDataItem:
+        c = self.curves.get(key)
+        if c is None:
+            pen = pg.mkPen(colour, width=1.6, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+            c = self.plot.plot(name=name, pen=pen, connect="finite")
+            c.setClipToView(True)
+            c.setDownsampling(auto=True, method="peak")
+            self.curves[key] = c
+            self._legend_columns()
+        return c
+
+    def drop_missing(self, keep: set[object]) -> None:
+        for key in [k for k in self.curves if k not in keep]:
+            c = self.curves.pop(key)
+            self.legend.removeItem(c)
+            self.plot.removeItem(c)
+        self._legend_columns()
+
+    def _legend_columns(self) -> None:
+        n = len(self.curves)
+        self.legend.setColumnCount(max(1, math.ceil(n / 6)))
+
+    def set_window(self, seconds: float) -> None:
+        self.plot.setXRange(-seconds, 0, padding=0.01)
+
+    def apply_palette(self, pal: QPalette) -> None:
+        bg = pal.color(QPalette.ColorRole.Base)
+        fg = pal.color(QPalette.ColorRole.Text)
+        self.widget.setBackground(bg)
+        for axis in ("left", "bottom"):
+            ax = self.plot.getAxis(axis)
+            ax.setPen(fg)
+            ax.setTextPen(fg)
+        self.plot.titleLabel.setText(self.plot.titleLabel.text, color=fg.name())
+        self.legend.setLabelTextColor(fg)
+        lb = QColor(bg)
+        lb.setAlpha(200)
+        self.legend.setBrush(lb)
+
+
+class PlotsPanel(QWidget):
+    """The four plots plus window selector and pause/resume."""
+
+    pausedChanged = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None, redraw_ms: int = 250) -> None:
+        super().__init__(parent)
+        self.cpu = _SeriesPlot("CPU per worker", "%")
+        self.rps = _SeriesPlot("Requests per worker", "req/s")
+        self.latency = _SeriesPlot("Latency per node (p50 solid, p95 dashed)", "ms")
+        self.rss = _SeriesPlot("Memory (RSS) per worker", "MB")
+        self.plots = (self.cpu, self.rps, self.latency, self.rss)
+        self.window_s: float = 300
+        self.paused = False
+        self._latest: MetricsSnapshot | None = None
+        self._dirty = False
+        self._colours: dict[object, str] = {}
+        self.redraws = 0
+        #: the node clients talk to (its rate is shown next to the controls)
+        self.entry: str | None = None
+
+        self.window_box = QComboBox()
+        for s in WINDOWS_S:
+            self.window_box.addItem(f"{s // 60} min", s)
+        self.window_box.setCurrentIndex(WINDOWS_S.index(300))
+        self.window_box.currentIndexChanged.connect(lambda _i: self.set_window(self.window_box.currentData()))
+        self.pause_button = QPushButton(icon("pause"), "Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.toggled.connect(self.set_paused)
+        self.status = QLabel("no data yet")
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Window"))
+        top.addWidget(self.window_box)
+        top.addWidget(self.pause_button)
+        top.addStretch(1)
+        top.addWidget(self.status)
+        grid = QGridLayout()
+        grid.setSpacing(4)
+        for i, p in enumerate(self.plots):
+            grid.addWidget(p.widget, i // 2, i % 2)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addLayout(grid, 1)
+        for p in self.plots:
+            p.set_window(self.window_s)
+        self.apply_palette()
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(redraw_ms)
+        self.timer.timeout.connect(self._on_timer)
+        self.timer.start()
+
+    # -- inputs -------------------------------------------------------------------------------------
+
+    def apply_metrics(self, snap: MetricsSnapshot) -> None:
+        """Store the newest snapshot; the redraw timer draws it (cheap to call at any rate)."""
+        self._latest = snap
+        self._dirty = True
+
+    def set_window(self, seconds: float) -> None:
+        self.window_s = float(seconds)
+        i = self.window_box.findData(int(seconds))
+        if i >= 0 and i != self.window_box.currentIndex():
+            self.window_box.setCurrentIndex(i)
+        for p in self.plots:
+            p.set_window(self.window_s)
+        self._dirty = True
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if self.pause_button.isChecked() != paused:
+            self.pause_button.setChecked(paused)
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.pause_button.setIcon(icon("start" if paused else "pause"))
+        self._dirty = True
+        self.pausedChanged.emit(paused)
+
+    def clear(self) -> None:
+        for p in self.plots:
+            p.drop_missing(set())
+        self._latest = None
+        self._colours.clear()
+        self.status.setText("no data yet")
+
+    def apply_palette(self) -> None:
+        for p in self.plots:
+            p.apply_palette(self.palette())
+
+    def changeEvent(self, event: object) -> None:
+        super().changeEvent(event)  # type: ignore[arg-type]
+        if hasattr(self, "plots"):
+            self.apply_palette()
+
+    # -- drawing ------------------------------------------------------------------------------------
+
+    def colour(self, key: object) -> str:
+        """Stable per series for the panel's lifetime: assigned in order of first appearance."""
+        c = self._colours.get(key)
+        if c is None:
+            c = self._colours[key] = SERIES_COLOURS[len(self._colours) % len(SERIES_COLOURS)]
+        return c
+
+    def _on_timer(self) -> None:
+        if self._dirty and not self.paused and self._latest is not None:
+            self.redraw()
+
+    def redraw(self) -> None:
+        snap = self._latest
+        if snap is None:
+            return
+        self._dirty = False
+        self.redraws += 1
+        now = snap.time
+        start = now - self.window_s
+        keys: set[object] = set()
+        for h in snap.worker_history:
+            key: WorkerKey = (h.node, h.pid)
+            keys.add(key)
+            i = _tail(h.t, start)
+            x = h.t[i:] - now
+            colour = self.colour(key)
+            name = f"{h.node} {h.pid}"
+            self.cpu.curve(key, name, colour).setData(x, h.cpu_percent[i:])
+            self.rps.curve(key, name, colour).setData(x, h.rps[i:])
+            self.rss.curve(key, name, colour).setData(x, h.rss_bytes[i:] / 2**20)
+        for p in (self.cpu, self.rps, self.rss):
+            p.drop_missing(keys)
+        lat_keys: set[object] = set()
+        for nh in snap.node_history:
+            i = _tail(nh.t, start)
+            x = nh.t[i:] - now
+            colour = self.colour(("node", nh.node))
+            for q, arr, dashed in (("p50", nh.latency_p50, False), ("p95", nh.latency_p95, True)):
+                key2 = (nh.node, q)
+                lat_keys.add(key2)
+                self.latency.curve(key2, f"{nh.node} {q}", colour, dashed).setData(x, arr[i:] * 1000.0)
+        self.latency.drop_missing(lat_keys)
+        entry = snap.node(self.entry) if self.entry else None
+        text = f"{len(snap.worker_history)} processes · {len(snap.node_history)} nodes"
+        if entry is not None:
+            text += f" · {self.entry}: {entry.rps:.0f} req/s, {entry.requests_total} requests"
+        self.status.setText(text)
+
+    def curve_count(self) -> int:
+        return sum(len(p.curves) for p in self.plots)
