@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import free_ports  # tests/conftest.py
+from tests.conftest import free_ports
 
 from stackpanel.apps import fastapi_demo, flask_demo
 

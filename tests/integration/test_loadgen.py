@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_ports  # tests/conftest.py
+from tests.conftest import free_ports
 
 from stackpanel.core.loadgen import LoadConfig, LoadProgress, LoadRun, run_load, run_wrk, wrk_available
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_ports  # tests/conftest.py
+from tests.conftest import free_ports
 
 from stackpanel.core.supervise.ports import check_ports_free, find_port_holders, wait_ports_free
 
