@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_ports
 
 from stackpanel.core.loadgen import LoadConfig, LoadProgress, LoadRun, run_load, run_wrk, wrk_available
+from tests.conftest import free_ports
 
 pytestmark = pytest.mark.integration
 

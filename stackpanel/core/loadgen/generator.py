@@ -103,7 +103,10 @@ class LoadConfig:
     progress_interval_s: float = 0.25
     max_duration_s: float = 600.0  # hard deadline whatever else is set
     give_up_after_s: float | None = 2.0  # stop when no connection has succeeded for this long
-    start_method: str = "spawn"  # multiprocessing start method for processes > 1
+    # multiprocessing start method for processes > 1. "spawn" is safe in a threaded (Qt) process;
+    # like any spawn, it re-imports the caller's __main__, which must be guarded by
+    # ``if __name__ == "__main__":``. "fork" starts faster but must not be used from a GUI process.
+    start_method: str = "spawn"
     ramp_s: float = 0.05  # spread the first connects over up to this long (0.5 ms apart at most)
 
     def __post_init__(self) -> None:
