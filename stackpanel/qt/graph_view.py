@@ -342,7 +342,7 @@ class GraphView(QGraphicsView):
                 key = f"app:{name}"
                 module = node.app.module  # type: ignore[union-attr]
                 iface = node.app.interface  # type: ignore[union-attr]
-                self.leaves[key] = LeafItem(key, "app", [module, iface])
+                self.leaves[key] = LeafItem(key, "application", [module, iface.upper()])
                 grouped[(name, key)] = []
         for item in [*self.nodes.values(), *self.leaves.values()]:
             scene.addItem(item)

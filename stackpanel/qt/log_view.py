@@ -27,10 +27,11 @@ from stackpanel.qt.bridge import LogFollower, LogSource
 from stackpanel.qt.theme import ERROR_COLOUR, WARNING_COLOUR
 
 ERROR_RE = re.compile(
-    r"\b(error|crit|critical|alert|emerg|fatal|exception|traceback)\b|^\S+\s+\d+\s+5\d\d\s",
+    r"\b(error|crit|critical|alert|emerg|fatal|exception|traceback)\b|\b\w+(Error|Exception):"
+    r"|^(\S+\s+)?\d+\s+5\d\d\s",
     re.IGNORECASE,
 )
-WARNING_RE = re.compile(r"\b(warn|warning)\b|^\S+\s+\d+\s+4\d\d\s", re.IGNORECASE)
+WARNING_RE = re.compile(r"\b(warn|warning)\b|^(\S+\s+)?\d+\s+4\d\d\s", re.IGNORECASE)
 LABEL_WIDTH = 16
 
 

@@ -206,13 +206,14 @@ class PlotsPanel(QWidget):
         now = snap.time
         start = now - self.window_s
         keys: set[object] = set()
+        roles = {(w.node, w.pid): w.role for w in snap.workers}
         for h in snap.worker_history:
             key: WorkerKey = (h.node, h.pid)
             keys.add(key)
             i = _tail(h.t, start)
             x = h.t[i:] - now
             colour = self.colour(key)
-            name = f"{h.node} {h.pid}"
+            name = f"{h.node} {h.pid}" + (" master" if roles.get(key) == "master" else "")
             self.cpu.curve(key, name, colour).setData(x, h.cpu_percent[i:])
             self.rps.curve(key, name, colour).setData(x, h.rps[i:])
             self.rss.curve(key, name, colour).setData(x, h.rss_bytes[i:] / 2**20)

@@ -1,0 +1,207 @@
+"""Widgets fed with real core objects: profiles from the built-in library, events as the supervisor
+emits them, metrics snapshots from a real MetricsEngine over synthetic access-log lines."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QColor
+
+from stackpanel.core.metrics import MetricsEngine
+from stackpanel.core.metrics.synthetic import access_line
+from stackpanel.core.profiles.library import list_profiles, resolve_profile
+from stackpanel.core.profiles.loader import load_profile
+from stackpanel.core.supervise.events import NodeState, NodeStateChanged, WorkersChanged
+from stackpanel.qt.bridge import LogSource
+from stackpanel.qt.graph_view import GraphView, edge_width
+from stackpanel.qt.log_view import LogView, is_error_line
+from stackpanel.qt.plots import PlotsPanel
+from stackpanel.qt.theme import STATE_COLOURS
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def sleepers() -> Iterator[list[int]]:
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    yield [p.pid for p in procs]
+    for p in procs:
+        p.kill()
+        p.wait(5)
+
+
+def append(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("name", [e.name for e in list_profiles() if e.builtin])
+def test_graph_lays_out_every_builtin_profile_left_to_right(qtbot: Any, name: str) -> None:
+    profile = load_profile(resolve_profile(name))
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_profile(profile)
+    assert set(view.nodes) == set(profile.nodes)
+    client = view.leaves["client"]
+    entry = view.nodes[profile.entry]
+    assert view.edge("client", profile.entry) is not None
+    for e in profile.edges():  # every route is an edge, labelled with its path, drawn left to right
+        target = e.target if e.target != "static" else f"static:{e.source}"
+        edge = view.edge(e.source, target)
+        assert edge is not None and e.path in edge.routes
+        assert view._item(target).pos().x() > view.nodes[e.source].pos().x()
+    for n, node in profile.nodes.items():
+        if node.kind in ("gunicorn", "uvicorn"):
+            assert view.edge(n, f"app:{n}") is not None
+    assert client.pos().x() < entry.pos().x()
+
+
+def test_graph_follows_states_workers_and_traffic(qtbot: Any, tmp_path: Path, sleepers: list[int]) -> None:
+    profile = load_profile(resolve_profile("nginx-uvicorn"))
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_profile(profile)
+    view.apply_event(NodeStateChanged("app", NodeState.STARTING, NodeState.STOPPED, sleepers[0]))
+    assert view.nodes["app"].colour == QColor(STATE_COLOURS[NodeState.STARTING])
+    view.apply_event(WorkersChanged("app", sleepers[0], (sleepers[1], sleepers[2]), (sleepers[1], sleepers[2]), ()))
+    view.apply_event(NodeStateChanged("app", NodeState.READY, NodeState.STARTING, sleepers[0]))
+    assert set(view.workers["app"]) == {sleepers[1], sleepers[2]}
+    assert view.nodes["app"].colour == QColor(STATE_COLOURS[NodeState.READY])
+    chip = view.workers["app"][sleepers[1]]
+    assert chip.pos().y() > view.nodes["app"].pos().y() + view.nodes["app"].h - 1  # under its master
+    view.apply_event(WorkersChanged("app", sleepers[0], (sleepers[2],), (), (sleepers[1],)))
+    assert set(view.workers["app"]) == {sleepers[2]}
+    assert chip.scene() is None
+
+    # traffic: a real engine over the logs the tiers write
+    web_log, app_log = tmp_path / "web.log", tmp_path / "app.log"
+    eng = MetricsEngine()
+    eng.register_node("web", "nginx", web_log, routes=["app", "static"])
+    eng.register_node("app", "uvicorn", app_log)
+    eng.set_workers("web", os.getpid(), [])
+    eng.set_workers("app", sleepers[0], [sleepers[2]])
+    eng.tick(0.0)
+    append(web_log, [access_line("nginx", os.getpid(), 200, 0.004, "app")] * 190
+           + [access_line("nginx", os.getpid(), 502, 0.001, "app")] * 10
+           + [access_line("nginx", os.getpid(), 200, 0.001, "static")] * 20)
+    append(app_log, [access_line("uvicorn", sleepers[2], 200, 0, "-")] * 190)
+    snap = eng.tick(2.0)
+    eng.close()
+    view.apply_metrics(snap)
+    api = view.edge("web", "app")
+    static = view.edge("web", "static:web")
+    client = view.edge("client", "web")
+    assert api is not None and static is not None and client is not None
+    assert api.label_text == "/api\n100 req/s · 5.0% 5xx"
+    assert static.label_text == "/\n10 req/s · 0.0% 5xx"
+    assert client.rps == pytest.approx(110.0)
+    assert api.pen().widthF() == pytest.approx(edge_width(100.0)) and api.pen().widthF() > static.pen().widthF()
+    assert api.pen().color() == QColor("#e5534b")  # >= 1 % errors: red
+    assert view.edge("app", "app:app").rps == pytest.approx(95.0)  # type: ignore[union-attr]
+    assert view.workers["app"][sleepers[2]].rate == "95/s"
+    assert "110 req/s" in view.nodes["web"].metric_line
+    # stopping clears the workers
+    view.apply_event(NodeStateChanged("app", NodeState.STOPPED, NodeState.STOPPING, None))
+    assert view.workers["app"] == {}
+
+
+def test_graph_click_selects_node(qtbot: Any) -> None:
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.resize(900, 400)
+    view.show()
+    view.set_profile(load_profile(resolve_profile("nginx-split")))
+    clicked: list[str] = []
+    view.nodeClicked.connect(clicked.append)
+    item = view.nodes["site"]
+    pos = view.mapFromScene(item.pos() + item.boundingRect().center())
+    from PySide6.QtCore import Qt
+
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert clicked == ["site"]
+    assert item.selected_mark
+
+
+def test_plots_one_curve_per_worker_window_and_pause(qtbot: Any, tmp_path: Path, sleepers: list[int]) -> None:
+    log = tmp_path / "app.log"
+    eng = MetricsEngine()
+    eng.register_node("app", "gunicorn", log, routes=["-"])
+    eng.set_workers("app", sleepers[0], sleepers[1:])
+    panel = PlotsPanel(redraw_ms=10_000)
+    qtbot.addWidget(panel)
+    panel.entry = "app"
+    for t in range(0, 400, 10):  # 400 s of history at one tick per 10 s
+        append(log, [access_line("gunicorn", sleepers[1], 200, 0.01, "-")] * 20)
+        snap = eng.tick(float(t))
+    panel.apply_metrics(snap)
+    panel.redraw()
+    keys = {("app", p) for p in sleepers}
+    assert set(panel.cpu.curves) == keys and set(panel.rps.curves) == keys and set(panel.rss.curves) == keys
+    assert set(panel.latency.curves) == {("app", "p50"), ("app", "p95")}
+    colours = {k: panel.colour(k) for k in keys}
+    assert len(set(colours.values())) == 3
+    x, y = panel.rps.curves[("app", sleepers[1])].getData()
+    assert x is not None and x[-1] == 0.0 and x[0] >= -300  # 5 min window by default
+    assert np.nanmax(y) == pytest.approx(2.0)  # 20 lines per 10 s
+    _x50, y50 = panel.latency.curves[("app", "p50")].getData()
+    assert np.nanmax(y50) == pytest.approx(10.0)  # ms
+    panel.set_window(60)
+    panel.redraw()
+    x, _ = panel.rps.curves[("app", sleepers[1])].getData()
+    assert x[0] >= -60 and len(x) == 7
+    # a worker goes: its curve goes, the others keep their colours
+    eng.set_workers("app", sleepers[0], [sleepers[2]])
+    snap = eng.tick(400.0)
+    eng.close()
+    panel.set_paused(True)
+    panel.apply_metrics(snap)
+    panel._on_timer()
+    assert ("app", sleepers[1]) in panel.cpu.curves  # paused: nothing redrawn
+    panel.set_paused(False)
+    panel._on_timer()
+    assert set(panel.cpu.curves) == {("app", sleepers[0]), ("app", sleepers[2])}
+    assert panel.colour(("app", sleepers[2])) == colours[("app", sleepers[2])]
+    assert "app: " in panel.status.text()
+
+
+def test_log_view_filter_search_follow_and_errors(qtbot: Any, tmp_path: Path) -> None:
+    web_err, app_out = tmp_path / "web.error.log", tmp_path / "app.out.log"
+    web_err.write_text("2024/01/01 [notice] 1#1: start worker processes\n")
+    app_out.write_text("INFO:     Started server process [42]\n")
+    view = LogView()
+    qtbot.addWidget(view)
+    view.set_sources([LogSource("web", "error", web_err), LogSource("app", "out", app_out)])
+    try:
+        qtbot.waitUntil(lambda: len(view.lines) == 2, timeout=3000)
+        append(app_out, ["Traceback (most recent call last):", "ValueError: boom"])
+        qtbot.waitUntil(lambda: "ValueError: boom" in view.shown_text(), timeout=3000)
+        assert view.shown_text().splitlines()[-1].startswith("app.out")
+        # filter by process
+        view.source_box.setCurrentIndex(view.source_box.findData("web."))
+        assert "Traceback" not in view.shown_text() and "start worker" in view.shown_text()
+        view.source_box.setCurrentIndex(0)
+        # search
+        view.search_edit.setText("valueerror")
+        view.refilter()
+        assert view.shown_text().splitlines() == [f"{'app.out':<16} ValueError: boom"]
+        view.search_edit.setText("")
+        view.errors_only.setChecked(True)
+        assert len(view.shown_text().splitlines()) == 2  # Traceback + ValueError
+        view.errors_only.setChecked(False)
+        # follow: new lines keep the view at the end
+        append(web_err, [f"line {i}" for i in range(300)])
+        qtbot.waitUntil(lambda: "line 299" in view.shown_text(), timeout=3000)
+        bar = view.text.verticalScrollBar()
+        assert bar.value() == bar.maximum()
+    finally:
+        view.stop()
+    assert is_error_line('web.access       1234 502 0.001 app - GET "/api"')  # as shown, with the label
+    assert is_error_line('1234 502 0.001 app - GET "/api"')
+    assert is_error_line("2024/01/01 [crit] 12#12: connect() failed")
+    assert not is_error_line("INFO: 127.0.0.1 GET /healthz 200")
