@@ -1,0 +1,173 @@
+"""The main window over real profiles; the end-to-end test runs the real nginx + uvicorn stack."""
+from __future__ import annotations
+
+import socket
+import urllib.request
+from typing import Any
+
+import psutil
+import pytest
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMessageBox
+
+from stackpanel.core.metrics import MetricsSnapshot
+from stackpanel.core.profiles.library import user_dir
+from stackpanel.core.supervise.events import NodeState, StackState
+from stackpanel.qt.main_window import MainWindow
+
+from ..conftest import free_ports
+
+pytestmark = pytest.mark.gui
+
+BROKEN = """\
+version: 1
+name: broken
+nodes:
+  web:
+    kind: nginx
+    port: 8080
+    wokers: 2
+    routes:
+      - path: /
+        to: ap
+"""
+
+
+def open_window(qtbot: Any, settings: QSettings, profile: str | None = None) -> MainWindow:
+    w = MainWindow(initial_profile=profile, settings=settings)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.loaded is not None, timeout=10_000)
+    return w
+
+
+def test_broken_profile_shows_every_problem_with_file_line_and_fix(qtbot: Any, settings: QSettings) -> None:
+    d = user_dir()
+    d.mkdir(parents=True)
+    (d / "broken.yaml").write_text(BROKEN)
+    w = open_window(qtbot, settings, "broken")
+    assert w.loaded is not None and w.loaded.error is not None
+    assert w.top_stack.currentWidget() is w.problems
+    text = w.problems.text()
+    assert f"{d / 'broken.yaml'}:7:5" in text
+    assert "wokers" in text and "fix: did you mean 'workers'?" in text
+    assert "problem" in w.problems.headline.text()
+    assert not w.act_start.isEnabled()
+    # a valid one brings the graph back
+    w.select_profile("nginx-uvicorn")
+    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.name == "nginx-uvicorn", timeout=10_000)
+    assert w.top_stack.currentWidget() is w.graph
+    assert set(w.graph.nodes) == {"web", "app"} and w.act_start.isEnabled()
+    assert w.node_table.rowCount() == 2
+
+
+def test_details_show_rendered_config_and_command_before_start(qtbot: Any, settings: QSettings) -> None:
+    w = open_window(qtbot, settings, "nginx-gunicorn-uvicorn")
+    w.show_node("app")
+    assert "gunicorn" in w.details.command.toPlainText()
+    assert "uvicorn_worker.UvicornWorker" in w.details.command.toPlainText()
+    w.show_node("web")
+    assert "upstream" in w.details.config.toPlainText() and w.details.config.isReadOnly()
+    assert w.details.kind.text() == "nginx"
+
+
+def test_last_profile_and_port_offset_are_remembered(qtbot: Any, settings: QSettings) -> None:
+    w = open_window(qtbot, settings)
+    assert w.loaded is not None and w.loaded.name == "nginx-uvicorn"  # the default
+    w.select_profile("nginx-split")
+    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.name == "nginx-split", timeout=10_000)
+    w.offset_spin.setValue(300)
+    w.resize(1000, 700)
+    w.close()
+    w2 = open_window(qtbot, settings)
+    qtbot.waitUntil(lambda: w2.loaded is not None and w2.loaded.port_offset == 300, timeout=10_000)
+    assert w2.loaded.name == "nginx-split"
+    assert w2.loaded.profile is not None and w2.loaded.profile.nodes["edge"].port == 8080 + 300
+    assert w2.height() == 700  # restored (the default is 920; offscreen clamps widths to its 800 px screen)
+    w2.close()
+
+
+def _offset_for(ports: tuple[int, ...] = (8000, 8080)) -> int:
+    for _ in range(100):
+        base = free_ports(1)[0]
+        offset = base - ports[-1]
+        if offset <= 0:
+            continue
+        ok = True
+        for p in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p + offset))
+                except OSError:
+                    ok = False
+        if ok:
+            return offset
+    raise RuntimeError("no free port offset")
+
+
+def _alive(pids: set[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    offset = _offset_for()
+    w = open_window(qtbot, settings, "nginx-uvicorn")
+    w.offset_spin.setValue(offset)
+    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.port_offset == offset, timeout=10_000)
+    snaps: list[MetricsSnapshot] = []
+    w.bridge.metrics.connect(snaps.append)
+    try:
+        w.start_stack()
+        qtbot.waitUntil(lambda: w.stack_state == StackState.RUNNING, timeout=90_000)
+        assert all(n.state == NodeState.READY for n in w.graph.nodes.values())
+        assert w.node_table.state_of("app") == NodeState.READY
+        qtbot.waitUntil(lambda: len(w.graph.workers["app"]) == 2, timeout=10_000)
+        url = f"http://127.0.0.1:{8080 + offset}/"
+        assert url in w.url_label.text()
+
+        # plots receive data
+        qtbot.waitUntil(lambda: len(snaps) >= 2, timeout=10_000)
+        w.plots.redraw()
+        assert ("app", next(iter(w.graph.workers["app"]))) in w.plots.cpu.curves
+        before = snaps[-1].node("web").requests_total  # type: ignore[union-attr]
+
+        # a request through the entry moves the counters
+        for _ in range(25):
+            with urllib.request.urlopen(url + "api/hello", timeout=5) as r:
+                assert r.status == 200
+        qtbot.waitUntil(lambda: snaps[-1].node("web").requests_total >= before + 25,  # type: ignore[union-attr]
+                        timeout=10_000)
+        assert snaps[-1].node("app").requests_total >= 25  # type: ignore[union-attr]
+        assert f"{snaps[-1].node('web').requests_total} req" in w.graph.nodes["web"].metric_line  # type: ignore[union-attr]
+        assert any(s.edge("web", "app") and s.edge("web", "app").rps > 0 for s in snaps)  # type: ignore[union-attr]
+        qtbot.waitUntil(lambda: any("/api/hello" in t for _, t in w.logs.lines), timeout=10_000)
+
+        pids: set[int] = set()
+        snap = w.session.snapshot()
+        for n in snap.nodes:
+            pids.update([n.pid, *n.worker_pids] if n.pid else n.worker_pids)
+        assert len(pids) >= 4
+    finally:
+        # closing with a running stack asks, then stops it cleanly
+        asked: list[str] = []
+        monkeypatch.setattr(QMessageBox, "question",
+                            lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Yes)
+        w.close()
+        qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
+    assert asked == ["Stop the stack?"]
+    assert w.stack_state == StackState.STOPPED
+    assert _alive(pids) == []
+    for port in (8000 + offset, 8080 + offset):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # free again
