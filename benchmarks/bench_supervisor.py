@@ -24,12 +24,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stackpanel.core.profiles.library import builtin_dir  # noqa: E402
-from stackpanel.core.profiles.loader import load_profile  # noqa: E402
-from stackpanel.core.render import render_stack  # noqa: E402
-from stackpanel.core.supervise.events import NodeState, NodeStateChanged  # noqa: E402
-from stackpanel.core.supervise.supervisor import Supervisor  # noqa: E402
-from tests.integration.conftest import free_offset  # noqa: E402
+from stackpanel.core.profiles.library import builtin_dir
+from stackpanel.core.profiles.loader import load_profile
+from stackpanel.core.render import render_stack
+from stackpanel.core.supervise.events import NodeState, NodeStateChanged
+from stackpanel.core.supervise.supervisor import Supervisor
+from tests.integration.conftest import free_offset
 
 
 class Waiter:
@@ -91,7 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
     print(f"# machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:

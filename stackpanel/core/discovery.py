@@ -153,8 +153,8 @@ class Platform:
 
 def _parse_os_release(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, raw = line.partition("=")
@@ -638,7 +638,7 @@ def _meta_path_spec(name: str) -> importlib.machinery.ModuleSpec | None:
             continue
         try:
             spec = finder.find_spec(name, None)
-        except Exception as exc:  # noqa: BLE001 - a third-party finder misbehaving must not break validation
+        except Exception as exc:
             log.debug("meta-path finder %r failed on %s: %s", finder, name, exc)
             continue
         if spec is not None and spec.origin not in ("built-in", "frozen"):

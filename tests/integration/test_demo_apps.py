@@ -16,9 +16,9 @@ from typing import Any
 
 import psutil
 import pytest
-from tests.conftest import free_ports
 
 from stackpanel.apps import fastapi_demo, flask_demo
+from tests.conftest import free_ports
 
 pytestmark = pytest.mark.integration
 

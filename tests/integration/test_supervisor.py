@@ -114,7 +114,7 @@ def test_killed_worker_is_replaced_and_reported(supervisor_factory) -> None:
     rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "app" and len(e.worker_pids) == 4)
     victim = sup.workers("app")[0]
     os.kill(victim, signal.SIGKILL)
-    event = rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "app" and victim in e.removed
+    event = rec.wait_for(lambda e: (isinstance(e, WorkersChanged) and e.node == "app" and victim in e.removed)
                          or (isinstance(e, WorkersChanged) and e.node == "app" and e.added and victim
                              not in e.worker_pids and len(e.worker_pids) == 4))
     rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "app" and len(e.worker_pids) == 4

@@ -252,7 +252,8 @@ def test_unknown_os_gets_a_generic_hint(tmp_path: Path) -> None:
 
 
 def test_python_install_hints_quote_the_interpreter() -> None:
-    assert install_hint("gunicorn", python="/opt/my venv/bin/python") == "'/opt/my venv/bin/python' -m pip install gunicorn"
+    hint = install_hint("gunicorn", python="/opt/my venv/bin/python")
+    assert hint == "'/opt/my venv/bin/python' -m pip install gunicorn"
     assert install_hint("uvicorn_worker", python="/v/bin/python") == "/v/bin/python -m pip install uvicorn-worker"
     assert install_hint("gunicorn").startswith(sys.executable)
 

@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
-from tests.conftest import free_ports
 
 from stackpanel.core.supervise.ports import check_ports_free, find_port_holders, wait_ports_free
+from tests.conftest import free_ports
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -291,11 +291,12 @@ def test_ipv6_loopback_address_is_bracketed(profile_dir: Path) -> None:
 
 
 def test_reserved_and_malformed_node_names(profile_dir: Path) -> None:
-    [(line, message, _)] = problems(GOOD.replace("  app:\n    kind", "  static:\n    kind").replace("to: app", "to: static"),
-                                    profile_dir)
+    def renamed(name: str) -> str:
+        return GOOD.replace("  app:\n    kind", f"  {name}:\n    kind").replace("to: app", f"to: {name}")
+
+    [(_, message, _)] = problems(renamed("static"), profile_dir)
     assert "reserved" in message
-    [(line, message, _)] = problems(GOOD.replace("  app:\n    kind", "  App;x:\n    kind").replace("to: app", "to: App;x"),
-                                    profile_dir)
+    [(_, message, _)] = problems(renamed("App;x"), profile_dir)
     assert "must start with a lowercase letter" in message
 
 

@@ -1,11 +1,12 @@
 """What each profile must render, and that no profile value can change a config's structure."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
-from collections import Counter
 import signal
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,32 @@ def test_hostile_strings_never_change_config_structure(tmp_path: Path, field: tu
         assert skeleton(after) == skeleton(before), f"{field}={value!r} changed {name}'s structure"
     # argv items stay single arguments; env stays out of argv entirely
     assert len(stack.nodes["app"].argv) == len(baseline.nodes["app"].argv)
+
+
+# ----------------------------------------------------------------- missing servers
+
+
+def test_missing_nginx_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackpanel.core import discovery
+    from stackpanel.core.errors import RenderError
+
+    monkeypatch.setattr(discovery, "find_nginx", lambda *a, **k: None)
+    profile = load_profile(builtin_dir() / "nginx-uvicorn.yaml")
+    with pytest.raises(RenderError) as info:
+        render_stack(profile, tmp_path, apache=APACHE)
+    assert "needs nginx, which is not installed" in str(info.value)
+    assert "install -y nginx" in str(info.value)
+
+
+def test_missing_app_server_package_names_the_pip_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackpanel.core import discovery
+    from stackpanel.core.errors import RenderError
+
+    real = discovery.python_env(None)
+    without_worker = dataclasses.replace(
+        real, packages=tuple((k, None if k == "uvicorn_worker" else v) for k, v in real.packages))
+    monkeypatch.setattr(discovery, "python_env", lambda *a, **k: without_worker)
+    profile = load_profile(builtin_dir() / "nginx-gunicorn-uvicorn.yaml")
+    with pytest.raises(RenderError) as info:
+        render_stack(profile, tmp_path, nginx=NGINX, apache=APACHE)
+    assert "needs uvicorn-worker" in str(info.value) and "-m pip install uvicorn-worker" in str(info.value)

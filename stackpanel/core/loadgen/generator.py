@@ -670,7 +670,7 @@ def _worker_main(
         finally:
             loop.close()
         messages.put(("result", index, part))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+    except BaseException as exc:
         messages.put(("error", index, f"{type(exc).__name__}: {exc}"))
 
 
@@ -711,7 +711,8 @@ def _run_processes(
             except queue.Empty:
                 dead = [p.name for p in procs if p.exitcode is not None]
                 if dead or time.monotonic() > ready_by:
-                    raise LoadgenError(f"load worker processes did not start ({', '.join(dead) or 'timeout'})")
+                    raise LoadgenError(
+                        f"load worker processes did not start ({', '.join(dead) or 'timeout'})") from None
                 continue
             if kind == "error":
                 raise LoadgenError(f"load worker {index} failed: {payload}")

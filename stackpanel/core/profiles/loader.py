@@ -185,7 +185,8 @@ def problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) -
             kind = (err.get("ctx") or {}).get("tag", "")
             kinds = ", ".join(NODE_MODELS)
             if typ == "union_tag_not_found":
-                problems.append(smap.problem(loc, f"node {loc[-1]!r} has no `kind`", f"add `kind:` with one of {kinds}"))
+                problems.append(smap.problem(loc, f"node {loc[-1]!r} has no `kind`",
+                                             f"add `kind:` with one of {kinds}"))
             else:
                 problems.append(smap.problem(loc + ("kind",), f"unknown node kind {kind!r}",
                                              _suggest(kind, NODE_MODELS) + f"expected one of {kinds}"))

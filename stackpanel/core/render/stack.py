@@ -58,6 +58,23 @@ def _make_traversable(path: Path) -> None:
             break
 
 
+def _check_app_servers(profile: Profile) -> None:
+    """Each app-server node's interpreter must have its server package (and uvicorn-worker)."""
+    for name, node in profile.nodes.items():
+        if not isinstance(node, GunicornNode | UvicornNode):
+            continue
+        wanted = [node.kind]
+        if isinstance(node, GunicornNode) and node.effective_worker_class == "uvicorn":
+            wanted += ["uvicorn", "uvicorn_worker"]
+        env = discovery.python_env(node.app.interpreter)
+        if not env.found:
+            raise RenderError(f"node {name!r}: cannot run {node.app.interpreter}: {env.error}")
+        for kind in wanted:
+            if env.package_version(kind) is None:
+                raise RenderError(f"node {name!r} needs {kind.replace('_', '-')} in {node.app.interpreter}; "
+                                  f"install it with: {discovery.install_hint(kind, python=node.app.interpreter)}")
+
+
 def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None,
                  nginx: discovery.NginxInfo | None = None,
                  apache: discovery.ApacheInfo | None = None) -> RenderedStack:
@@ -76,6 +93,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
         if apache is None:
             raise RenderError(f"this profile needs Apache httpd, which is not installed: "
                               f"{discovery.install_hint('apache')}")
+    _check_app_servers(profile)
     nodes: dict[str, RenderedNode] = {}
     for name in profile.start_order():
         node = profile.nodes[name]

@@ -16,7 +16,6 @@ from stackpanel.core.session import StackSession
 from stackpanel.core.supervise.events import (
     Event,
     NodeStateChanged,
-    StackMessage,
     StackState,
     StackStateChanged,
     WorkersChanged,

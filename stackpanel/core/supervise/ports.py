@@ -79,7 +79,7 @@ def _resolve(host: str) -> set[str]:
 
 
 def _matches(listen_ip: str, wanted: set[str]) -> bool:
-    ip = listen_ip.split("%")[0]
+    ip = listen_ip.split("%", maxsplit=1)[0]
     if ip in wanted:
         return True
     if ip.startswith("::ffff:") and ip[7:] in wanted:

@@ -195,7 +195,7 @@ class Spawner:
     def _handle(self, req: SpawnRequest, fut: Future[subprocess.Popen[bytes]]) -> None:
         try:
             fut.set_result(self._popen(req))
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller
+        except BaseException as exc:
             fut.set_exception(exc)
 
     def _popen(self, req: SpawnRequest) -> subprocess.Popen[bytes]:

@@ -15,7 +15,6 @@ import http.client
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
