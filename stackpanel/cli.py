@@ -62,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", action="store_true", help="print a live per-worker table once a second")
     p.add_argument("--metrics-json", type=Path, metavar="FILE",
                    help="append one JSON object per second with per-worker figures")
+
+    p = sub.add_parser("bench", help="run the same load against each profile in turn and compare them",
+                       description="Bring each profile up in turn (ports shifted out of the way), warm it up, "
+                                   "apply the same load, record throughput, latency and per-worker CPU, stop "
+                                   "it, and print a table with each profile's throughput as a ratio of the "
+                                   "first. Exit 1 if a profile did not run.")
+    _add_profile_args(p, many=True)
+    p.add_argument("--connections", "-c", type=int, default=64, metavar="N", help="concurrent connections (64)")
+    p.add_argument("--duration", "-d", type=float, default=10.0, metavar="S", help="seconds of load per profile (10)")
+    p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds of warm-up load first (2)")
+    p.add_argument("--requests", "-n", type=int, metavar="N",
+                   help="send N requests instead (the duration is then a cap; built-in generator only)")
+    p.add_argument("--path", default="/api/hello", metavar="P", help="path requested on each entry URL (/api/hello)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run every app server (gunicorn/uvicorn) with N workers, to compare at equal workers")
+    p.add_argument("--wrk", action="store_true", help="load with wrk instead of the built-in generator")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write one CSV row per profile")
+    p.add_argument("--png", type=Path, metavar="FILE", help="write a bar chart (req/s, ratio, p99) as PNG")
     return parser
 
 
@@ -162,7 +181,42 @@ def cmd_up(args: argparse.Namespace) -> int:
     from stackpanel.core.supervise.headless import run_headless
 
     profile = _load(args.profile, args.port_offset)
-    return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json)
+    return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
+                        reload_profile=lambda: _load(args.profile, args.port_offset))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stackpanel.core.loadgen.compare import compare_profiles
+
+    comparison = compare_profiles(
+        args.profiles, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup,
+        path=args.path, generator="wrk" if args.wrk else "builtin", requests=args.requests,
+        workers=args.workers, progress=lambda event: print(event, flush=True),
+    )
+    print()
+    print(comparison.format_table())
+    written = []
+    for path, render in ((args.json, lambda: comparison.to_json() + "\n"), (args.csv, comparison.to_csv)):
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(render(), encoding="utf-8")
+            except OSError as exc:
+                print(f"stackpanel: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                return EXIT_FAIL
+            written.append(str(path))
+    if args.png is not None:
+        from stackpanel.core.loadgen.chart import save_chart
+
+        written.append(str(save_chart(comparison, args.png)))
+    if written:
+        print(f"\nwrote {', '.join(written)}")
+    if not comparison.all_ran:
+        names = ", ".join(r.name for r in comparison.failed)
+        print(f"stackpanel: {len(comparison.failed)} of {len(comparison.runs)} profile(s) did not run: {names}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 COMMANDS = {
@@ -172,6 +226,7 @@ COMMANDS = {
     "profiles": cmd_profiles,
     "gui": cmd_gui,
     "up": cmd_up,
+    "bench": cmd_bench,
 }
 
 
