@@ -85,6 +85,14 @@ class StackSession:
     def start_node(self, name: str) -> None:
         self.supervisor.start_node(name)
 
+    def reload(self, profile: Profile) -> list[str]:
+        """Apply an edited profile to the running stack: changed configs are tested by the servers
+        themselves and reloaded gracefully; a bad one raises ReloadError and nothing changes."""
+        new_stack = render_stack(profile, self.stack.paths.root)
+        changed = self.supervisor.reload(new_stack)
+        self.profile, self.stack = profile, new_stack
+        return changed
+
     def close(self) -> None:
         try:
             self.supervisor.close()

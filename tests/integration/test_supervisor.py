@@ -364,3 +364,31 @@ def test_stopping_during_start_aborts_promptly(supervisor_factory) -> None:
     assert not t.is_alive() and not errors
     assert time.monotonic() - t0 < 10
     assert sup.state == StackState.STOPPED
+
+
+def test_sighup_reloads_an_edited_profile_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    from stackpanel.core.profiles.library import builtin_dir
+
+    site = builtin_dir().parent / "apps" / "site"
+    source = (builtin_dir() / "nginx-uvicorn.yaml").read_text().replace("../apps/site", str(site))
+    path = tmp_path / "mine.yaml"
+    path.write_text(source.replace("app:\n      module", f"app:\n      working_dir: {builtin_dir()}\n      module"))
+    offset = free_offset()
+    up = _up([str(path), "--port-offset", str(offset), "--run-dir", str(tmp_path / "run")])
+    try:
+        _read_until(up, "is up: open")
+        path.write_text(path.read_text().replace("    workers: 1\n", "    workers: 2\n", 1))
+        up.send_signal(signal.SIGHUP)
+        _read_until(up, "reloaded: web")
+        assert get(f"http://127.0.0.1:{8080 + offset}/api/hello")[0] == 200
+        path.write_text(path.read_text().replace("kind: nginx", "kind: nginx\n    colour: red"))
+        up.send_signal(signal.SIGHUP)
+        _read_until(up, "reload refused")
+        _read_until(up, "unknown key 'colour' in nodes.web")
+        assert get(f"http://127.0.0.1:{8080 + offset}/api/hello")[0] == 200  # still serving
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=30)
+        assert up.returncode == 0
+    finally:
+        if up.poll() is None:
+            up.kill()

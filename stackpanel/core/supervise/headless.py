@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -45,7 +47,10 @@ def format_metrics_table(snap: MetricsSnapshot) -> str:
 
 
 def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table: bool = False,
-                 metrics_json: Path | None = None, out: TextIO = sys.stdout) -> int:
+                 metrics_json: Path | None = None, out: TextIO = sys.stdout,
+                 reload_profile: Callable[[], Profile] | None = None) -> int:
+    """Run until Ctrl-C/SIGTERM. SIGHUP re-reads the profile through ``reload_profile`` and applies
+    it gracefully (the servers test their new configs first; a bad one leaves the stack as it was)."""
     session = StackSession(profile, run_dir=run_dir)
     print_lock = threading.Lock()
 
@@ -65,12 +70,21 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
 
     session.subscribe_metrics(on_metrics)
     stop = threading.Event()
+    wake = threading.Event()
+    reload_wanted = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
         stop.set()
+        wake.set()
         session.supervisor.request_stop()  # a start in progress gives up promptly
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    def request_reload(signum: int, _frame: object) -> None:
+        reload_wanted.set()
+        wake.set()
+
+    handlers = {signal.SIGINT: request_stop, signal.SIGTERM: request_stop,
+                signal.SIGHUP: request_reload if reload_profile else request_stop}
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
     try:
         try:
             session.start()
@@ -79,9 +93,18 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             return 1
         if stop.is_set() or session.supervisor.state != StackState.RUNNING:
             return 0 if stop.is_set() else 1
-        say(f"\n  {profile.name} is up: open {profile.entry_url}\n  (Ctrl-C stops it)\n")
-        while not stop.wait(0.5):
-            pass
+        hint = "Ctrl-C stops it" + (f"; kill -HUP {os.getpid()} reloads the profile" if reload_profile else "")
+        say(f"\n  {profile.name} is up: open {profile.entry_url}\n  ({hint})\n")
+        while not stop.is_set():
+            wake.wait(0.5)
+            wake.clear()
+            if reload_wanted.is_set() and reload_profile is not None and not stop.is_set():
+                reload_wanted.clear()
+                try:
+                    changed = session.reload(reload_profile())
+                    say(f"reloaded: {', '.join(changed) if changed else 'nothing changed'}")
+                except StackpanelError as exc:
+                    say(f"reload refused, the stack keeps running as it was:\n{exc}")
         say("stopping ...")
         return 0
     finally:
