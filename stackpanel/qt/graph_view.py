@@ -44,10 +44,10 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.qt.theme import ERROR_COLOUR, state_colour
 
-NODE_W, NODE_H = 200.0, 76.0
+NODE_W, NODE_H = 220.0, 76.0
 LEAF_W, LEAF_H = 150.0, 48.0
 CHIP_W, CHIP_H, CHIP_GAP, CHIPS_PER_ROW = 46.0, 30.0, 4.0, 4
-COL_GAP, ROW_GAP = 120.0, 34.0
+COL_GAP, ROW_GAP = 175.0, 40.0
 
 
 def format_rate(rps: float) -> str:
@@ -63,6 +63,10 @@ def format_ms(seconds: float | None) -> str:
         return "–"
     ms = seconds * 1000
     return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
+
+
+def format_count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1_000_000 else f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
 
 
 def edge_width(rps: float) -> float:
@@ -479,7 +483,8 @@ class GraphView(QGraphicsView):
             nm = snap.node(name)
             if nm is None:
                 continue
-            item.metric_line = f"{format_rate(nm.rps)} · p95 {format_ms(nm.latency_p95)} · {nm.requests_total} req"
+            p95 = f" · p95 {format_ms(nm.latency_p95)}" if nm.latency_p95 is not None else ""
+            item.metric_line = f"{format_rate(nm.rps)}{p95} · {format_count(nm.requests_total)} req"
             item.refresh()
         for w in snap.workers:
             chip = self.workers.get(w.node, {}).get(w.pid)

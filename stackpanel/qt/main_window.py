@@ -335,7 +335,7 @@ class MainWindow(QMainWindow):
         self.main_split.addWidget(left)
         self.main_split.addWidget(self.right_split)
         self.main_split.setStretchFactor(1, 1)
-        self.main_split.setSizes([330, 1170])
+        self.main_split.setSizes([390, 1110])
         self.setCentralWidget(self.main_split)
         self.busy_label = QLabel()
         self.statusBar().addPermanentWidget(self.busy_label)

@@ -19,6 +19,9 @@ from stackpanel.core.metrics.engine import MetricsSnapshot
 from stackpanel.qt.theme import SERIES_COLOURS, icon
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900)
+GRID_ALPHA = 0.25
+#: 1 px cosmetic pens take the raster engine's fast path (wider lines cost ~3x per segment)
+PEN_WIDTH = 1.0
 WorkerKey = tuple[str, int]
 
 
@@ -27,8 +30,29 @@ def _tail(t: np.ndarray, start: float) -> int:
     return int(np.searchsorted(t, start, side="left"))
 
 
+MAX_POINTS = 1500  # per curve handed to Qt; more than a plot is wide in pixels
+
+
+def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points``: bins of ``k`` samples become their max (peaks stay visible)."""
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    k = math.ceil(n / max_points)
+    m = (n // k) * k
+    head = y[n - m:].reshape(-1, k)
+    with np.errstate(all="ignore"):
+        peaks = np.where(np.all(np.isnan(head), axis=1), np.nan, np.nanmax(np.nan_to_num(head, nan=-np.inf), axis=1))
+    return x[n - m:: k], peaks
+
+
 class _SeriesPlot:
-    """One PlotWidget with a legend and curves keyed by anything hashable."""
+    """One PlotWidget with a legend and curves keyed by anything hashable.
+
+    Curves are bare ``PlotCurveItem`` (no per-curve dataset pipeline) and the y range is set from
+    the data in one call per redraw instead of pyqtgraph's per-item auto-range: with 32+ curves
+    both matter (see benchmarks/RESULTS-gui.md).
+    """
 
     def __init__(self, title: str, units: str) -> None:
         self.widget = pg.PlotWidget()
@@ -36,26 +60,44 @@ class _SeriesPlot:
         self.plot.setTitle(title, size="10pt")
         self.plot.setLabel("left", units)
         self.plot.setLabel("bottom", "seconds ago")
-        self.plot.showGrid(x=True, y=True, alpha=0.25)
-        self.plot.setClipToView(True)
-        self.plot.setDownsampling(auto=True, mode="peak")
-        self.plot.setMouseEnabled(x=False, y=True)
-        self.plot.enableAutoRange(axis="y", enable=True)
-        self.plot.setAutoVisible(y=True)
+        if GRID_ALPHA > 0:
+            self.plot.showGrid(x=False, y=True, alpha=GRID_ALPHA)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.disableAutoRange()
+        self.plot.setYRange(0, 1, padding=0)
         self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
         self.legend = self.plot.addLegend(offset=(4, 4), labelTextSize="8pt", verSpacing=-6)
-        self.curves: dict[object, pg.PlotDataItem] = {}
+        self.curves: dict[object, pg.PlotCurveItem] = {}
+        self._ymax = 1.0
 
-    def curve(self, key: object, name: str, colour: str, dashed: bool = False) -> pg.PlotDataItem:
+    def curve(self, key: object, name: str, colour: str, dashed: bool = False) -> pg.PlotCurveItem:
         c = self.curves.get(key)
         if c is None:
-            pen = pg.mkPen(colour, width=1.6, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-            c = self.plot.plot(name=name, pen=pen, connect="finite")
-            c.setClipToView(True)
-            c.setDownsampling(auto=True, method="peak")
+            pen = pg.mkPen(colour, width=PEN_WIDTH, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+            c = pg.PlotCurveItem(pen=pen, name=name, connect="finite", skipFiniteCheck=False)
+            self.plot.addItem(c)
             self.curves[key] = c
             self._legend_columns()
         return c
+
+    def set_curve(self, key: object, name: str, colour: str, x: np.ndarray, y: np.ndarray,
+                  dashed: bool = False) -> float:
+        """setData on the curve (created on first use); returns the max of ``y`` (0 when all NaN)."""
+        x, y = decimate(x, y)
+        self.curve(key, name, colour, dashed).setData(x, y, connect="finite")
+        if len(y) == 0:
+            return 0.0
+        with np.errstate(all="ignore"):
+            m = float(np.nanmax(y)) if not np.all(np.isnan(y)) else 0.0
+        return m
+
+    def set_y_max(self, ymax: float) -> None:
+        """Y range 0..ymax with headroom; changed only when the data outgrows it or shrinks a lot."""
+        want = max(ymax * 1.15, 1e-9) if ymax > 0 else 1.0
+        if want > self._ymax or want < self._ymax * 0.5:
+            self._ymax = want
+            self.plot.setYRange(0, want, padding=0)
 
     def drop_missing(self, keep: set[object]) -> None:
         for key in [k for k in self.curves if k not in keep]:
@@ -207,6 +249,7 @@ class PlotsPanel(QWidget):
         start = now - self.window_s
         keys: set[object] = set()
         roles = {(w.node, w.pid): w.role for w in snap.workers}
+        ymax = {id(p): 0.0 for p in self.plots}
         for h in snap.worker_history:
             key: WorkerKey = (h.node, h.pid)
             keys.add(key)
@@ -214,9 +257,9 @@ class PlotsPanel(QWidget):
             x = h.t[i:] - now
             colour = self.colour(key)
             name = f"{h.node} {h.pid}" + (" master" if roles.get(key) == "master" else "")
-            self.cpu.curve(key, name, colour).setData(x, h.cpu_percent[i:])
-            self.rps.curve(key, name, colour).setData(x, h.rps[i:])
-            self.rss.curve(key, name, colour).setData(x, h.rss_bytes[i:] / 2**20)
+            for plot, values in ((self.cpu, h.cpu_percent[i:]), (self.rps, h.rps[i:]),
+                                 (self.rss, h.rss_bytes[i:] / 2**20)):
+                ymax[id(plot)] = max(ymax[id(plot)], plot.set_curve(key, name, colour, x, values))
         for p in (self.cpu, self.rps, self.rss):
             p.drop_missing(keys)
         lat_keys: set[object] = set()
@@ -227,8 +270,11 @@ class PlotsPanel(QWidget):
             for q, arr, dashed in (("p50", nh.latency_p50, False), ("p95", nh.latency_p95, True)):
                 key2 = (nh.node, q)
                 lat_keys.add(key2)
-                self.latency.curve(key2, f"{nh.node} {q}", colour, dashed).setData(x, arr[i:] * 1000.0)
+                m = self.latency.set_curve(key2, f"{nh.node} {q}", colour, x, arr[i:] * 1000.0, dashed)
+                ymax[id(self.latency)] = max(ymax[id(self.latency)], m)
         self.latency.drop_missing(lat_keys)
+        for p in self.plots:
+            p.set_y_max(ymax[id(p)])
         entry = snap.node(self.entry) if self.entry else None
         text = f"{len(snap.worker_history)} processes · {len(snap.node_history)} nodes"
         if entry is not None:

@@ -1,0 +1,281 @@
+"""GUI benchmarks: plot redraw rate, GUI-thread timer jitter under a real stack, panel memory.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui.py plots [--workers 32 --minutes 15]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_gui.py plots
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui.py jitter [--profile P --seconds 20]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui.py memory [--workers 16 --minutes 30]
+
+* plots (``fps_*``: wall clock; ``fps_cpu_*``: frames per second of GUI-thread CPU time, which
+  does not depend on what else runs on the machine): a real MetricsEngine ticked over
+  ``--workers`` live processes (sleepers) with synthetic
+  access-log lines for ``--minutes`` of history (fake clock, 1 Hz), then the PlotsPanel redraws
+  (setData on every curve + a synchronous repaint of the four plots) as fast as it can, alternating
+  between two snapshots so nothing is cached. Reports frames/s per time window.
+* jitter: the real MainWindow runs a real stack (``--profile``) through start, load (the core's
+  generator at full speed), restart and stop, while a 10 ms QTimer on the GUI thread records how
+  late it fires. Reports max / p99 lateness per phase (the GUI thread must never block > 50 ms).
+* memory: the panel (plots + graph) fed ``--minutes`` of 1 Hz snapshots of ``--workers`` processes
+  (compressed in time, same amount of data and redraws), then RSS of this process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import psutil
+from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from stackpanel.core.metrics import MetricsEngine, MetricsSnapshot
+from stackpanel.core.metrics.synthetic import access_line
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    qpa = os.environ.get("QT_QPA_PLATFORM", "xcb")
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Qt platform {qpa}"
+
+
+def history(workers: int, seconds: int, tmp: Path) -> tuple[list[subprocess.Popen[bytes]], list[MetricsSnapshot]]:
+    """Two snapshots (last tick and the one before) of a real engine with ``seconds`` of history."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) for _ in range(workers)]
+    log = tmp / "app.access.log"
+    eng = MetricsEngine(history_seconds=max(900, seconds))
+    eng.register_node("app", "gunicorn", log, routes=["-"])
+    eng.register_node("web", "nginx", tmp / "web.access.log", routes=["app"])
+    eng.set_workers("app", os.getpid(), [p.pid for p in procs])
+    snaps = []
+    with open(log, "a") as f:
+        for t in range(seconds):
+            f.write("".join(access_line("gunicorn", procs[(t + i) % workers].pid, 200, 0.001 * (1 + i % 7), "-") + "\n"
+                            for i in range(50)))
+            f.flush()
+            snap = eng.tick(float(t))
+            if t >= seconds - 2:
+                snaps.append(snap)
+    eng.close()
+    return procs, snaps
+
+
+def bench_plots(args: argparse.Namespace) -> dict[str, object]:
+    from stackpanel.qt.plots import PlotsPanel
+
+    if args.no_grid:
+        import stackpanel.qt.plots as plots_mod
+
+        plots_mod.GRID_ALPHA = 0.0
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        procs, snaps = history(args.workers, args.minutes * 60, Path(d))
+        build_s = time.perf_counter() - t0
+        try:
+            panel = PlotsPanel(redraw_ms=1_000_000)
+            panel.resize(1400, 700)
+            panel.show()
+            app.processEvents()
+            results: dict[str, object] = {"workers": args.workers, "history_s": args.minutes * 60,
+                                          "build_s": round(build_s, 2), "curves": 0}
+            for window in (60, 300, 900):
+                panel.set_window(window)
+                frames, t_end, i = 0, time.perf_counter() + args.seconds, 0
+                times, cpu_times = [], []
+                while time.perf_counter() < t_end:
+                    f0, c0 = time.perf_counter(), time.thread_time()
+                    panel.apply_metrics(snaps[i % 2])
+                    panel.redraw()
+                    app.processEvents()  # the queued update requests paint the four plots
+                    times.append(time.perf_counter() - f0)
+                    cpu_times.append(time.thread_time() - c0)
+                    frames += 1
+                    i += 1
+                results["curves"] = panel.curve_count()
+                results[f"fps_{window // 60}min"] = round(frames / sum(times), 1)
+                # GUI-thread CPU per frame: what the machine could do without other load on it
+                results[f"fps_cpu_{window // 60}min"] = round(frames / sum(cpu_times), 1)
+                results[f"frame_ms_p95_{window // 60}min"] = round(sorted(times)[int(0.95 * len(times))] * 1000, 1)
+            return results
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, object]:
+    from stackpanel.core.profiles.library import resolve_profile
+    from stackpanel.core.profiles.loader import load_profile
+    from stackpanel.qt.graph_view import GraphView
+    from stackpanel.qt.plots import PlotsPanel
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    rss0 = psutil.Process().memory_info().rss
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) for _ in range(args.workers)]
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            log = Path(d) / "app.access.log"
+            eng = MetricsEngine()
+            eng.register_node("app", "gunicorn", log, routes=["-"])
+            eng.register_node("web", "nginx", Path(d) / "web.access.log", routes=["app"])
+            eng.set_workers("app", procs[0].pid, [p.pid for p in procs[1:]])
+            panel = PlotsPanel(redraw_ms=1_000_000)
+            graph = GraphView()
+            graph.set_profile(load_profile(resolve_profile("nginx-gunicorn-uvicorn")))
+            panel.resize(1400, 700)
+            panel.show()
+            graph.show()
+            t0 = time.perf_counter()
+            with open(log, "a") as f:
+                for t in range(args.minutes * 60):
+                    f.write("".join(access_line("gunicorn", procs[1 + (t + i) % (args.workers - 1)].pid, 200,
+                                                0.002, "-") + "\n" for i in range(100)))
+                    f.flush()
+                    snap = eng.tick(float(t))
+                    panel.apply_metrics(snap)
+                    graph.apply_metrics(snap)
+                    panel.redraw()
+                    if t % 10 == 0:
+                        for p in panel.plots:
+                            p.widget.viewport().repaint()
+                        graph.viewport().repaint()
+                    app.processEvents()
+            eng.close()
+            rss = psutil.Process().memory_info().rss
+            return {"workers": args.workers, "minutes_of_snapshots": args.minutes,
+                    "wall_s": round(time.perf_counter() - t0, 1),
+                    "rss_start_mb": round(rss0 / 2**20, 1), "rss_end_mb": round(rss / 2**20, 1)}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
+    from stackpanel.core.loadgen import LoadConfig
+    from stackpanel.core.supervise.events import StackState
+    from stackpanel.qt.main_window import MainWindow, find_free_offset
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    tmp = tempfile.mkdtemp()
+    os.environ["XDG_STATE_HOME"] = tmp  # run dirs in a throwaway place
+    settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(initial_profile=args.profile, settings=settings)
+    w.resize(1500, 920)
+    w.show()
+    lateness: dict[str, list[float]] = {}
+    phase = ["load-profile"]
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.nsecsElapsed()]
+    period_ms = 10
+
+    def on_tick() -> None:
+        now = clock.nsecsElapsed()
+        lateness.setdefault(phase[0], []).append((now - last[0]) / 1e6 - period_ms)
+        last[0] = now
+
+    probe = QTimer()
+    probe.setTimerType(probe.timerType().PreciseTimer)
+    probe.timeout.connect(on_tick)
+    probe.start(period_ms)
+
+    def wait(cond: object, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            app.processEvents()
+            if cond():  # type: ignore[operator]
+                return True
+            time.sleep(0.001)
+        return False
+
+    def set_phase(name: str) -> None:
+        phase[0] = name
+        last[0] = clock.nsecsElapsed()
+
+    wait(lambda: w.loaded is not None, 20)
+    assert w.loaded is not None and w.loaded.profile is not None
+    offset = find_free_offset([n.port for n in w.loaded.profile.nodes.values()], step=1000) or 0
+    w.offset_spin.setValue(offset)
+    wait(lambda: w.loaded is not None and w.loaded.port_offset == offset, 20)
+    w.tabs.setCurrentWidget(w.plots)
+    set_phase("start")
+    w.start_stack()
+    assert wait(lambda: w.stack_state == StackState.RUNNING, 90), "stack did not start"
+    set_phase("idle (running)")
+    wait(lambda: False, 3)
+    set_phase("under load")
+    lp = w.load_panel
+    url = w.loaded.profile.entry_url.rstrip("/") + args.path
+    lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=args.seconds))
+    wait(lp.bridge.run.done, args.seconds + 30)
+    result = lp.bridge.run.result()
+    set_phase("logs tab under load")
+    w.tabs.setCurrentWidget(w.logs)
+    lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=5))
+    wait(lp.bridge.run.done, 35)
+    w.tabs.setCurrentWidget(w.plots)
+    set_phase("restart")
+    w.restart_stack()
+    wait(lambda: w.worker.busy, 5)
+    assert wait(lambda: not w.worker.busy and w.stack_state == StackState.RUNNING, 90)
+    set_phase("stop")
+    w.stop_stack()
+    assert wait(lambda: not w.worker.busy and w.stack_state == StackState.STOPPED, 90)
+    set_phase("closing")
+    w._close_confirmed = True
+    w.close()
+    wait(lambda: not w.isVisible(), 60)
+    probe.stop()
+    out: dict[str, object] = {"profile": args.profile, "load_rps": round(result.rps),
+                              "load_requests": result.requests_ok, "load_path": args.path}
+    for name, values in lateness.items():
+        if name == "load-profile" or not values:
+            continue
+        values.sort()
+        out[name] = {"ticks": len(values), "max_late_ms": round(values[-1], 1),
+                     "p99_late_ms": round(values[int(0.99 * (len(values) - 1))], 1),
+                     "median_late_ms": round(statistics.median(values), 2)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("plots")
+    p.add_argument("--workers", type=int, default=32)
+    p.add_argument("--minutes", type=int, default=15)
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per window")
+    p.add_argument("--no-grid", action="store_true", help="(experiment) plots without grid lines")
+    j = sub.add_parser("jitter")
+    j.add_argument("--profile", default="nginx-gunicorn-uvicorn")
+    j.add_argument("--path", default="/api/hello")
+    j.add_argument("--seconds", type=float, default=20.0)
+    m = sub.add_parser("memory")
+    m.add_argument("--workers", type=int, default=16)
+    m.add_argument("--minutes", type=int, default=30)
+    args = ap.parse_args()
+    fn = {"plots": bench_plots, "jitter": bench_jitter, "memory": bench_memory}[args.cmd]
+    result = fn(args)
+    print(json.dumps({"bench": args.cmd, "machine": machine(), **result}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
