@@ -18,40 +18,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, burn_cpu, clamp_ms, hello_body
+
 APP_NAME = "fastapi"
-MAX_MS = 10_000
-FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
-                     "x-request-id")
 
 app = FastAPI(title="stackpanel demo (FastAPI)")
-
-_hello_cache: tuple[int, bytes] = (0, b"")
-
-
-def _hello_body() -> bytes:
-    """Serialised once per process (the pid changes after a fork)."""
-    global _hello_cache
-    pid = os.getpid()
-    if _hello_cache[0] != pid:
-        body = {"message": "hello from stackpanel", "app": APP_NAME, "pid": pid}
-        _hello_cache = (pid, json.dumps(body).encode())
-    return _hello_cache[1]
-
-
-def clamp_ms(raw: str | None) -> int:
-    """A query-string millisecond count as an int in 0..MAX_MS (junk counts as 0)."""
-    try:
-        value = int(float(raw)) if raw is not None else 0
-    except ValueError:
-        return 0
-    return max(0, min(MAX_MS, value))
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -72,7 +49,7 @@ def _routes(*suffixes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
 @_routes("", "/", "/hello")
 async def hello() -> Response:
-    return Response(content=_hello_body(), media_type="application/json")
+    return Response(content=hello_body(APP_NAME), media_type="application/json")
 
 
 @_routes("/wait")
@@ -86,9 +63,7 @@ async def wait(ms: str | None = None) -> Response:
 def cpu(ms: str | None = None) -> Response:
     # A plain def runs in the threadpool: the loop keeps answering /healthz while this burns.
     n = clamp_ms(ms)
-    deadline = time.thread_time() + n / 1000
-    while time.thread_time() < deadline:
-        pass
+    burn_cpu(n)
     return _json({"burned_ms": n, "pid": os.getpid()})
 
 
@@ -107,4 +82,4 @@ async def headers(request: Request) -> Response:
 
 @_routes("/healthz")
 async def healthz() -> Response:
-    return Response(content=b'{"ok": true}', media_type="application/json")
+    return Response(content=HEALTHZ_BODY, media_type="application/json")

@@ -15,33 +15,11 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, burn_cpu, clamp_ms, hello_body
+
 APP_NAME = "flask"
-MAX_MS = 10_000
-FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
-                     "x-request-id")
 
 app = Flask(__name__, static_folder=None)  # the static site is the proxy's job
-
-_hello_cache: tuple[int, bytes] = (0, b"")
-
-
-def _hello_body() -> bytes:
-    """Serialised once per process (the pid changes after a fork)."""
-    global _hello_cache
-    pid = os.getpid()
-    if _hello_cache[0] != pid:
-        body = {"message": "hello from stackpanel", "app": APP_NAME, "pid": pid}
-        _hello_cache = (pid, json.dumps(body).encode())
-    return _hello_cache[1]
-
-
-def clamp_ms(raw: str | None) -> int:
-    """A query-string millisecond count as an int in 0..MAX_MS (junk counts as 0)."""
-    try:
-        value = int(float(raw)) if raw is not None else 0
-    except ValueError:
-        return 0
-    return max(0, min(MAX_MS, value))
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -63,7 +41,7 @@ def _routes(*suffixes: str) -> Callable[[Callable[[], Response]], Callable[[], R
 
 @_routes("/", "/hello")
 def hello() -> Response:
-    return Response(_hello_body(), mimetype="application/json")
+    return Response(hello_body(APP_NAME), mimetype="application/json")
 
 
 @_routes("/wait")
@@ -76,9 +54,7 @@ def wait() -> Response:
 @_routes("/cpu")
 def cpu() -> Response:
     n = clamp_ms(request.args.get("ms"))
-    deadline = time.thread_time() + n / 1000
-    while time.thread_time() < deadline:
-        pass
+    burn_cpu(n)
     return _json({"burned_ms": n, "pid": os.getpid()})
 
 
@@ -97,4 +73,4 @@ def headers() -> Response:
 
 @_routes("/healthz")
 def healthz() -> Response:
-    return Response(b'{"ok": true}', mimetype="application/json")
+    return Response(HEALTHZ_BODY, mimetype="application/json")

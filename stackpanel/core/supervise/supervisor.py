@@ -26,6 +26,7 @@ import psutil
 
 from stackpanel.core.errors import StackpanelError
 from stackpanel.core.profiles.schema import NodeBase
+from stackpanel.core.pubsub import Subscribers
 from stackpanel.core.render import RenderedNode, RenderedStack
 from stackpanel.core.supervise.events import (
     Event,
@@ -131,7 +132,7 @@ class Supervisor:
         self._action_lock = threading.Lock()  # one blocking action at a time
         self._cancel = threading.Event()  # a stop was requested: abort a start in progress
         self._closed = threading.Event()
-        self._subscribers: list[Callable[[Event], None]] = []
+        self._subscribers: Subscribers[Event] = Subscribers()
         self._stack_state = StackState.STOPPED
         self._nodes = {
             name: _Node(name, rendered, stack.profile.nodes[name]) for name, rendered in stack.nodes.items()
@@ -145,22 +146,8 @@ class Supervisor:
     # ------------------------------------------------------------------ observing
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def _emit(self, event: Event) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:  # a broken subscriber must not break supervision
-                log.exception("event subscriber failed on %r", event)
+        """Events arrive on supervisor threads; returns the function that unsubscribes."""
+        return self._subscribers.add(callback)
 
     def snapshot(self) -> StackSnapshot:
         with self._lock:
@@ -194,7 +181,7 @@ class Supervisor:
             node.state = state
             node.reason = reason
             pid = node.proc.pid if node.proc is not None else None
-            self._emit(NodeStateChanged(node.name, state, previous, pid, reason))
+            self._subscribers.publish(NodeStateChanged(node.name, state, previous, pid, reason))
             if self._stack_state in (StackState.RUNNING, StackState.DEGRADED):
                 healthy = all(n.state == NodeState.READY for n in self._nodes.values())
                 self._set_stack_state(StackState.RUNNING if healthy else StackState.DEGRADED)
@@ -204,11 +191,11 @@ class Supervisor:
             if state == self._stack_state:
                 return
             self._stack_state = state
-            self._emit(StackStateChanged(state, reason))
+            self._subscribers.publish(StackStateChanged(state, reason))
 
     def _message(self, level: str, text: str) -> None:
         getattr(log, level if level != "error" else "error")(text)
-        self._emit(StackMessage(level, text))
+        self._subscribers.publish(StackMessage(level, text))
 
     # ------------------------------------------------------------------ start
 
@@ -439,7 +426,7 @@ class Supervisor:
                 return
             before = set(node.workers)
             node.workers = current
-            self._emit(WorkersChanged(node.name, proc.pid, current,
+            self._subscribers.publish(WorkersChanged(node.name, proc.pid, current,
                                       added=tuple(p for p in current if p not in before),
                                       removed=tuple(sorted(before - set(current)))))
 

@@ -1,0 +1,42 @@
+"""What the FastAPI and Flask demo apps share: the same bodies, limits and CPU burner.
+
+Kept free of any web framework so each app imports only its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+MAX_MS = 10_000
+FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
+                     "x-request-id")
+HEALTHZ_BODY = b'{"ok": true}'
+
+_hello_cache: dict[str, tuple[int, bytes]] = {}
+
+
+def hello_body(app_name: str) -> bytes:
+    """Serialised once per process (the pid changes after a fork)."""
+    pid = os.getpid()
+    cached = _hello_cache.get(app_name)
+    if cached is None or cached[0] != pid:
+        body = {"message": "hello from stackpanel", "app": app_name, "pid": pid}
+        cached = _hello_cache[app_name] = (pid, json.dumps(body).encode())
+    return cached[1]
+
+
+def clamp_ms(raw: str | None) -> int:
+    """A query-string millisecond count as an int in 0..MAX_MS (junk counts as 0)."""
+    try:
+        value = int(float(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+    return max(0, min(MAX_MS, value))
+
+
+def burn_cpu(ms: int) -> None:
+    """Busy-loop until this thread has used `ms` milliseconds of CPU."""
+    deadline = time.thread_time() + ms / 1000
+    while time.thread_time() < deadline:
+        pass
