@@ -44,7 +44,11 @@ def _has_display() -> bool:
 
 
 def _ensure_gui_app() -> None:
-    """A QGuiApplication must exist before fonts can be used; offscreen when there is no display."""
+    """Fonts need a Qt application object; offscreen when there is no display.
+
+    A QApplication (not just a QGuiApplication) is created, so that widgets created later in the
+    same process (the panel, GUI tests) still work.
+    """
     global _app
     try:
         from PySide6.QtGui import QGuiApplication
@@ -53,7 +57,12 @@ def _ensure_gui_app() -> None:
     if QGuiApplication.instance() is None:
         if not _has_display():
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        _app = QGuiApplication(["stackpanel-chart"])
+        try:
+            from PySide6.QtWidgets import QApplication
+        except ImportError:  # pragma: no cover
+            _app = QGuiApplication(["stackpanel-chart"])
+        else:
+            _app = QApplication(["stackpanel-chart"])
 
 
 def _compact(n: float) -> str:
