@@ -223,12 +223,12 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     set_phase("under load")
     lp = w.load_panel
     url = w.loaded.profile.entry_url.rstrip("/") + args.path
-    lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=args.seconds))
+    lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=args.seconds, processes=args.load_processes))
     wait(lp.bridge.run.done, args.seconds + 30)
     result = lp.bridge.run.result()
     set_phase("logs tab under load")
     w.tabs.setCurrentWidget(w.logs)
-    lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=5))
+    lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=5, processes=args.load_processes))
     wait(lp.bridge.run.done, 35)
     w.tabs.setCurrentWidget(w.plots)
     set_phase("restart")
@@ -243,8 +243,9 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     w.close()
     wait(lambda: not w.isVisible(), 60)
     probe.stop()
-    out: dict[str, object] = {"profile": args.profile, "load_rps": round(result.rps),
-                              "load_requests": result.requests_ok, "load_path": args.path}
+    out: dict[str, object] = {"profile": args.profile, "load_processes": args.load_processes,
+                              "load_rps": round(result.rps), "load_requests": result.requests_ok,
+                              "load_path": args.path}
     for name, values in lateness.items():
         if name == "load-profile" or not values:
             continue
@@ -267,6 +268,8 @@ def main() -> int:
     j.add_argument("--profile", default="nginx-gunicorn-uvicorn")
     j.add_argument("--path", default="/api/hello")
     j.add_argument("--seconds", type=float, default=20.0)
+    j.add_argument("--load-processes", type=int, default=1,
+                   help="1 = generator thread inside the GUI process (shares its GIL)")
     m = sub.add_parser("memory")
     m.add_argument("--workers", type=int, default=16)
     m.add_argument("--minutes", type=int, default=30)

@@ -18,6 +18,7 @@ from stackpanel.core.loadgen import LoadConfig, LoadgenError, LoadProgress, Load
 from stackpanel.qt.bridge import LoadBridge
 from stackpanel.qt.theme import icon
 
+LOAD_PROCESSES = 1
 LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5", "/")
 
 
@@ -79,6 +80,7 @@ class LoadPanel(QWidget):
             config = LoadConfig(
                 url=self.url(), connections=self.connections.value(), duration_s=self.duration.value(),
                 rate=float(self.rate.value()) or None,
+                processes=LOAD_PROCESSES,  # >1: generator in child processes (GIL), slower to start
             )
             self.bridge.start(config)
         except LoadgenError as exc:
