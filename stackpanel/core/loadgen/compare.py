@@ -357,6 +357,8 @@ class CompareProgress:
 
 
 ProgressCallback = Callable[[CompareProgress], None]
+#: called as ``hook(name, session)`` after a profile is rendered and before anything starts
+BeforeStart = Callable[[str, Any], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -606,7 +608,7 @@ def _apply_load(url: str, settings: CompareSettings, report: Callable[[str, str]
 
 
 def _run_one(spec: ProfileSpec, settings: CompareSettings, run_root: Path, report: _Reporter,
-             use_guardian: bool) -> ProfileRun:
+             use_guardian: bool, before_start: BeforeStart | None = None) -> ProfileRun:
     from stackpanel.core.session import StackSession
 
     name = _label(spec)
@@ -629,6 +631,8 @@ def _run_one(spec: ProfileSpec, settings: CompareSettings, run_root: Path, repor
         report("start", f"starting {profile.name} (ports +{offset})")
         session = StackSession(profile, run_dir=run_root / f"{report.index:02d}-{_slug(name)}",
                                use_guardian=use_guardian)
+        if before_start is not None:
+            before_start(name, session)
         t0 = time.monotonic()
         # Not session.start(): the engine's 1 Hz thread stays off, ticks are taken by hand so the
         # CPU % covers exactly the load.
@@ -752,6 +756,7 @@ def compare_profiles(
     progress: ProgressCallback | None = None,
     run_dir: Path | None = None,
     use_guardian: bool = True,
+    before_start: BeforeStart | None = None,
 ) -> Comparison:
     """Run the same load against each profile in turn and return every figure side by side.
 
@@ -761,6 +766,8 @@ def compare_profiles(
     load into a request-count run (``duration_s`` is then its cap). ``workers`` sets every
     app-server node's worker count, so topologies are compared at the same worker count.
     ``run_dir``: where the run directories go (default: a temporary directory, removed after).
+    ``before_start(name, session)`` runs after each profile is rendered and before it starts: for
+    experiments that change a rendered file (``session.stack.nodes[node].files``) by hand.
     Blocks; ``progress`` is called from the calling thread.
     """
     if not profiles:
@@ -796,5 +803,5 @@ def compare_profiles(
         root.mkdir(parents=True, exist_ok=True)
         for i, spec in enumerate(profiles):
             report = _Reporter(i, len(profiles), _label(spec), progress)
-            runs.append(_run_one(spec, settings, root, report, use_guardian))
+            runs.append(_run_one(spec, settings, root, report, use_guardian, before_start))
     return Comparison(settings=settings, runs=tuple(runs), machine=machine, started_at=started)
