@@ -72,6 +72,10 @@ class StackSession:
         if not self.metrics.running:
             self.metrics.run_in_thread()
 
+    def request_stop(self) -> None:
+        """Make a start in progress give up promptly; non-blocking, safe from any thread."""
+        self.supervisor.request_stop()
+
     def stop(self) -> None:
         self.supervisor.stop()
         self.metrics.stop()

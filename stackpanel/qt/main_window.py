@@ -538,7 +538,7 @@ class MainWindow(QMainWindow):
     def stop_stack(self) -> None:
         if self.session is None:
             return
-        self.session.supervisor.request_stop()  # a start in progress gives up promptly (non-blocking)
+        self.session.request_stop()  # a start in progress gives up promptly (non-blocking)
         self._submit("stop", self.session.stop)
 
     def restart_stack(self) -> None:
@@ -842,7 +842,7 @@ class MainWindow(QMainWindow):
                 self.setEnabled(False)
                 self.statusBar().showMessage("stopping the stack …")
                 s = self.session
-                s.supervisor.request_stop()
+                s.request_stop()
                 self.load_panel.bridge.stop()
                 self.worker.submit("close", s.close)
             event.ignore()

@@ -43,8 +43,8 @@ def state_colour(state: str | None) -> QColor:
 
 
 def resource_dirs() -> list[Path]:
-    here = Path(__file__).resolve()
-    return [here.parents[2] / "resources", here.parents[1] / "resources"]
+    # Inside the package so wheels carry them; the repository's top-level resources/ links here.
+    return [Path(__file__).resolve().parents[1] / "resources"]
 
 
 def resource_path(name: str) -> Path | None:

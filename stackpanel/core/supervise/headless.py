@@ -76,7 +76,7 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
     def request_stop(signum: int, _frame: object) -> None:
         stop.set()
         wake.set()
-        session.supervisor.request_stop()  # a start in progress gives up promptly
+        session.request_stop()  # a start in progress gives up promptly
 
     def request_reload(signum: int, _frame: object) -> None:
         reload_wanted.set()
