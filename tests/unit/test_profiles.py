@@ -322,3 +322,8 @@ def test_text_loader_reports_the_given_file_name() -> None:
         load_profile_text("version: 2\nname: x\nnodes: {}\n", Path("/somewhere/x.yaml"))
     assert all(str(p.file) == "/somewhere/x.yaml" for p in info.value.problems)
     assert str(info.value).startswith("/somewhere/x.yaml:1:10:")
+
+
+def test_tilde_of_an_unknown_user_is_a_clear_error(profile_dir: Path) -> None:
+    [(line, message, _)] = problems(GOOD.replace("static: site", "static: '~nosuchuser0/site'"), profile_dir)
+    assert line == 11 and "names no user of this machine" in message

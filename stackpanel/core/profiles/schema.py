@@ -49,7 +49,10 @@ def check_config_path(value: str) -> str:
 
 def _resolve_against_profile(value: str, info: ValidationInfo) -> str:
     base = (info.context or {}).get("base_dir")
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist
+        raise ValueError(f"{value!r} starts with ~ but names no user of this machine") from None
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
     return str(path.resolve()) if base is not None else str(path)
