@@ -45,6 +45,10 @@ log = logging.getLogger("stackpanel.metrics")
 MIN_RATE_HZ = 0.5
 #: Latency values kept per node over the sliding window (spread over its ticks).
 LATENCY_SAMPLES_PER_WINDOW = 4096
+#: Per node, request counts of at most this many workers that have gone are kept by pid; older
+#: ones are added up under pid 0 (``FOLDED_PID``), so a stack that replaces workers all the time
+#: (gunicorn ``max_requests``, reloads) does not grow the engine's memory without bound.
+KEEP_GONE_PIDS = 128
 
 FloatArray = npt.NDArray[np.float64]
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -77,7 +81,8 @@ class NodeMetrics:
     requests_total: int
     #: access-log lines that were not in the expected format (skipped)
     unparseable_total: int
-    #: every pid seen in the log (including workers that have gone): sums to ``requests_total``
+    #: every pid seen in the log (including workers that have gone): sums to ``requests_total``.
+    #: Beyond ``KEEP_GONE_PIDS`` gone workers, the oldest are added up under pid 0.
     requests_by_pid: Mapping[int, int]
     #: "2xx" -> count since registration / per second over the last interval
     status_totals: Mapping[str, int]
@@ -396,6 +401,8 @@ class MetricsEngine:
                 batch = totals = IngestBatch()
             for route in batch.by_route:
                 node.routes.setdefault(route)
+            if len(totals.by_pid) > KEEP_GONE_PIDS + len(members[node.name]) + 1:
+                totals.fold_pids({p for p, _ in members[node.name]} | batch.by_pid.keys(), KEEP_GONE_PIDS)
 
             # processes
             cpu_sum: float | None = None
@@ -547,3 +554,5 @@ class MetricsEngine:
         for n in nodes:
             if n.ingest is not None:
                 n.ingest.close()
+        with self._tick_lock:
+            self._sampler.close()
