@@ -52,6 +52,7 @@ from stackpanel.core.supervise.events import (
     WorkersChanged,
 )
 from stackpanel.qt.bridge import OperationResult, SessionBridge, SessionWorker
+from stackpanel.qt.compare_view import CompareView
 from stackpanel.qt.details import NodeDetails
 from stackpanel.qt.graph_view import GraphView
 from stackpanel.qt.load_panel import LoadPanel
@@ -324,6 +325,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.details, "Node")
         self.tabs.addTab(self.load_panel, icon("load"), "Load")
         self.tabs.addTab(self.messages, "Events")
+        self.compare = CompareView()
+        self.tabs.addTab(self.compare, "Compare")
 
         self.right_split = QSplitter(Qt.Orientation.Vertical)
         self.right_split.setObjectName("right-split")
@@ -852,6 +855,7 @@ class MainWindow(QMainWindow):
         self.bridge.detach()
         self.worker.shutdown(wait=True)
         self.reader.shutdown(wait=False)
+        self.compare.shutdown()
         event.accept()
 
     def shutdown_now(self) -> None:

@@ -1,0 +1,198 @@
+"""The compare view: run the same load against several profiles in turn; table and chart.
+
+The comparison itself is the core's ``compare_profiles`` (it brings each profile up on free ports,
+loads it, stops it); it runs on a worker thread and its progress lines hop to the GUI thread.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stackpanel.core.profiles.library import list_profiles
+from stackpanel.qt.bridge import OperationResult, SessionWorker
+
+LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5")
+DEFAULT_SELECTION = ("uvicorn-workers", "nginx-uvicorn", "nginx-gunicorn-uvicorn")
+COLUMNS = ("profile", "req/s", "ratio", "p50 ms", "p99 ms", "errors", "server CPU %", "generator CPU %")
+
+
+class _Progress(QObject):
+    line = Signal(str)
+
+
+class CompareView(QWidget):
+    """Pick profiles and a load, run, read the table and the chart; save PNG/JSON/CSV."""
+
+    finished = Signal(object)  # Comparison
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.comparison: Any = None
+        self._worker = SessionWorker(self)
+        self._worker.finished.connect(self._on_finished)
+        self._progress = _Progress(self)
+        self._progress.line.connect(self._on_progress)
+
+        self.profiles = QListWidget()
+        self.profiles.setDragDropMode(QListWidget.DragDropMode.InternalMove)  # drag to reorder
+        rank = {name: i for i, name in enumerate(DEFAULT_SELECTION)}
+        for entry in sorted(list_profiles(), key=lambda e: rank.get(e.name, len(rank))):
+            item = QListWidgetItem(entry.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if entry.name in DEFAULT_SELECTION else Qt.CheckState.Unchecked)
+            item.setData(Qt.ItemDataRole.UserRole, str(entry.path))
+            self.profiles.addItem(item)
+        self.connections = QSpinBox(minimum=1, maximum=1024, value=64)
+        self.duration = QSpinBox(minimum=1, maximum=600, value=10, suffix=" s")
+        self.warmup = QSpinBox(minimum=0, maximum=60, value=2, suffix=" s")
+        self.workers = QSpinBox(minimum=0, maximum=64, value=4, specialValueText="as in each profile")
+        self.path = QComboBox(editable=True)
+        self.path.addItems(LOAD_PATHS)
+        self.run_button = QPushButton("Run comparison")
+        self.run_button.clicked.connect(self.run)
+        self.save_button = QPushButton("Save PNG / JSON / CSV…")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._save)
+
+        form = QFormLayout()
+        form.addRow("connections", self.connections)
+        form.addRow("duration", self.duration)
+        form.addRow("warm-up", self.warmup)
+        form.addRow("app workers", self.workers)
+        form.addRow("path", self.path)
+        left = QVBoxLayout()
+        left.addWidget(QLabel("Profiles, in order; drag to reorder (the first is the baseline):"))
+        left.addWidget(self.profiles, 1)
+        left.addLayout(form)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.save_button)
+        left.addLayout(buttons)
+        left_box = QWidget()
+        left_box.setLayout(left)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.chart = QLabel("Run a comparison to see the chart.")
+        self.chart.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        chart_scroll = QScrollArea()
+        chart_scroll.setWidget(self.chart)
+        chart_scroll.setWidgetResizable(True)
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(500)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.table)
+        right.addWidget(chart_scroll)
+        right.addWidget(self.log)
+        right.setSizes([160, 420, 120])
+
+        split = QSplitter()
+        split.addWidget(left_box)
+        split.addWidget(right)
+        split.setSizes([260, 800])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(split)
+
+    def selected_profiles(self) -> list[str]:
+        out = []
+        for i in range(self.profiles.count()):
+            item = self.profiles.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append(item.data(Qt.ItemDataRole.UserRole))
+        return out
+
+    def run(self) -> None:
+        from stackpanel.core.loadgen.compare import compare_profiles
+
+        profiles = self.selected_profiles()
+        if not profiles:
+            self.log.appendPlainText("tick at least one profile")
+            return
+        kwargs = dict(connections=self.connections.value(), duration_s=float(self.duration.value()),
+                      warmup_s=float(self.warmup.value()), path=self.path.currentText().strip() or "/",
+                      workers=self.workers.value() or None)
+        self.run_button.setEnabled(False)
+        self.save_button.setEnabled(False)
+        self.log.appendPlainText(f"comparing {len(profiles)} profiles: {kwargs}")
+        emit = self._progress.line.emit  # called on the worker thread; the signal hops to the GUI
+        self._worker.submit("compare", lambda: compare_profiles(profiles, progress=lambda p: emit(str(p)),
+                                                                **kwargs))
+
+    def _on_progress(self, line: str) -> None:
+        self.log.appendPlainText(line)
+
+    def _on_finished(self, result: OperationResult) -> None:
+        self.run_button.setEnabled(True)
+        if not result.ok:
+            self.log.appendPlainText(f"comparison failed: {result.error}")
+            return
+        self.show_comparison(result.value)
+        self.finished.emit(result.value)
+
+    def show_comparison(self, comparison: Any) -> None:
+        from stackpanel.core.loadgen.chart import render_chart
+
+        self.comparison = comparison
+        self.table.setRowCount(len(comparison.runs))
+        for row, run in enumerate(comparison.runs):
+            ratio = comparison.ratio(run)
+            server_cpu = run.server_cpu_percent()
+            cells = [
+                run.name if run.ok else f"{run.name} (did not run: {run.reason})",
+                f"{run.throughput_rps:,.0f}" if run.ok else "-",
+                f"{ratio:.2f}" if ratio is not None else "-",
+                f"{run.latency_p50_ms:.1f}" if run.ok else "-",
+                f"{run.latency_p99_ms:.1f}" if run.ok else "-",
+                str(run.errors_total),
+                f"{server_cpu:.0f}" if server_cpu is not None else "-",
+                f"{run.generator_cpu_percent:.0f}" if run.ok else "-",
+            ]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+        self.table.resizeColumnsToContents()
+        self.chart.setPixmap(QPixmap.fromImage(render_chart(comparison, width=1000)))
+        self.save_button.setEnabled(True)
+        self.log.appendPlainText(comparison.format_table(workers=False))
+
+    def _save(self) -> None:
+        from stackpanel.core.loadgen.chart import save_chart
+
+        if self.comparison is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save comparison chart", "comparison.png", "PNG (*.png)")
+        if not path:
+            return
+        png = Path(path)
+        save_chart(self.comparison, png)
+        png.with_suffix(".json").write_text(self.comparison.to_json(), encoding="utf-8")
+        png.with_suffix(".csv").write_text(self.comparison.to_csv(), encoding="utf-8")
+        self.log.appendPlainText(f"saved {png}, {png.with_suffix('.json')} and {png.with_suffix('.csv')}")
+
+    def shutdown(self) -> None:
+        self._worker.shutdown(wait=False)
