@@ -117,7 +117,7 @@ def _model_at(loc: Loc, data: Any) -> type[BaseModel] | None:
                 return None
             name = loc[i + 1]
             value = (value or {}).get("nodes", {}).get(name, {})
-            model = NODE_MODELS.get(value.get("kind")) if isinstance(value, dict) else None
+            model = NODE_MODELS.get(str(value.get("kind"))) if isinstance(value, dict) else None
             i += 2
             continue
         fld = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None

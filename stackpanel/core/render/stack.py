@@ -63,7 +63,7 @@ def _check_app_servers(profile: Profile) -> None:
     for name, node in profile.nodes.items():
         if not isinstance(node, GunicornNode | UvicornNode):
             continue
-        wanted = [node.kind]
+        wanted: list[discovery.Kind] = [node.kind]
         if isinstance(node, GunicornNode) and node.effective_worker_class == "uvicorn":
             wanted += ["uvicorn", "uvicorn_worker"]
         env = discovery.python_env(node.app.interpreter)
