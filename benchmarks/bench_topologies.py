@@ -175,6 +175,33 @@ def run_matrix(cases: list[Case], reference: str, args: argparse.Namespace) -> l
     return records
 
 
+def run_pairs(cases: list[Case], reference: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A/B pairs: each case right next to a fresh run of the reference (order alternating), so the
+    ratio of a pair is taken ~10 s apart rather than a whole repetition apart."""
+    ref_case = next(c for c in cases if c.name == reference)
+    records: list[dict[str, Any]] = []
+    pair = 0
+    for rep in range(args.reps):
+        for i, case in enumerate(c for c in cases if c.name != reference):
+            order = [ref_case, case] if (rep + i) % 2 == 0 else [case, ref_case]
+            recs = []
+            for pos, c in enumerate(order):
+                r = run_case(c, args)
+                rec = record(c, rep, pos, r)
+                rec["pair"] = pair
+                recs.append(rec)
+                print(f"rep {rep} pair {pair} #{pos} {c.name:<34} "
+                      + (f"{r.throughput_rps:9,.0f} req/s  gen {r.generator_cpu_percent:4.0f}%  "
+                         f"server {r.server_cpu_percent() or 0:4.0f}%" if r.ok else f"FAILED: {r.reason[:120]}"),
+                      flush=True)
+            ref = next(x for x in recs if x["case"] == reference)
+            for rec in recs:
+                rec["ratio"] = rec["rps"] / ref["rps"] if ref["ok"] and rec["ok"] else math.nan
+            records += recs
+            pair += 1
+    return records
+
+
 # -- reporting ----------------------------------------------------------------------------------------
 
 
@@ -225,6 +252,13 @@ def summary_table(cases: list[Case], records: list[dict[str, Any]], reference: s
 
 
 def runs_table(records: list[dict[str, Any]]) -> str:
+    if records and "pair" in records[0]:
+        lines = ["| pair | order: req/s (ratio) |", "|---|---|"]
+        for pair in sorted({r["pair"] for r in records}):
+            recs = sorted((r for r in records if r["pair"] == pair), key=lambda r: r["position"])
+            items = [f"{r['case']} {fmt(r['rps'])} ({fmt(r['ratio'], '.2f')})" for r in recs]
+            lines.append(f"| {pair} | " + " → ".join(items) + " |")
+        return "\n".join(lines)
     reps = sorted({r["rep"] for r in records})
     lines = ["| rep | order: req/s (ratio) |", "|---|---|"]
     for rep in reps:
@@ -259,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", default="/api/hello")
     ap.add_argument("--wrk", action="store_true", help="load with wrk (default: the built-in generator)")
     ap.add_argument("--cases", help="proxy: comma-separated subset of case names (substring match)")
+    ap.add_argument("--pairs", action="store_true",
+                    help="proxy: run each case as an A/B pair with a fresh reference run (less drift)")
     ap.add_argument("--json", type=Path, help="write every record as JSON")
     ap.add_argument("--markdown", type=Path, help="append the report to this file")
     args = ap.parse_args(argv)
@@ -282,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     started = time.strftime("%Y-%m-%d %H:%M")
     print(f"# {args.what}: {machine}", flush=True)
-    records = run_matrix(cases, reference, args)
+    records = run_pairs(cases, reference, args) if args.pairs else run_matrix(cases, reference, args)
     cmd = "    .venv/bin/python benchmarks/bench_topologies.py " + " ".join(sys.argv[1:] if argv is None else argv)
     gen = "per case" if args.what == "generators" else ("wrk" if args.wrk else "built-in")
     report = "\n".join([
@@ -294,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- load: {args.connections} connections, {args.duration:g} s per case after {args.warmup:g} s warm-up, "
         f"GET {args.path}, {gen} generator, {args.workers} app workers per profile, {args.reps} repetitions "
-        "(order rotated each repetition), medians",
+        + ("(each case as an A/B pair with its own reference run, order alternating)" if args.pairs
+           else "(order rotated each repetition)") + ", medians",
         f"- machine: nproc {machine['nproc']}, {machine['cpu_model']}, Python {machine['python']}, "
         f"{machine['system']}, load average at start {machine.get('loadavg_1m', '?')}; {versions()}",
         "",
