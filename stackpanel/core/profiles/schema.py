@@ -243,7 +243,7 @@ class NginxNode(ProxyNode):
 
 class ApacheNode(ProxyNode):
     kind: Literal["apache"]
-    threads_per_child: int = Field(default=25, ge=1, le=256)
+    threads_per_child: int = Field(default=128, ge=1, le=1024)
 
 
 class AppServerNode(NodeBase):

@@ -41,8 +41,10 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
         _Upstream(
             name=t,
             address=profile.nodes[t].address,
-            # enough idle connections for every worker of the backend, at least 32
-            pool=max(32, 8 * profile.nodes[t].workers),
+            # Idle connections kept per nginx worker; a connection in use beyond the pool is closed
+            # after its response and reopened (measured: 1,156 reconnects in 3.5 s at 64 clients
+            # with 32; none with 128, and 13-26 µs less CPU per request).
+            pool=max(128, 8 * profile.nodes[t].workers),
             idle_seconds=upstream_idle_seconds(profile, t),
         )
         for t in targets
