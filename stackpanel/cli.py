@@ -206,7 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 return EXIT_FAIL
             written.append(str(path))
     if args.png is not None:
-        from stackpanel.core.loadgen.chart import save_chart
+        from stackpanel.qt.chart import save_chart
 
         written.append(str(save_chart(comparison, args.png)))
     if written:

@@ -153,7 +153,7 @@ class CompareView(QWidget):
         self.finished.emit(result.value)
 
     def show_comparison(self, comparison: Any) -> None:
-        from stackpanel.core.loadgen.chart import render_chart
+        from stackpanel.qt.chart import render_chart
 
         self.comparison = comparison
         self.table.setRowCount(len(comparison.runs))
@@ -181,7 +181,7 @@ class CompareView(QWidget):
         self.log.appendPlainText(comparison.format_table(workers=False))
 
     def _save(self) -> None:
-        from stackpanel.core.loadgen.chart import save_chart
+        from stackpanel.qt.chart import save_chart
 
         if self.comparison is None:
             return

@@ -8,7 +8,6 @@ the widgets. User actions become blocking session calls submitted to a
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from stackpanel.core.supervise.events import (
     StackStateChanged,
     WorkersChanged,
 )
+from stackpanel.core.supervise.ports import free_port_offset
 from stackpanel.qt.bridge import OperationResult, SessionBridge, SessionWorker
 from stackpanel.qt.compare_view import CompareView
 from stackpanel.qt.details import NodeDetails
@@ -97,25 +97,12 @@ def load_and_preview(name: str, path: Path, port_offset: int) -> LoadedProfile:
         return LoadedProfile(name, path, port_offset, profile, preview_error=str(exc))
 
 
-def find_free_offset(ports: list[int], host: str = "127.0.0.1", step: int = 100, tries: int = 50) -> int | None:
-    """Worker-thread job: the smallest multiple of ``step`` that moves every port to a free one."""
-    for k in range(1, tries + 1):
-        offset = k * step
-        if any(p + offset > 65535 for p in ports):
-            return None
-        socks: list[socket.socket] = []
-        try:
-            for p in ports:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind((host, p + offset))
-            return offset
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    return None
+def find_free_offset(ports: list[int]) -> int | None:
+    """Worker-thread job: the smallest multiple of 100 that moves every port to a free one."""
+    try:
+        return free_port_offset(ports, step=100, smallest=True)
+    except StackpanelError:
+        return None
 
 
 class ProblemsView(QWidget):

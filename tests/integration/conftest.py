@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import random
 import socket
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile
 from stackpanel.core.profiles.schema import Profile
+from stackpanel.core.supervise.ports import free_port_offset
 
 BUILTIN_PORTS = (8000, 8080, 8081)
 
@@ -25,13 +25,8 @@ def _free(port: int) -> bool:
 
 
 def free_offset(ports: tuple[int, ...] = BUILTIN_PORTS) -> int:
-    """A port offset under which every built-in port is free, random so parallel runs don't collide."""
-    rng = random.Random()
-    for _ in range(200):
-        offset = rng.randrange(20000, 50000, 10)
-        if all(_free(p + offset) for p in ports):
-            return offset
-    raise RuntimeError("no free port offset found")
+    """A random offset under which every built-in port is free (parallel runs rarely collide)."""
+    return free_port_offset(ports)
 
 
 def builtin(name: str, offset: int | None = None) -> Profile:

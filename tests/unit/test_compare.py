@@ -175,15 +175,15 @@ def test_with_app_workers_changes_only_app_servers() -> None:
 
 def test_free_port_offset_stays_below_the_ephemeral_range_and_skips_taken_ports(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from stackpanel.core.loadgen import compare
+    from stackpanel.core.supervise import ports
 
     for _ in range(20):
         offset = free_port_offset([8000, 8080, 8081])
         assert 8000 + offset >= 10_000 and 8081 + offset < 32768
     # pretend every port divisible by 20 is taken: only offsets = 10 (mod 20) remain
-    monkeypatch.setattr(compare, "_bindable", lambda port, host="127.0.0.1": port % 20 != 0)
+    monkeypatch.setattr(ports, "_bindable", lambda port, host: port % 20 != 0)
     assert all(free_port_offset([8000, 8080, 8081]) % 20 == 10 for _ in range(20))
-    monkeypatch.setattr(compare, "_bindable", lambda port, host="127.0.0.1": False)
+    monkeypatch.setattr(ports, "_bindable", lambda port, host: False)
     with pytest.raises(CompareError, match="no free port offset"):
         free_port_offset([8000])
 
@@ -228,7 +228,7 @@ def test_chart_is_a_png_drawn_offscreen_without_a_display(tmp_path: Path) -> Non
     script = textwrap.dedent(f"""
         import math, sys
         from tests.unit.test_compare import comparison, failed, run
-        from stackpanel.core.loadgen.chart import save_chart
+        from stackpanel.qt.chart import save_chart
         runs = [run("uvicorn-workers", 10234.0), run("nginx-uvicorn", 7400.0, errors={{"http_5xx": 2}}),
                 failed("apache-uvicorn"), run("nginx-gunicorn-flask", 2500.0, latency_p99_ms=math.nan)]
         runs += [run(f"extra-{{i}}", 1000.0 * i) for i in range(1, 10)]
@@ -251,6 +251,6 @@ def test_chart_is_a_png_drawn_offscreen_without_a_display(tmp_path: Path) -> Non
 
 
 def test_importing_the_comparison_does_not_import_qt() -> None:
-    code = ("import sys, stackpanel.core.loadgen.compare, stackpanel.core.loadgen.chart\n"
+    code = ("import sys, stackpanel.core.loadgen.compare, stackpanel.qt.chart\n"
             "assert not [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6'))]\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -85,3 +85,11 @@ def test_wait_ports_free_times_out_with_holder(free_port: int) -> None:
         (conflict,) = wait_ports_free([("127.0.0.1", free_port)], timeout=0.2)
         assert time.monotonic() - t0 == pytest.approx(0.2, abs=0.3)
         assert conflict.holders[0].pid == os.getpid()
+
+
+def test_smallest_free_offset_skips_a_taken_port(monkeypatch) -> None:
+    from stackpanel.core.supervise import ports
+
+    taken = {8180}  # 8080 + 100 is taken: the next multiple of 100 is the answer
+    monkeypatch.setattr(ports, "_bindable", lambda port, host: port not in taken)
+    assert ports.free_port_offset([8000, 8080], step=100, smallest=True) == 200

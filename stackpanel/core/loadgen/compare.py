@@ -23,7 +23,7 @@ How the figures are taken
 
 Threading: :func:`compare_profiles` blocks for the whole comparison and calls ``progress`` from
 the calling thread. Keep it off a GUI thread; a GUI hops to its own thread in the callback.
-Qt-free (the chart lives in :mod:`stackpanel.core.loadgen.chart`).
+Qt-free (the chart lives in :mod:`stackpanel.qt.chart`).
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ import math
 import os
 import platform
 import random
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,6 +49,8 @@ from stackpanel.core.loadgen.generator import LoadConfig, run_load
 from stackpanel.core.loadgen.result import ErrorKind, LoadResult
 from stackpanel.core.loadgen.wrk import run_wrk, wrk_available
 from stackpanel.core.profiles.schema import AppServerNode, Profile, UvicornNode
+from stackpanel.core.supervise.ports import free_port_offset as ports_free_offset
+from stackpanel.core.supervise.spawner import SuperviseError
 
 log = logging.getLogger("stackpanel.loadgen")
 
@@ -61,9 +62,6 @@ HTTP_ERROR_KINDS = (ErrorKind.HTTP_5XX.value, ErrorKind.HTTP_4XX.value, ErrorKin
 #: how long the access-log counts must stay unchanged to count as settled (nginx flushes each 1 s)
 SETTLE_QUIET_S = 1.2
 SETTLE_TIMEOUT_S = 8.0
-#: listening ports are kept in [PORT_FLOOR, first ephemeral port) so that no outgoing connection
-#: (the generator's, a proxy's upstream ones) can hold the port we want to listen on
-PORT_FLOOR = 10_000
 
 
 class CompareError(StackpanelError):
@@ -426,45 +424,12 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _ephemeral_floor() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_offset(ports: Iterable[int], *, rng: random.Random | None = None, step: int = 10) -> int:
-    """A random offset under which every port is free and stays below the ephemeral range.
-
-    Random, so two comparisons (or test runs) at once rarely pick the same one; the supervisor
-    still checks the ports before it starts anything.
-    """
-    wanted = sorted(set(ports))
-    if not wanted:
-        return 0
-    rng = rng or random.Random()
-    ceiling = _ephemeral_floor() - 1
-    lo = max(0, PORT_FLOOR - wanted[0])
-    hi = ceiling - wanted[-1]
-    if hi <= lo:  # a profile with high ports: take any free spot above them
-        lo, hi = 0, max(0, 65535 - wanted[-1])
-    candidates = list(range(lo - lo % step + step, hi, step)) or [0]
-    rng.shuffle(candidates)
-    for offset in candidates[:500]:
-        if all(_bindable(p + offset) for p in wanted):
-            return offset
-    raise CompareError(f"no free port offset found for ports {wanted}; free some loopback ports and retry")
+    """A random free offset (see :func:`stackpanel.core.supervise.ports.free_port_offset`)."""
+    try:
+        return ports_free_offset(ports, rng=rng, step=step)
+    except SuperviseError as exc:
+        raise CompareError(str(exc)) from None
 
 
 def with_app_workers(profile: Profile, workers: int) -> Profile:

@@ -12,12 +12,15 @@ import errno
 import ipaddress
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psutil
+
+from stackpanel.core.supervise.spawner import SuperviseError
 
 log = logging.getLogger("stackpanel.supervise")
 
@@ -243,3 +246,55 @@ def wait_ports_free(
         if time.monotonic() >= deadline:
             return check_ports_free(pending)
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- free port offsets
+
+#: Random offsets keep listening ports in [PORT_FLOOR, first ephemeral port), so that no outgoing
+#: connection (the load generator's, a proxy's) can be handed one of them by the kernel.
+PORT_FLOOR = 10_000
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int, host: str) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_offset(ports: Iterable[int], *, step: int = 10, smallest: bool = False, host: str = "127.0.0.1",
+                     rng: random.Random | None = None) -> int:
+    """An offset under which every one of ``ports`` can be bound on ``host`` right now.
+
+    ``smallest``: the smallest positive multiple of ``step`` (what a person would pick after a port
+    conflict). Otherwise a random one between PORT_FLOOR and the ephemeral range, so that parallel
+    test runs and comparisons rarely pick the same. The supervisor still checks the ports before it
+    starts anything; this only makes a collision unlikely. Raises SuperviseError when none is free.
+    """
+    wanted = sorted(set(ports))
+    if not wanted:
+        return 0
+    if smallest:
+        candidates = [k * step for k in range(1, (65535 - wanted[-1]) // step + 1)]
+    else:
+        ceiling = _ephemeral_floor() - 1
+        lo, hi = max(0, PORT_FLOOR - wanted[0]), ceiling - wanted[-1]
+        if hi <= lo:  # high ports already: any free spot above them
+            lo, hi = 0, max(0, 65535 - wanted[-1])
+        candidates = list(range(lo - lo % step + step, hi, step)) or [0]
+        (rng or random.Random()).shuffle(candidates)
+    for offset in candidates[:500]:
+        if all(_bindable(p + offset, host) for p in wanted):
+            return offset
+    raise SuperviseError(f"no free port offset found for ports {wanted}; free some loopback ports and retry")

@@ -1,9 +1,8 @@
 """A comparison as a PNG for a slide: one horizontal bar of req/s per profile, ratio and p99 labels.
 
-Drawn with Qt (QImage + QPainter), offscreen when there is no display. This module is the only
-place in the core that imports Qt, and it does so inside the functions: importing it costs
-nothing and :mod:`stackpanel.core.loadgen` stays Qt-free. Call it from the thread that owns the
-QGuiApplication (the main thread in the CLI); one is created when none exists.
+Drawn with Qt (QImage + QPainter), offscreen when there is no display. Qt is imported inside
+the functions, so `stackpanel bench` pays for it only with --png. Call it from the thread that
+owns the QApplication (the main thread in the CLI); one is created when none exists.
 """
 from __future__ import annotations
 
