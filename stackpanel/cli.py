@@ -160,8 +160,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def has_display() -> bool:
-    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                                                       or os.environ.get("QT_QPA_PLATFORM"))
+    if os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal"):
+        return False  # a window nobody can see: run headless instead
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def cmd_gui(args: argparse.Namespace) -> int:

@@ -27,3 +27,16 @@ def test_core_and_cli_import_without_qt() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 20  # really walked the package
+
+
+def test_no_display_means_headless(monkeypatch) -> None:
+    from stackpanel.cli import has_display
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert not has_display()
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert has_display()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert not has_display()
