@@ -170,7 +170,8 @@ def bench_memory(args: argparse.Namespace) -> dict[str, object]:
 def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     from stackpanel.core.loadgen import LoadConfig
     from stackpanel.core.supervise.events import StackState
-    from stackpanel.qt.main_window import MainWindow, find_free_offset
+    from stackpanel.core.supervise.ports import free_port_offset
+    from stackpanel.qt.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = tempfile.mkdtemp()
@@ -211,7 +212,7 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
 
     wait(lambda: w.loaded is not None, 20)
     assert w.loaded is not None and w.loaded.profile is not None
-    offset = find_free_offset([n.port for n in w.loaded.profile.nodes.values()], step=1000) or 0
+    offset = free_port_offset([n.port for n in w.loaded.profile.nodes.values()])
     w.offset_spin.setValue(offset)
     wait(lambda: w.loaded is not None and w.loaded.port_offset == offset, 20)
     w.tabs.setCurrentWidget(w.plots)

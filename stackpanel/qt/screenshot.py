@@ -15,7 +15,8 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from stackpanel.core.supervise.events import StackState
-from stackpanel.qt.main_window import MainWindow, find_free_offset
+from stackpanel.core.supervise.ports import free_port_offset
+from stackpanel.qt.main_window import MainWindow
 from stackpanel.qt.theme import apply_theme
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = w.loaded
         if phase["name"] == "load-profile" and loaded is not None:
             assert loaded.profile is not None
-            offset = find_free_offset([n.port for n in loaded.profile.nodes.values()], step=1000) or 0
+            offset = free_port_offset([n.port for n in loaded.profile.nodes.values()])
             w.offset_spin.setValue(offset)
             phase["name"], phase["offset"] = "offset", offset
         elif phase["name"] == "offset" and loaded is not None and loaded.port_offset == phase["offset"]:
