@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from stackpanel.core.machine import cpu_model
 from stackpanel.core.metrics.ingest import AccessLogIngest, parse_chunk
 from stackpanel.core.metrics.synthetic import random_lines
 
@@ -146,14 +147,7 @@ def main() -> None:
         results.append((name, n, med, n / med))
     tmpdir.cleanup()
 
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     print(f"python {platform.python_version()} | nproc {os.cpu_count()} (allowed here: {affinity}) | cpu {cpu}")
     print(f"{n_lines} lines, {len(data) / 1e6:.1f} MB, mixed tiers (generated in {gen_s:.1f} s); "

@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from stackpanel.core.loadgen import LoadConfig, LoadResult, run_load, run_wrk, wrk_available
+from stackpanel.core.machine import cpu_model
 
 APPS = {
     "fastapi": (
@@ -52,16 +53,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Server:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import psutil
 
+from stackpanel.core.machine import cpu_model
 from stackpanel.core.metrics import MetricsEngine, MetricsSnapshot, NodeMetrics
 from stackpanel.core.metrics.synthetic import access_line
 from stackpanel.core.profiles.loader import load_profile
@@ -70,15 +71,7 @@ PACE_LUA = "function delay()\n    return {ms}\nend\n"
 
 
 def machine() -> str:
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     load = os.getloadavg()
     return (f"nproc={os.cpu_count()} cpu={model!r} python={platform.python_version()} "
             f"kernel={platform.release()} loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}")

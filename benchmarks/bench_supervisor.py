@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -24,6 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stackpanel.core.machine import describe_machine
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile
 from stackpanel.core.render import render_stack
@@ -91,10 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
-    print(f"# machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    print(f"# machine: {describe_machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("nginx-uvicorn", "nginx-gunicorn-uvicorn"):
             reps = [one_rep(name, Path(tmp)) for _ in range(args.reps)]

@@ -3,18 +3,18 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import psutil
 import pytest
 
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile
 from stackpanel.core.profiles.schema import Profile
 from stackpanel.core.supervise.ports import free_port_offset
+from stackpanel.core.supervise.process import alive_pids
 
 BUILTIN_PORTS = (8000, 8080, 8081)
 
 
-def _free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -33,19 +33,11 @@ def builtin(name: str, offset: int | None = None) -> Profile:
     return load_profile(builtin_dir() / f"{name}.yaml", port_offset=free_offset() if offset is None else offset)
 
 
-def alive(pids) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+alive = alive_pids
 
 
 def ports_free(profile: Profile) -> bool:
-    return all(_free(n.port) for n in profile.nodes.values())
+    return all(port_free(n.port) for n in profile.nodes.values())
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import pytest
 
 from stackpanel.core.loadgen import wrk_available
 from stackpanel.core.loadgen.compare import compare_profiles
+
+from .conftest import port_free
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +41,6 @@ def stack_processes(marker: str = "stackpanel-bench-") -> list[psutil.Process]:
         except psutil.Error:
             pass
     return list(found.values())
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_counts_add_up_and_nothing_is_left(tmp_path: Path) -> None:
@@ -82,7 +73,7 @@ def test_counts_add_up_and_nothing_is_left(tmp_path: Path) -> None:
     assert not [p for p in stack_processes() if p.pid not in before]
     assert all(r.port_offset > 0 for r in c.runs)
     ports = {"uvicorn-workers": [8000], "nginx-uvicorn": [8000, 8080]}
-    assert all(bindable(p + r.port_offset) for r in c.runs for p in ports[r.name])
+    assert all(port_free(p + r.port_offset) for r in c.runs for p in ports[r.name])
 
 
 def test_cli_bench_writes_table_json_csv_png(tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import tempfile
 import time
@@ -48,8 +47,10 @@ from stackpanel.core.errors import StackpanelError
 from stackpanel.core.loadgen.generator import LoadConfig, run_load
 from stackpanel.core.loadgen.result import ErrorKind, LoadResult
 from stackpanel.core.loadgen.wrk import run_wrk, wrk_available
+from stackpanel.core.machine import machine_info
 from stackpanel.core.profiles.schema import AppServerNode, Profile, UvicornNode
 from stackpanel.core.supervise.ports import free_port_offset as ports_free_offset
+from stackpanel.core.supervise.process import alive_pids
 from stackpanel.core.supervise.spawner import SuperviseError
 
 log = logging.getLogger("stackpanel.loadgen")
@@ -397,33 +398,6 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine_info() -> dict[str, Any]:
-    """nproc, CPU model, Python, system and load average: printed next to every figure."""
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "system": f"{platform.system()} {platform.release()}",
-        "hostname": platform.node(),
-    }
-    try:
-        info["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
-    return info
-
-
 def free_port_offset(ports: Iterable[int], *, rng: random.Random | None = None, step: int = 10) -> int:
     """A random free offset (see :func:`stackpanel.core.supervise.ports.free_port_offset`)."""
     try:
@@ -527,26 +501,15 @@ def _stack_pids(session: Any) -> set[int]:
     return pids
 
 
-def _alive(pids: Iterable[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.Error:
-            pass
-    return out
-
-
 def _check_stopped(profile: Profile, pids: set[int], timeout: float = 3.0) -> str:
     """'' when no process of the stack is alive and every port can be bound again; else what is left."""
     from stackpanel.core.supervise.ports import wait_ports_free
 
     deadline = time.monotonic() + timeout
-    left = _alive(pids)
+    left = alive_pids(pids)
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = _alive(left)
+        left = alive_pids(left)
     problems = []
     if left:
         problems.append(f"processes still alive: {', '.join(map(str, sorted(left)))}")

@@ -23,7 +23,7 @@ import signal as _signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ __all__ = [
     "ManagedProcess",
     "ProcessExitedError",
     "StopResult",
+    "alive_pids",
     "default_watcher",
     "pidfd_supported",
     "session_members",
@@ -246,6 +247,18 @@ def _proc_stat(pid: int) -> tuple[bytes, int] | None:
 def _is_zombie(pid: int) -> bool:
     st = _proc_stat(pid)
     return st is None or st[0] in (b"Z", b"X")
+
+
+def alive_pids(pids: Iterable[int]) -> list[int]:
+    """The pids that still run (a zombie awaiting its reaper counts as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.Error:
+            pass
+    return out
 
 
 def session_members(pgid: int, sid: int | None = None, *, exclude: Sequence[int] = ()) -> list[int]:
