@@ -20,13 +20,18 @@
 from __future__ import annotations
 
 import argparse
+import cProfile
+import gc
+import io
 import json
 import os
 import platform
+import pstats
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -167,10 +172,23 @@ def bench_memory(args: argparse.Namespace) -> dict[str, object]:
             p.wait()
 
 
+LATE_MS = 20
+
+
+def set_threads_nice(nice: int) -> None:
+    """Every thread of this process (Linux: nice is per thread); processes started later inherit it."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except OSError:
+            pass
+
+
 def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     from stackpanel.core.loadgen import LoadConfig
     from stackpanel.core.supervise.events import StackState
     from stackpanel.core.supervise.ports import free_port_offset
+    from stackpanel.qt.app import freeze_startup_heap
     from stackpanel.qt.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -178,19 +196,80 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     os.environ["XDG_STATE_HOME"] = tmp  # run dirs in a throwaway place
     settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
     w = MainWindow(initial_profile=args.profile, settings=settings)
+    if not args.no_gc_freeze:
+        freeze_startup_heap()  # as run_gui does
     w.resize(1500, 920)
     w.show()
     lateness: dict[str, list[float]] = {}
+    #: per tick: (interval ms, GUI-thread CPU ms, GUI-thread run-queue wait ms in that interval), to
+    #: tell blocking (on CPU) from CPU starvation (runnable, waiting for a core) from the rest
+    #: (asleep: waiting for the GIL, or idle between events)
+    intervals: dict[str, list[tuple[float, float, float, float]]] = {}
+    schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)  # this (the GUI) thread's
+
+    def runq_wait_ns() -> int:
+        return int(os.pread(schedstat, 128, 0).split()[1])
+
+    last_wait = [runq_wait_ns()]
     phase = ["load-profile"]
     clock = QElapsedTimer()
     clock.start()
     last = [clock.nsecsElapsed()]
+    phase_t0 = [last[0]]
+    last_cpu = [time.thread_time()]
     period_ms = 10
+    me = psutil.Process()
+    phase_start: dict[str, tuple[float, dict[int, float]]] = {}
+    threads_cpu: dict[str, dict[str, object]] = {}
+    profiler: list[cProfile.Profile] = []
+    catcher: list[cProfile.Profile] = []
+
+    #: garbage collections (any thread) per phase: (generation, ms, thread); a collection holds
+    #: the GIL, so one on another thread stalls the GUI thread just the same
+    collections: dict[str, list[tuple[int, float, str]]] = {}
+    gc_started: dict[int, float] = {}
+
+    def on_gc(stage: str, info: dict[str, int]) -> None:
+        tid = threading.get_ident()
+        if stage == "start":
+            gc_started[tid] = time.perf_counter()
+        elif tid in gc_started:
+            ms = (time.perf_counter() - gc_started.pop(tid)) * 1000
+            collections.setdefault(phase[0], []).append((info["generation"], ms, threading.current_thread().name))
+
+    gc.callbacks.append(on_gc)
+
+    def thread_times() -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in me.threads()}
+
+    def thread_name(tid: int) -> str:
+        for t in threading.enumerate():
+            if t.native_id == tid:
+                return t.name
+        try:
+            return Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        except OSError:
+            return str(tid)
 
     def on_tick() -> None:
-        now = clock.nsecsElapsed()
-        lateness.setdefault(phase[0], []).append((now - last[0]) / 1e6 - period_ms)
-        last[0] = now
+        now, cpu, waited = clock.nsecsElapsed(), time.thread_time(), runq_wait_ns()
+        interval = (now - last[0]) / 1e6
+        lateness.setdefault(phase[0], []).append(interval - period_ms)
+        intervals.setdefault(phase[0], []).append(
+            (interval, (cpu - last_cpu[0]) * 1000, (waited - last_wait[0]) / 1e6, (now - phase_t0[0]) / 1e9))
+        last[0], last_cpu[0], last_wait[0] = now, cpu, waited
+        if args.catch_slow:  # a profile of every tick interval; printed when the tick was late
+            if catcher:
+                prof = catcher.pop()
+                prof.disable()
+                if interval - period_ms > args.catch_slow:
+                    buf = io.StringIO()
+                    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(18)
+                    print(f"--- {phase[0]!r} +{(now - phase_t0[0]) / 1e9:.1f} s: tick {interval - period_ms:.0f} ms "
+                          f"late ---\n{buf.getvalue()}", file=sys.stderr)
+            prof = cProfile.Profile()
+            catcher.append(prof)
+            prof.enable()
 
     probe = QTimer()
     probe.setTimerType(probe.timerType().PreciseTimer)
@@ -206,9 +285,42 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
             time.sleep(0.001)
         return False
 
+    def end_phase() -> None:
+        name = phase[0]
+        if name in phase_start:
+            t0, before = phase_start.pop(name)
+            wall = time.perf_counter() - t0
+            after = thread_times()
+            use = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+            top = sorted(use.items(), key=lambda kv: -kv[1])[:6]
+            box = psutil.cpu_times_percent(interval=None)
+            threads_cpu[name] = {
+                "wall_s": round(wall, 1),
+                "box_busy_pct": round(100 - box.idle - box.iowait, 1),  # whole machine, since phase start
+                "threads_cpu_pct": {f"{thread_name(tid)}": round(100 * v / wall, 1) for tid, v in top if v > 0.005},
+            }
+        if profiler:
+            prof = profiler.pop()
+            prof.disable()
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+            print(f"--- cProfile of the GUI thread, phase {name!r} (by own time) ---", file=sys.stderr)
+            print(buf.getvalue(), file=sys.stderr)
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
+            print(buf.getvalue(), file=sys.stderr)
+
     def set_phase(name: str) -> None:
+        end_phase()
         phase[0] = name
-        last[0] = clock.nsecsElapsed()
+        last[0], last_cpu[0], last_wait[0] = clock.nsecsElapsed(), time.thread_time(), runq_wait_ns()
+        phase_t0[0] = last[0]
+        psutil.cpu_times_percent(interval=None)
+        phase_start[name] = (time.perf_counter(), thread_times())
+        if args.cprofile and not args.catch_slow and any(name.startswith(c) for c in args.cprofile.split(",")):
+            prof = cProfile.Profile()
+            profiler.append(prof)
+            prof.enable()  # this (the GUI) thread only
 
     wait(lambda: w.loaded is not None, 20)
     assert w.loaded is not None and w.loaded.profile is not None
@@ -221,6 +333,8 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     assert wait(lambda: w.stack_state == StackState.RUNNING, 90), "stack did not start"
     set_phase("idle (running)")
     wait(lambda: False, 3)
+    if args.gui_nice:  # experiment: this process's threads (not the stack's) get another priority
+        set_threads_nice(args.gui_nice)
     set_phase("under load")
     lp = w.load_panel
     url = w.loaded.profile.entry_url.rstrip("/") + args.path
@@ -232,6 +346,8 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=5, processes=args.load_processes))
     wait(lp.bridge.run.done, 35)
     w.tabs.setCurrentWidget(w.plots)
+    if args.gui_nice:
+        set_threads_nice(0)
     set_phase("restart")
     w.restart_stack()
     wait(lambda: w.worker.busy, 5)
@@ -240,10 +356,15 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     w.stop_stack()
     assert wait(lambda: not w.worker.busy and w.stack_state == StackState.STOPPED, 90)
     set_phase("closing")
+    end_phase()
     w._close_confirmed = True
     w.close()
     wait(lambda: not w.isVisible(), 60)
     probe.stop()
+    for prof in catcher:
+        prof.disable()
+    os.close(schedstat)
+    gc.callbacks.remove(on_gc)
     out: dict[str, object] = {"profile": args.profile, "load_processes": args.load_processes,
                               "load_rps": round(result.rps), "load_requests": result.requests_ok,
                               "load_path": args.path}
@@ -251,9 +372,34 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
         if name == "load-profile" or not values:
             continue
         values.sort()
+        ivs = intervals[name]
+        late = [iv for iv in ivs if iv[0] - period_ms > LATE_MS]
+        late_wall = sum(iv[0] for iv in late)
         out[name] = {"ticks": len(values), "max_late_ms": round(values[-1], 1),
                      "p99_late_ms": round(values[int(0.99 * (len(values) - 1))], 1),
-                     "median_late_ms": round(statistics.median(values), 2)}
+                     "median_late_ms": round(statistics.median(values), 2),
+                     # share of wall time the GUI thread was on a CPU (whole phase)
+                     "gui_cpu_pct": round(100 * sum(iv[1] for iv in ivs) / max(1e-9, sum(iv[0] for iv in ivs)), 1),
+                     # ticks more than LATE_MS late: how many, and how those intervals were spent by the
+                     # GUI thread: on a CPU (blocking work), runnable but waiting for a core (CPU
+                     # starvation), the rest asleep (waiting for the GIL, or nothing to do)
+                     f"late_gt_{LATE_MS}ms": len(late),
+                     # the worst: (ms late, seconds into the phase)
+                     "late_ms_at_s": sorted(((round(iv[0] - period_ms), round(iv[3], 1)) for iv in late),
+                                            reverse=True)[:8],
+                     "late_split_pct": {
+                         "on_cpu": round(100 * sum(iv[1] for iv in late) / late_wall, 1),
+                         "runqueue": round(100 * sum(iv[2] for iv in late) / late_wall, 1),
+                         "asleep": round(100 * (late_wall - sum(iv[1] + iv[2] for iv in late)) / late_wall, 1),
+                     } if late else None,
+                     "gc_ms_by_generation": {
+                         g: [round(sum(c[1] for c in collections.get(name, []) if c[0] == g), 1),
+                             max((round(c[1], 1) for c in collections.get(name, []) if c[0] == g), default=0.0),
+                             sum(1 for c in collections.get(name, []) if c[0] == g)]
+                         for g in (0, 1, 2)},  # [total ms, longest ms, count]
+                     "gc_slow": sorted({(round(c[1]), c[0], c[2]) for c in collections.get(name, []) if c[1] > 10},
+                                       reverse=True)[:5],
+                     **threads_cpu.get(name, {})}
     return out
 
 
@@ -271,6 +417,17 @@ def main() -> int:
     j.add_argument("--seconds", type=float, default=20.0)
     j.add_argument("--load-processes", type=int, default=1,
                    help="1 = generator thread inside the GUI process (shares its GIL)")
+    j.add_argument("--cprofile", metavar="PHASE", default="",
+                   help="cProfile the GUI thread during the phases starting with PHASE (comma-separated list); "
+                        "stats to stderr")
+    j.add_argument("--gui-nice", type=int, default=0,
+                   help="(experiment) nice value of this process's threads during the load phases; "
+                        "negative needs root. Tells CPU starvation from blocking")
+    j.add_argument("--catch-slow", type=float, default=0.0, metavar="MS",
+                   help="profile the GUI thread tick by tick; print the profile of every tick more than MS "
+                        "late (stderr)")
+    j.add_argument("--no-gc-freeze", action="store_true",
+                   help="(experiment) skip the start-up gc.freeze() that run_gui does")
     m = sub.add_parser("memory")
     m.add_argument("--workers", type=int, default=16)
     m.add_argument("--minutes", type=int, default=30)
