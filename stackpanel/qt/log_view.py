@@ -2,15 +2,37 @@
 
 Files are read by :class:`~stackpanel.qt.bridge.LogFollower` on a background thread; this widget
 only receives batches of ``(source label, line)`` and keeps a bounded backlog for re-filtering.
+
+What reaches the text widget is throttled, because appending costs ~30 µs per line on the GUI
+thread (layout + highlighter) and a stack under load writes 10k+ lines/s (measured: 94 ms per
+250 ms batch, see benchmarks/RESULTS-gui.md):
+
+* lines are only filtered and queued while the view is visible and following; otherwise they only
+  go into the backlog and the view is rebuilt from it when it is shown or follow resumes;
+* a timer appends at most :data:`LINES_PER_FLUSH` lines every :data:`FLUSH_MS`; when more arrive,
+  the oldest queued ones are skipped and a marker line says how many (they stay in the backlog:
+  a filter or search shows them);
+* a rebuild (filter, search, show) puts the newest :data:`REFILTER_CHUNK` lines in at once and the
+  older ones, up to the view's limit, a chunk per timer tick at the top.
 """
 from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from PySide6.QtCore import QTimer
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QSyntaxHighlighter, QTextCharFormat, QTextDocument
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontDatabase,
+    QHideEvent,
+    QShowEvent,
+    QSyntaxHighlighter,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,6 +55,12 @@ ERROR_RE = re.compile(
 )
 WARNING_RE = re.compile(r"\b(warn|warning)\b|^(\S+\s+)?\d+\s+4\d\d\s", re.IGNORECASE)
 LABEL_WIDTH = 16
+#: the text widget gets new lines at most this often ...
+FLUSH_MS = 100
+#: ... and at most this many per flush (~30 µs each: <= ~8 ms of GUI thread, <= 2 500 lines/s)
+LINES_PER_FLUSH = 250
+#: a rebuild shows this many newest lines at once, then adds older ones this many per flush
+REFILTER_CHUNK = 500
 
 
 def is_error_line(text: str) -> bool:
@@ -100,6 +128,17 @@ class LogView(QWidget):
         self.text.setPlaceholderText("Logs of the running stack appear here.")
         self.highlighter = LogHighlighter(self.text.document())
         self.text.verticalScrollBar().valueChanged.connect(self._on_scroll)
+        #: lines waiting for the next flush (filtered, formatted); overflow is counted in _skipped
+        self._pending: deque[str] = deque(maxlen=LINES_PER_FLUSH)
+        self._skipped = 0
+        #: older lines of a rebuild still to be put in at the top, oldest first
+        self._backfill: list[str] = []
+        #: lines arrived while hidden or not following: the text is rebuilt from the backlog
+        self._stale = False
+        self._unseen = 0
+        self.skipped_total = 0
+        self._flush_timer = QTimer(self, interval=FLUSH_MS)
+        self._flush_timer.timeout.connect(self.flush)
 
         bar = QHBoxLayout()
         bar.addWidget(self.source_box)
@@ -138,51 +177,139 @@ class LogView(QWidget):
 
     # -- lines --------------------------------------------------------------------------------------
 
-    def _matches(self, label: str, text: str) -> bool:
+    def _filter(self) -> Callable[[str, str], bool]:
+        """The current filter as a plain predicate (the widgets are read once, not per line)."""
         want = self.source_box.currentData() or ""
-        if want and not (label == want or (want.endswith(".") and label.startswith(want))):
-            return False
+        prefix = want.endswith(".")
         needle = self.search_edit.text().strip().lower()
-        if needle and needle not in text.lower() and needle not in label.lower():
-            return False
-        return not (self.errors_only.isChecked() and not is_error_line(text))
+        errors_only = self.errors_only.isChecked()
+
+        def matches(label: str, text: str) -> bool:
+            if want and not (label == want or (prefix and label.startswith(want))):
+                return False
+            if needle and needle not in text.lower() and needle not in label.lower():
+                return False
+            return not (errors_only and not is_error_line(text))
+
+        return matches
+
+    def _matches(self, label: str, text: str) -> bool:
+        return self._filter()(label, text)
 
     @staticmethod
     def _format(label: str, text: str) -> str:
         return f"{label:<{LABEL_WIDTH}} {text}"
 
+    def _live(self) -> bool:
+        """New lines go to the text only while someone can see them scroll by."""
+        return self.isVisible() and self.follow.isChecked()
+
     def append_lines(self, batch: list[tuple[str, str]]) -> None:
+        """New lines from the follower: into the backlog; queued for the text if it is live."""
         self.lines.extend(batch)
-        shown = [self._format(label, text) for label, text in batch if self._matches(label, text)]
-        if not shown:
+        if not self._live():
+            self._stale = True
+            self._unseen += len(batch)
+            if self.isVisible():
+                self._update_count()
             return
-        shown = shown[-self.text.maximumBlockCount():]
+        matches = self._filter()
+        # only the newest LINES_PER_FLUSH can be shown: look at no more than that many matches
+        fresh: list[str] = []
+        for label, text in reversed(batch):
+            if matches(label, text):
+                if len(fresh) >= LINES_PER_FLUSH:
+                    self._skipped += 1
+                    continue
+                fresh.append(self._format(label, text))
+        if not fresh:
+            return
+        overflow = len(self._pending) + len(fresh) - LINES_PER_FLUSH
+        if overflow > 0:
+            self._skipped += overflow  # the deque drops the oldest queued lines
+        self._pending.extend(reversed(fresh))
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def flush(self) -> None:
+        """Timer tick: queued lines (and a skipped-lines marker) at the end, one backfill chunk at
+        the top."""
+        if self._backfill:
+            self._insert_backfill()
+        if self._pending:
+            shown = list(self._pending)
+            self._pending.clear()
+            if self._skipped:
+                self.skipped_total += self._skipped
+                shown.insert(0, self._format("…", f"{self._skipped} lines skipped (more than "
+                                                  f"{LINES_PER_FLUSH * 1000 // FLUSH_MS} lines/s); a filter "
+                                                  "or search shows every line"))
+                self._skipped = 0
+            bar = self.text.verticalScrollBar()
+            self.text.appendPlainText("\n".join(shown))
+            if self.follow.isChecked():
+                bar.setValue(bar.maximum())
+            self._update_count()
+        if not self._pending and not self._backfill:
+            self._flush_timer.stop()
+
+    def _insert_backfill(self) -> None:
+        chunk, self._backfill = self._backfill[-REFILTER_CHUNK:], self._backfill[:-REFILTER_CHUNK]
+        room = self.text.maximumBlockCount() - self.text.blockCount()
+        if room <= 0:  # new lines filled the view meanwhile: older ones would be trimmed at once
+            self._backfill = []
+            return
+        chunk = chunk[-room:]
         bar = self.text.verticalScrollBar()
-        keep = bar.value()
-        self.text.appendPlainText("\n".join(shown))
-        if self.follow.isChecked():
-            bar.setValue(bar.maximum())
-        else:
-            bar.setValue(keep)
+        keep, at_end = bar.value(), bar.value() >= bar.maximum()
+        cursor = QTextCursor(self.text.document())
+        cursor.movePosition(QTextCursor.MoveOperation.Start)
+        cursor.insertText("\n".join(chunk) + "\n")
+        bar.setValue(bar.maximum() if at_end else keep + len(chunk))  # what was in view stays there
         self._update_count()
 
     def refilter(self) -> None:
+        """Rebuild the text from the backlog (newest lines at once, older ones on the next ticks)."""
         self.highlighter.search = self.search_edit.text().strip()
         limit = self.text.maximumBlockCount()
+        matches = self._filter()
         shown: list[str] = []
         for label, text in reversed(self.lines):
-            if self._matches(label, text):
+            if matches(label, text):
                 shown.append(self._format(label, text))
                 if len(shown) >= limit:
                     break
         shown.reverse()
-        self.text.setPlainText("\n".join(shown))
+        self._pending.clear()
+        self._skipped = 0
+        self._stale = False
+        self._unseen = 0
+        self._backfill = shown[:-REFILTER_CHUNK]
+        self.text.setPlainText("\n".join(shown[-REFILTER_CHUNK:]))
         if self.follow.isChecked():
             self.text.verticalScrollBar().setValue(self.text.verticalScrollBar().maximum())
+        if self._backfill and not self._flush_timer.isActive():
+            self._flush_timer.start()
         self._update_count()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._stale and self.follow.isChecked():
+            self.refilter()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        if self._pending:  # not worth drawing any more: rebuilt from the backlog when shown
+            self._pending.clear()
+            self._skipped = 0
+            self._stale = True
 
     def clear(self) -> None:
         self.lines.clear()
+        self._pending.clear()
+        self._backfill = []
+        self._skipped = self._unseen = 0
+        self._stale = False
         self.text.clear()
         self._update_count()
 
@@ -190,14 +317,24 @@ class LogView(QWidget):
         return self.text.toPlainText()
 
     def _update_count(self) -> None:
-        self.count_label.setText(f"{self.text.blockCount() if self.text.toPlainText() else 0} lines")
+        n = 0 if self.text.document().isEmpty() else self.text.blockCount()
+        text = f"{n} lines"
+        if self._unseen and not self.follow.isChecked():
+            text += f" · follow paused, {self._unseen} new"
+        self.count_label.setText(text)
 
     # -- follow mode: scrolling up pauses it, scrolling back to the end resumes it --------------------
 
     def _on_follow(self, on: bool) -> None:
         if on:
+            if self._stale:
+                self.refilter()  # what arrived while paused
             bar = self.text.verticalScrollBar()
             bar.setValue(bar.maximum())
+        elif self._pending:  # paused: the text stays as it is; rebuilt from the backlog on resume
+            self._pending.clear()
+            self._skipped = 0
+            self._stale = True
 
     def _on_scroll(self, value: int) -> None:
         at_end = value >= self.text.verticalScrollBar().maximum() - 2

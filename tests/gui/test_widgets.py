@@ -135,6 +135,7 @@ def test_plots_one_curve_per_worker_window_and_pause(qtbot: Any, tmp_path: Path,
     eng.set_workers("app", sleepers[0], sleepers[1:])
     panel = PlotsPanel(redraw_ms=10_000)
     qtbot.addWidget(panel)
+    panel.show()
     panel.entry = "app"
     for t in range(0, 400, 10):  # 400 s of history at one tick per 10 s
         append(log, [access_line("gunicorn", sleepers[1], 200, 0.01, "-")] * 20)
@@ -164,6 +165,10 @@ def test_plots_one_curve_per_worker_window_and_pause(qtbot: Any, tmp_path: Path,
     panel._on_timer()
     assert ("app", sleepers[1]) in panel.cpu.curves  # paused: nothing redrawn
     panel.set_paused(False)
+    panel.hide()
+    panel._on_timer()
+    assert ("app", sleepers[1]) in panel.cpu.curves  # hidden (another tab in front): not redrawn
+    panel.show()
     panel._on_timer()
     assert set(panel.cpu.curves) == {("app", sleepers[0]), ("app", sleepers[2])}
     assert panel.colour(("app", sleepers[2])) == colours[("app", sleepers[2])]
@@ -176,6 +181,7 @@ def test_log_view_filter_search_follow_and_errors(qtbot: Any, tmp_path: Path) ->
     app_out.write_text("INFO:     Started server process [42]\n")
     view = LogView()
     qtbot.addWidget(view)
+    view.show()  # a hidden view only keeps the backlog
     view.set_sources([LogSource("web", "error", web_err), LogSource("app", "out", app_out)])
     try:
         qtbot.waitUntil(lambda: len(view.lines) == 2, timeout=3000)
@@ -205,3 +211,56 @@ def test_log_view_filter_search_follow_and_errors(qtbot: Any, tmp_path: Path) ->
     assert is_error_line('1234 502 0.001 app - GET "/api"')
     assert is_error_line("2024/01/01 [crit] 12#12: connect() failed")
     assert not is_error_line("INFO: 127.0.0.1 GET /healthz 200")
+
+
+def test_log_view_throttles_appends_skips_floods_and_waits_while_hidden_or_paused(qtbot: Any) -> None:
+    from stackpanel.qt import log_view as lv
+
+    view = LogView(shown_lines=2000)
+    qtbot.addWidget(view)
+    view.resize(900, 400)
+    view.show()
+    # a flood: 10 batches of 400 lines between two flushes -> one flush of LINES_PER_FLUSH + a marker
+    for b in range(10):
+        view.append_lines([("app.access", f"GET /x {b}-{i} 200") for i in range(400)])
+    assert view.shown_text() == ""  # nothing drawn before the timer fires
+    view.flush()
+    shown = view.shown_text().splitlines()
+    assert len(shown) == lv.LINES_PER_FLUSH + 1
+    assert shown[0].startswith("…") and f"{4000 - lv.LINES_PER_FLUSH} lines skipped" in shown[0]
+    assert shown[-1].endswith("GET /x 9-399 200") and shown[1].endswith(f"GET /x 9-{400 - lv.LINES_PER_FLUSH} 200")
+    assert not lv.is_error_line(shown[0])
+    assert len(view.lines) == 4000  # skipped lines stay in the backlog: a search finds them
+    view.search_edit.setText("x 0-7 200")
+    view.refilter()
+    assert view.shown_text().splitlines() == [f"{'app.access':<16} GET /x 0-7 200"]
+    view.search_edit.setText("")
+    # a rebuild shows the newest REFILTER_CHUNK lines at once and the older ones on the next ticks
+    view.refilter()
+    assert view.text.blockCount() == lv.REFILTER_CHUNK
+    while view._backfill:
+        view.flush()
+    assert view.text.blockCount() == 2000  # the view's limit
+    text = view.shown_text().splitlines()
+    assert text[0].endswith("GET /x 5-0 200") and text[-1].endswith("GET /x 9-399 200")
+    assert view.text.verticalScrollBar().value() == view.text.verticalScrollBar().maximum()
+
+    # hidden (another tab in front): only the backlog grows; shown again: rebuilt from it
+    view.hide()
+    view.append_lines([("web.error", "hidden line")])
+    view.flush()
+    assert "hidden line" not in view.shown_text() and view.lines[-1] == ("web.error", "hidden line")
+    view.show()
+    assert view.shown_text().splitlines()[-1].endswith("hidden line")
+    while view._backfill:
+        view.flush()
+
+    # follow paused: the text stays as it is (count says how much is new); resumed: rebuilt
+    view.follow.setChecked(False)
+    before = view.shown_text()
+    view.append_lines([("web.error", "while paused")] * 3)
+    view.flush()
+    assert view.shown_text() == before and "follow paused, 3 new" in view.count_label.text()
+    view.follow.setChecked(True)
+    assert view.shown_text().splitlines()[-1].endswith("while paused")
+    assert view.skipped_total == 4000 - lv.LINES_PER_FLUSH
