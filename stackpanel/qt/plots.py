@@ -14,14 +14,20 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QFontMetrics, QPalette
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from stackpanel.core.metrics.engine import MetricsSnapshot
 from stackpanel.qt.theme import SERIES_COLOURS, icon
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900)
+#: grid strength: the grid colour is this blend of text over background, drawn opaque and only at
+#: the major ticks (pyqtgraph's alpha-blended grid over three tick levels was ~85 % of a repaint:
+#: four plots 25-30 ms -> 4 ms; see benchmarks/RESULTS-gui.md)
 GRID_ALPHA = 0.25
+#: the value axis is as wide as this many digits whatever the labels: a label that grows (0 -> 10k
+#: req/s) would otherwise re-lay out the plot (a y-range change 22-38 ms -> 8-13 ms for four plots)
+AXIS_DIGITS = 6
 #: 1 px cosmetic pens take the raster engine's fast path (wider lines cost ~3x per segment)
 PEN_WIDTH = 1.0
 WorkerKey = tuple[str, int]
@@ -87,8 +93,13 @@ class _SeriesPlot:
         self.plot.setTitle(title, size="10pt")
         self.plot.setLabel("left", units)
         self.plot.setLabel("bottom", "seconds ago")
+        left = self.plot.getAxis("left")
         if GRID_ALPHA > 0:
             self.plot.showGrid(x=False, y=True, alpha=GRID_ALPHA)
+            left.setStyle(tickAlpha=255, maxTickLevel=0)  # opaque (colour set in apply_palette), major only
+        fm = QFontMetrics(left.style["tickFont"] or self.widget.font())
+        label_h = QFontMetrics(self.widget.font()).height()
+        left.setWidth(fm.horizontalAdvance("0" * AXIS_DIGITS) + left.style["tickTextOffset"][0] + label_h + 4)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.disableAutoRange()
         self.plot.setYRange(0, 1, padding=0)
@@ -194,6 +205,11 @@ class _SeriesPlot:
             ax = self.plot.getAxis(axis)
             ax.setPen(fg)
             ax.setTextPen(fg)
+        if GRID_ALPHA > 0:
+            a = GRID_ALPHA
+            grid = QColor.fromRgbF(a * fg.redF() + (1 - a) * bg.redF(), a * fg.greenF() + (1 - a) * bg.greenF(),
+                                   a * fg.blueF() + (1 - a) * bg.blueF())
+            self.plot.getAxis("left").setTickPen(pg.mkPen(grid, width=1))
         self.plot.titleLabel.setText(self.plot.titleLabel.text, color=fg.name())
         self.legend.setLabelTextColor(fg)
         lb = QColor(bg)

@@ -172,6 +172,22 @@ def test_plots_one_curve_per_worker_window_and_pause(qtbot: Any, tmp_path: Path,
     panel._on_timer()
     assert set(panel.cpu.curves) == {("app", sleepers[0]), ("app", sleepers[2])}
     assert panel.colour(("app", sleepers[2])) == colours[("app", sleepers[2])]
+    # every worker replaced (a restart): curves and legend entries are reused, renamed, recoloured
+    before = {id(c) for c in panel.cpu.curves.values()}
+    eng2 = MetricsEngine()
+    eng2.register_node("app", "gunicorn", log, routes=["-"])
+    eng2.set_workers("app", sleepers[1], [])
+    snap2 = eng2.tick(0.0)
+    eng2.close()
+    assert {(w.node, w.pid) for w in snap2.workers} == {("app", sleepers[1])}
+    panel.apply_metrics(snap2)
+    panel.redraw()
+    assert set(panel.cpu.curves) == {("app", sleepers[1])}
+    assert id(panel.cpu.curves[("app", sleepers[1])]) in before  # recycled, not rebuilt
+    labels = [label.text for _sample, label in panel.cpu.legend.items]
+    assert labels == [f"app {sleepers[1]} master"] and panel.cpu._spare == []
+    pen = panel.cpu.curves[("app", sleepers[1])].opts["pen"]
+    assert pen.color().name() == QColor(colours[("app", sleepers[1])]).name()
     assert "app: " in panel.status.text()
 
 
