@@ -28,6 +28,9 @@ GRID_ALPHA = 0.25
 #: the value axis is as wide as this many digits whatever the labels: a label that grows (0 -> 10k
 #: req/s) would otherwise re-lay out the plot (a y-range change 22-38 ms -> 8-13 ms for four plots)
 AXIS_DIGITS = 6
+#: a new worker costs ~1 ms per plot (curve + legend entry); a redraw makes at most this many and
+#: leaves the rest to the next pass of the event loop (a 32-worker stack's first redraw: ~65 ms)
+NEW_SERIES_PER_REDRAW = 6
 #: 1 px cosmetic pens take the raster engine's fast path (wider lines cost ~3x per segment)
 PEN_WIDTH = 1.0
 WorkerKey = tuple[str, int]
@@ -174,6 +177,9 @@ class _SeriesPlot:
         """Curves of series not in ``keep`` become spares (reused by :meth:`curve`)."""
         for key in [k for k in self.curves if k not in keep]:
             self._spare.append(self.curves.pop(key))
+
+    def has_spare(self) -> bool:
+        return bool(self._spare)
 
     def drop_spares(self) -> None:
         for c in self._spare:
@@ -352,8 +358,14 @@ class PlotsPanel(QWidget):
         self.latency.retire_missing(lat_keys)
         roles = {(w.node, w.pid): w.role for w in snap.workers}
         ymax = {id(p): 0.0 for p in self.plots}
+        new_series, more = 0, False
         for h in snap.worker_history:
             key: WorkerKey = (h.node, h.pid)
+            if key not in self.cpu.curves and not self.cpu.has_spare():
+                if new_series >= NEW_SERIES_PER_REDRAW:
+                    more = True
+                    continue
+                new_series += 1
             i = _tail(h.t, start)
             x = h.t[i:] - now
             colour = self.colour(key)
@@ -370,6 +382,9 @@ class PlotsPanel(QWidget):
                 ymax[id(self.latency)] = max(ymax[id(self.latency)], m)
         for p in self.plots:
             p.drop_spares()
+        if more:  # the other new workers on the next pass (input and timers get their turn first)
+            self._dirty = True
+            QTimer.singleShot(0, self._on_timer)
         for p in self.plots:
             p.set_y_max(ymax[id(p)])
         entry = snap.node(self.entry) if self.entry else None

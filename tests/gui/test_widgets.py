@@ -280,3 +280,24 @@ def test_log_view_throttles_appends_skips_floods_and_waits_while_hidden_or_pause
     view.follow.setChecked(True)
     assert view.shown_text().splitlines()[-1].endswith("while paused")
     assert view.skipped_total == 4000 - lv.LINES_PER_FLUSH
+
+
+def test_plots_spread_many_new_workers_over_event_loop_passes(qtbot: Any, tmp_path: Path, sleepers: list[int],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackpanel.qt import plots as plots_mod
+
+    monkeypatch.setattr(plots_mod, "NEW_SERIES_PER_REDRAW", 2)
+    eng = MetricsEngine()
+    eng.register_node("app", "gunicorn", tmp_path / "app.log", routes=["-"])
+    eng.set_workers("app", sleepers[0], sleepers[1:])
+    snap = eng.tick(0.0)
+    eng.close()
+    panel = PlotsPanel(redraw_ms=10_000)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.apply_metrics(snap)
+    panel.redraw()
+    assert len(panel.cpu.curves) == 2 and len(panel.rss.curves) == 2  # the third waits for the next pass
+    qtbot.waitUntil(lambda: len(panel.cpu.curves) == 3, timeout=2000)
+    assert set(panel.rps.curves) == {("app", p) for p in sleepers}
+    assert len({panel.colour(("app", p)) for p in sleepers}) == 3
