@@ -28,9 +28,11 @@ GRID_ALPHA = 0.25
 #: the value axis is as wide as this many digits whatever the labels: a label that grows (0 -> 10k
 #: req/s) would otherwise re-lay out the plot (a y-range change 22-38 ms -> 8-13 ms for four plots)
 AXIS_DIGITS = 6
-#: a new worker costs ~1 ms per plot (curve + legend entry); a redraw makes at most this many and
-#: leaves the rest to the next pass of the event loop (a 32-worker stack's first redraw: ~65 ms)
-NEW_SERIES_PER_REDRAW = 6
+#: a new curve costs ~1 ms (curve item + legend entry); a redraw makes at most this many and leaves
+#: the rest to a redraw CONTINUE_MS later (a 32-worker stack's first redraw made ~100 at once). A
+#: timer, not singleShot(0): that is a posted event, delivered before any timer in the same pass.
+NEW_CURVES_PER_REDRAW = 12
+CONTINUE_MS = 10
 #: 1 px cosmetic pens take the raster engine's fast path (wider lines cost ~3x per segment)
 PEN_WIDTH = 1.0
 WorkerKey = tuple[str, int]
@@ -358,14 +360,14 @@ class PlotsPanel(QWidget):
         self.latency.retire_missing(lat_keys)
         roles = {(w.node, w.pid): w.role for w in snap.workers}
         ymax = {id(p): 0.0 for p in self.plots}
-        new_series, more = 0, False
+        budget, more = NEW_CURVES_PER_REDRAW, False
         for h in snap.worker_history:
             key: WorkerKey = (h.node, h.pid)
-            if key not in self.cpu.curves and not self.cpu.has_spare():
-                if new_series >= NEW_SERIES_PER_REDRAW:
+            if key not in self.cpu.curves and not self.cpu.has_spare():  # 3 new curves (cpu, rps, rss)
+                if budget < 3:
                     more = True
                     continue
-                new_series += 1
+                budget -= 3
             i = _tail(h.t, start)
             x = h.t[i:] - now
             colour = self.colour(key)
@@ -374,6 +376,11 @@ class PlotsPanel(QWidget):
                                  (self.rss, h.rss_bytes[i:] / 2**20)):
                 ymax[id(plot)] = max(ymax[id(plot)], plot.set_curve(key, name, colour, x, values))
         for nh in snap.node_history:
+            if (nh.node, "p50") not in self.latency.curves and not self.latency.has_spare():
+                if budget < 2:
+                    more = True
+                    continue
+                budget -= 2
             i = _tail(nh.t, start)
             x = nh.t[i:] - now
             colour = self.colour(("node", nh.node))
@@ -382,9 +389,9 @@ class PlotsPanel(QWidget):
                 ymax[id(self.latency)] = max(ymax[id(self.latency)], m)
         for p in self.plots:
             p.drop_spares()
-        if more:  # the other new workers on the next pass (input and timers get their turn first)
+        if more:  # the other new series shortly (input, paint and other timers get their turn first)
             self._dirty = True
-            QTimer.singleShot(0, self._on_timer)
+            QTimer.singleShot(CONTINUE_MS, self._on_timer)
         for p in self.plots:
             p.set_y_max(ymax[id(p)])
         entry = snap.node(self.entry) if self.entry else None

@@ -286,7 +286,7 @@ def test_plots_spread_many_new_workers_over_event_loop_passes(qtbot: Any, tmp_pa
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from stackpanel.qt import plots as plots_mod
 
-    monkeypatch.setattr(plots_mod, "NEW_SERIES_PER_REDRAW", 2)
+    monkeypatch.setattr(plots_mod, "NEW_CURVES_PER_REDRAW", 7)  # two workers' curves (3 each) per pass
     eng = MetricsEngine()
     eng.register_node("app", "gunicorn", tmp_path / "app.log", routes=["-"])
     eng.set_workers("app", sleepers[0], sleepers[1:])
@@ -298,6 +298,7 @@ def test_plots_spread_many_new_workers_over_event_loop_passes(qtbot: Any, tmp_pa
     panel.apply_metrics(snap)
     panel.redraw()
     assert len(panel.cpu.curves) == 2 and len(panel.rss.curves) == 2  # the third waits for the next pass
-    qtbot.waitUntil(lambda: len(panel.cpu.curves) == 3, timeout=2000)
+    assert not panel.latency.curves  # 1 curve left in the budget: the node's two latency curves wait too
+    qtbot.waitUntil(lambda: len(panel.cpu.curves) == 3 and len(panel.latency.curves) == 2, timeout=2000)
     assert set(panel.rps.curves) == {("app", p) for p in sleepers}
     assert len({panel.colour(("app", p)) for p in sleepers}) == 3
