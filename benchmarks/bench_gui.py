@@ -13,7 +13,11 @@
   between two snapshots so nothing is cached. Reports frames/s per time window.
 * jitter: the real MainWindow runs a real stack (``--profile``) through start, load (the core's
   generator at full speed), restart and stop, while a 10 ms QTimer on the GUI thread records how
-  late it fires. Reports max / p99 lateness per phase (the GUI thread must never block > 50 ms).
+  late it fires. Reports max / p99 lateness per phase (the GUI thread must never block > 50 ms)
+  and, to tell blocking from starvation: the GUI thread's CPU share; for ticks > 20 ms late the
+  split of those intervals into on-CPU / run-queue wait (schedstat) / asleep (GIL or idle); CPU per
+  thread; how busy the machine was; garbage collections by generation and thread. ``--cprofile``
+  and ``--catch-slow`` print cProfiles of the GUI thread (per phase / per late tick) to stderr.
 * memory: the panel (plots + graph) fed ``--minutes`` of 1 Hz snapshots of ``--workers`` processes
   (compressed in time, same amount of data and redraws), then RSS of this process.
 """
