@@ -182,6 +182,7 @@ class SessionWorker(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackpanel-gui-op")
+        self._shut_down = False
         self._pending = 0
         self._done.connect(self._on_done)
         self._began.connect(self.started)
@@ -191,6 +192,10 @@ class SessionWorker(QObject):
         return self._pending > 0
 
     def submit(self, name: str, fn: Callable[[], Any]) -> Future[Any]:
+        if self._shut_down:  # a late timer after the window closed: nothing to do any more
+            cancelled: Future[Any] = Future()
+            cancelled.cancel()
+            return cancelled
         self._pending += 1
         if self._pending == 1:
             self.busyChanged.emit(True)
@@ -216,6 +221,7 @@ class SessionWorker(QObject):
             self.busyChanged.emit(False)
 
     def shutdown(self, wait: bool = True) -> None:
+        self._shut_down = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 

@@ -841,6 +841,7 @@ class MainWindow(QMainWindow):
         self.logs.stop()
         self.bridge.detach()
         self.worker.shutdown(wait=True)
+        self._offset_timer.stop()
         self.reader.shutdown(wait=False)
         self.compare.shutdown()
         event.accept()
