@@ -56,10 +56,11 @@ def test_counts_add_up_and_nothing_is_left(tmp_path: Path) -> None:
         assert r.client_requests == r.requests_ok + r.error_responses == 3000
         entry = r.workers_of(r.entry_node)
         assert sum(w.requests for w in entry) == r.server_requests == r.client_requests, r.name
-        # every tier saw every request, spread over the app's 2 workers
+        # every tier saw every request; both app workers are reported (the kernel decides which
+        # of them accepts nginx's pooled connections, so one may serve them all)
         assert all(n == 3000 for n in r.node_requests.values()), r.node_requests
         app = [w for w in r.workers_of("app") if w.role == "worker"]
-        assert len(app) == 2 and all(w.requests > 0 for w in app), app
+        assert len(app) == 2 and sum(w.requests for w in app) == 3000, app
         assert r.app_workers == 2
         assert all(w.cpu_percent is not None for w in r.workers if w.role != "gone")
         assert sum(w.cpu_percent or 0 for w in app) > 5  # the workers really worked
