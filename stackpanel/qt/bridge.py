@@ -49,7 +49,7 @@ class SessionBridge(QObject):
     """Core events and snapshots in, Qt signals (on the GUI thread) out."""
 
     #: every supervisor event, whatever its type
-    event = Signal(object)
+    event = Signal(object)  # type: ignore[assignment]  # shadows QObject.event(); the name reads best
     nodeStateChanged = Signal(object)  # NodeStateChanged
     workersChanged = Signal(object)  # WorkersChanged
     stackStateChanged = Signal(object)  # StackStateChanged

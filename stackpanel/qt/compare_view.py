@@ -66,7 +66,8 @@ class CompareView(QWidget):
         self.connections = QSpinBox(minimum=1, maximum=1024, value=64)
         self.duration = QSpinBox(minimum=1, maximum=600, value=10, suffix=" s")
         self.warmup = QSpinBox(minimum=0, maximum=60, value=2, suffix=" s")
-        self.workers = QSpinBox(minimum=0, maximum=64, value=4, specialValueText="as in each profile")
+        self.workers = QSpinBox(minimum=0, maximum=64, value=4)
+        self.workers.setSpecialValueText("as in each profile")
         self.path = QComboBox(editable=True)
         self.path.addItems(LOAD_PATHS)
         self.run_button = QPushButton("Run comparison")
@@ -131,15 +132,17 @@ class CompareView(QWidget):
         if not profiles:
             self.log.appendPlainText("tick at least one profile")
             return
-        kwargs = dict(connections=self.connections.value(), duration_s=float(self.duration.value()),
-                      warmup_s=float(self.warmup.value()), path=self.path.currentText().strip() or "/",
-                      workers=self.workers.value() or None)
+        connections, duration, warmup = self.connections.value(), float(self.duration.value()), float(
+            self.warmup.value())
+        path, workers = self.path.currentText().strip() or "/", self.workers.value() or None
         self.run_button.setEnabled(False)
         self.save_button.setEnabled(False)
-        self.log.appendPlainText(f"comparing {len(profiles)} profiles: {kwargs}")
+        self.log.appendPlainText(f"comparing {len(profiles)} profiles: {connections} connections, {duration:g} s "
+                                 f"after {warmup:g} s warm-up, GET {path}, app workers {workers or 'as set'}")
         emit = self._progress.line.emit  # called on the worker thread; the signal hops to the GUI
-        self._worker.submit("compare", lambda: compare_profiles(profiles, progress=lambda p: emit(str(p)),
-                                                                **kwargs))
+        self._worker.submit("compare", lambda: compare_profiles(
+            profiles, connections=connections, duration_s=duration, warmup_s=warmup, path=path, workers=workers,
+            progress=lambda p: emit(str(p))))
 
     def _on_progress(self, line: str) -> None:
         self.log.appendPlainText(line)

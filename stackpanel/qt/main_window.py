@@ -169,8 +169,16 @@ class NodeTable(QTableWidget):
                 self.setItem(r, c, QTableWidgetItem(str(text)))
             self._paint_state(r, NodeState.STOPPED)
 
+    def cell(self, row: int, column: int) -> QTableWidgetItem:
+        """The item at row, column (every cell gets one when its row is added)."""
+        item = self.item(row, column)
+        if item is None:
+            item = QTableWidgetItem()
+            self.setItem(row, column, item)
+        return item
+
     def _paint_state(self, row: int, state: str) -> None:
-        item = self.item(row, 2)
+        item = self.cell(row, 2)
         item.setText(str(state))
         item.setForeground(state_colour(state))
         f = item.font()
@@ -182,15 +190,15 @@ class NodeTable(QTableWidget):
         if r is None:
             return
         self._paint_state(r, state)
-        self.item(r, 3).setText(str(pid) if pid else "")
+        self.cell(r, 3).setText(str(pid) if pid else "")
         if state in (NodeState.STOPPED, NodeState.FAILED):
-            self.item(r, 4).setText("")
+            self.cell(r, 4).setText("")
 
     def set_workers(self, name: str, pids: tuple[int, ...]) -> None:
         r = self.rows.get(name)
         if r is not None:
-            self.item(r, 4).setText(str(len(pids)) if pids else "")
-            self.item(r, 4).setToolTip(", ".join(str(p) for p in pids))
+            self.cell(r, 4).setText(str(len(pids)) if pids else "")
+            self.cell(r, 4).setToolTip(", ".join(str(p) for p in pids))
 
     def apply_snapshot(self, snap: StackSnapshot) -> None:
         for n in snap.nodes:
@@ -198,18 +206,18 @@ class NodeTable(QTableWidget):
             self.set_workers(n.name, n.worker_pids)
             r = self.rows.get(n.name)
             if r is not None:
-                self.item(r, 6).setText(str(n.restarts))
-                self.item(r, 2).setToolTip(n.reason)
+                self.cell(r, 6).setText(str(n.restarts))
+                self.cell(r, 2).setToolTip(n.reason)
 
     def state_of(self, name: str) -> str:
         r = self.rows[name]
-        return self.item(r, 2).text()
+        return self.cell(r, 2).text()
 
     def selected_node(self) -> str | None:
         rows = self.selectionModel().selectedRows()
         if not rows:
             return None
-        return self.item(rows[0].row(), 0).text()
+        return self.cell(rows[0].row(), 0).text()
 
     def select_node(self, name: str) -> None:
         r = self.rows.get(name)
@@ -239,7 +247,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self._wire()
         self._restore_settings()
-        self.refresh_profiles(select=initial_profile or self.settings.value("profile", DEFAULT_PROFILE, str))
+        self.refresh_profiles(select=initial_profile or str(self.settings.value("profile", DEFAULT_PROFILE, str)))
         self._update_controls()
 
     # ------------------------------------------------------------------ UI
@@ -399,9 +407,9 @@ class MainWindow(QMainWindow):
             v = s.value(f"splitter/{split.objectName()}")
             if isinstance(v, QByteArray):
                 split.restoreState(v)
-        self.plots.set_window(float(s.value("plots/window", 300)))
+        self.plots.set_window(float(str(s.value("plots/window", 300))))
         self.offset_spin.blockSignals(True)
-        self.offset_spin.setValue(int(s.value("portOffset", 0)))
+        self.offset_spin.setValue(int(str(s.value("portOffset", 0))))
         self.offset_spin.blockSignals(False)
         theme = str(s.value("theme", "system"))
         for a in self.theme_group.actions():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     w.resize(width, height)
     w.show()
     t0 = time.monotonic()
-    phase = {"name": "load-profile"}
+    phase: dict[str, Any] = {"name": "load-profile"}
 
     def step() -> None:
         loaded = w.loaded
