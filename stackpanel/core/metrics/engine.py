@@ -39,6 +39,7 @@ from stackpanel.core.metrics.ringbuffer import (
     capacity_for,
 )
 from stackpanel.core.metrics.sampler import ProcessSample, ProcessSampler, Role
+from stackpanel.core.pubsub import Subscribers
 
 log = logging.getLogger("stackpanel.metrics")
 
@@ -277,7 +278,7 @@ class MetricsEngine:
         self._tick_lock = threading.Lock()  # one tick at a time; node (un)registration
         self._nodes: dict[str, _NodeState] = {}
         self._worker_rings: dict[tuple[str, int], TimeSeriesRing] = {}
-        self._subscribers: list[Callable[[MetricsSnapshot], None]] = []
+        self._subscribers: Subscribers[MetricsSnapshot] = Subscribers()
         self._last_tick: float | None = None
         self._latest = EMPTY_SNAPSHOT
         self._thread: threading.Thread | None = None
@@ -337,15 +338,7 @@ class MetricsEngine:
 
     def subscribe(self, callback: Callable[[MetricsSnapshot], None]) -> Callable[[], None]:
         """Call ``callback(snapshot)`` after every tick (on the ticking thread). Returns unsubscribe."""
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def snapshot(self) -> MetricsSnapshot:
         """The snapshot of the latest tick (``EMPTY_SNAPSHOT`` before the first)."""
@@ -360,12 +353,7 @@ class MetricsEngine:
             snap = self._tick(self._clock() if now is None else now)
             with self._lock:
                 self._latest = snap
-                subscribers = list(self._subscribers)
-        for cb in subscribers:
-            try:
-                cb(snap)
-            except Exception:
-                log.exception("metrics subscriber %r failed", cb)
+        self._subscribers.publish(snap)  # outside every engine lock
         return snap
 
     def _tick(self, now: float) -> MetricsSnapshot:
