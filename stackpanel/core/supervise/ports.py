@@ -104,7 +104,8 @@ def _holder(pid: int | None, addr: str) -> PortHolder:
         with p.oneshot():
             name = p.name()
             try:
-                cmd = " ".join(p.cmdline()).strip()  # nginx pads its process title
+                # one line: nginx pads its process title, `python -c` scripts carry newlines
+                cmd = " ".join(" ".join(p.cmdline()).split())
             except psutil.Error:
                 cmd = ""
             try:

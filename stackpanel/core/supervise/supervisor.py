@@ -194,7 +194,7 @@ class Supervisor:
             self._subscribers.publish(StackStateChanged(state, reason))
 
     def _message(self, level: str, text: str) -> None:
-        getattr(log, level if level != "error" else "error")(text)
+        log.info("%s: %s", level, text)  # subscribers show it to people; the log keeps a trace
         self._subscribers.publish(StackMessage(level, text))
 
     # ------------------------------------------------------------------ start
@@ -454,9 +454,11 @@ class Supervisor:
                     node.timer = None
             if any(n.proc is not None for n in self._nodes.values()):
                 self._set_stack_state(StackState.STOPPING)
+        ours = [(n.spec.host, n.spec.port) for n in self._nodes.values() if n.proc is not None]
         for name in reversed(list(self.stack.nodes)):
             self._stop_node(self._nodes[name])
-        leftover = wait_ports_free([(n.spec.host, n.spec.port) for n in self._nodes.values()], timeout=2.0)
+        # only the ports our processes held: one taken by someone else before the start is not news
+        leftover = wait_ports_free(ours, timeout=2.0) if ours else []
         for conflict in leftover:
             self._message("warning", f"after stop: {conflict}")
         self._set_stack_state(final, reason)
