@@ -1,11 +1,11 @@
 """The main window over real profiles; the end-to-end test runs the real nginx + uvicorn stack."""
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 from typing import Any
 
-import psutil
 import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
@@ -13,9 +13,9 @@ from PySide6.QtWidgets import QMessageBox
 from stackpanel.core.metrics import MetricsSnapshot
 from stackpanel.core.profiles.library import user_dir
 from stackpanel.core.supervise.events import NodeState, StackState
+from stackpanel.core.supervise.ports import free_port_offset
+from stackpanel.core.supervise.process import alive_pids
 from stackpanel.qt.main_window import MainWindow
-
-from ..conftest import free_ports
 
 pytestmark = pytest.mark.gui
 
@@ -88,32 +88,10 @@ def test_last_profile_and_port_offset_are_remembered(qtbot: Any, settings: QSett
 
 
 def _offset_for(ports: tuple[int, ...] = (8000, 8080)) -> int:
-    for _ in range(100):
-        base = free_ports(1)[0]
-        offset = base - ports[-1]
-        if offset <= 0:
-            continue
-        ok = True
-        for p in ports:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p + offset))
-                except OSError:
-                    ok = False
-        if ok:
-            return offset
-    raise RuntimeError("no free port offset")
+    return free_port_offset(ports)
 
 
-def _alive(pids: set[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+_alive = alive_pids
 
 
 @pytest.mark.integration
@@ -171,3 +149,58 @@ def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))  # free again
+
+
+def _message_box(w: MainWindow, title: str) -> QMessageBox | None:
+    return next((b for b in w.findChildren(QMessageBox) if b.windowTitle() == title and b.isVisible()), None)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_port_conflict_names_the_holder_and_offers_a_free_offset(qtbot: Any, settings: QSettings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    offset = _offset_for()
+    w = open_window(qtbot, settings, "uvicorn-workers")
+    w.offset_spin.setValue(offset)
+    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.port_offset == offset, timeout=10_000)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 8000 + offset))
+    holder.listen()
+    try:
+        w.start_stack()
+        qtbot.waitUntil(lambda: _message_box(w, "Port already in use") is not None, timeout=30_000)
+        box = _message_box(w, "Port already in use")
+        assert box is not None
+        assert f"port {8000 + offset} on 127.0.0.1 is taken by pid {os.getpid()}" in box.informativeText()
+        retry = next(b for b in box.buttons() if b.text().startswith("Start with port offset"))
+        assert w.stack_state != StackState.RUNNING  # nothing was started
+        retry.click()  # moves the stack to the offered offset and starts it
+        qtbot.waitUntil(lambda: w.stack_state == StackState.RUNNING, timeout=90_000)
+        assert w.offset_spin.value() != offset
+    finally:
+        holder.close()
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+        w.close()
+        qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
+    assert w.stack_state == StackState.STOPPED
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_failed_start_shows_the_node_and_its_last_lines(qtbot: Any, settings: QSettings, tmp_path: Any) -> None:
+    offset = _offset_for((8000,))
+    (tmp_path / "crashy.py").write_text("raise SystemExit('config file missing: /etc/crashy.toml')\n")
+    user_dir().mkdir(parents=True, exist_ok=True)
+    (user_dir() / "crashy.yaml").write_text(
+        f"version: 1\nname: crashy\nnodes:\n  app:\n    kind: uvicorn\n    port: {8000 + offset}\n"
+        f"    app: {{module: 'crashy:app', working_dir: '{tmp_path}'}}\n    availability: {{restart: 'no'}}\n")
+    w = open_window(qtbot, settings, "crashy")
+    w.start_stack()
+    qtbot.waitUntil(lambda: _message_box(w, "The stack did not start") is not None, timeout=60_000)
+    box = _message_box(w, "The stack did not start")
+    assert box is not None
+    assert "Node <b>app</b> did not start" in box.text() and "while starting" in box.text()
+    assert "config file missing" in box.detailedText()
+    assert w.stack_state in (StackState.FAILED, StackState.STOPPED)
+    box.close()
+    w.close()
