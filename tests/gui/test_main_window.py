@@ -41,6 +41,14 @@ def open_window(qtbot: Any, settings: QSettings, profile: str | None = None) -> 
     return w
 
 
+def open_at_offset(qtbot: Any, settings: QSettings, profile: str, offset: int) -> MainWindow:
+    """The window with `profile` loaded and every port shifted by `offset`."""
+    w = open_window(qtbot, settings, profile)
+    w.offset_spin.setValue(offset)
+    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.port_offset == offset, timeout=10_000)
+    return w
+
+
 def test_broken_profile_shows_every_problem_with_file_line_and_fix(qtbot: Any, settings: QSettings) -> None:
     d = user_dir()
     d.mkdir(parents=True)
@@ -99,9 +107,7 @@ _alive = alive_pids
 def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     offset = _offset_for()
-    w = open_window(qtbot, settings, "nginx-uvicorn")
-    w.offset_spin.setValue(offset)
-    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.port_offset == offset, timeout=10_000)
+    w = open_at_offset(qtbot, settings, "nginx-uvicorn", offset)
     snaps: list[MetricsSnapshot] = []
     w.bridge.metrics.connect(snaps.append)
     try:
@@ -160,9 +166,7 @@ def _message_box(w: MainWindow, title: str) -> QMessageBox | None:
 def test_port_conflict_names_the_holder_and_offers_a_free_offset(qtbot: Any, settings: QSettings,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     offset = _offset_for()
-    w = open_window(qtbot, settings, "uvicorn-workers")
-    w.offset_spin.setValue(offset)
-    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.port_offset == offset, timeout=10_000)
+    w = open_at_offset(qtbot, settings, "uvicorn-workers", offset)
     holder = socket.socket()
     holder.bind(("127.0.0.1", 8000 + offset))
     holder.listen()
