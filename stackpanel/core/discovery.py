@@ -72,7 +72,7 @@ PIP_REQUIREMENTS: Mapping[str, str] = {
 #: The Apache modules stackpanel's rendered httpd.conf uses (the doctor checks them).
 STACKPANEL_APACHE_MODULES: tuple[str, ...] = (
     "mpm_event", "unixd", "authz_core", "log_config", "mime", "dir", "alias",
-    "env", "setenvif", "headers", "unique_id", "proxy", "proxy_http",
+    "env", "setenvif", "headers", "unique_id", "proxy", "proxy_http", "reqtimeout",
 )
 
 #: Directories searched after $PATH (servers live in sbin, which a normal user's PATH may lack).

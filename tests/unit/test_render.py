@@ -28,7 +28,7 @@ APACHE = ApacheInfo(
     modules_dir=Path("/usr/lib/apache2/modules"),
     compiled_in=("core", "so", "watchdog", "http_core", "log_config", "logio", "version", "unixd"),
     available=frozenset({"mpm_event", "authz_core", "mime", "dir", "alias", "setenvif", "proxy", "proxy_http",
-                         "headers", "unique_id", "env"}),
+                         "headers", "unique_id", "env", "reqtimeout"}),
     mime_types=Path("/etc/mime.types"),
 )
 
@@ -98,7 +98,7 @@ def test_apache_as_root_sets_user_and_group(tmp_path: Path) -> None:
 def test_nginx_split_routes_and_route_tags(tmp_path: Path) -> None:
     stack = render_builtin("nginx-split", tmp_path)
     edge = conf_text(stack.nodes["edge"])
-    assert "location /api {\n            set $sp_route app;\n            proxy_pass http://sp_app;" in edge
+    assert "location \"/api\" {\n            set $sp_route app;\n            proxy_pass http://sp_app;" in edge
     assert "location / {\n            set $sp_route site;\n            proxy_pass http://sp_site;" in edge
     site = conf_text(stack.nodes["site"])
     assert "ProxyPass" not in site and "LoadModule proxy_module" not in site

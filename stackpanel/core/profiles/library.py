@@ -7,6 +7,7 @@ from pathlib import Path
 import platformdirs
 
 from stackpanel.core.errors import ProfileError, ProfileProblem
+from stackpanel.core.fsutil import is_file
 
 DEFAULT_PROFILE = "nginx-uvicorn"
 
@@ -38,12 +39,12 @@ def list_profiles() -> list[ProfileEntry]:
 def resolve_profile(name_or_path: str) -> Path:
     """A path to an existing file, or the name of a user or built-in profile (user ones win)."""
     path = Path(name_or_path).expanduser()
-    if path.is_file():
+    if is_file(path):
         return path
     stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
     for directory in (user_dir(), builtin_dir()):
         candidate = directory / f"{stem}.yaml"
-        if candidate.is_file():
+        if is_file(candidate):
             return candidate
     names = ", ".join(e.name for e in list_profiles())
     raise ProfileError([ProfileProblem(path, 0, 0, "no such profile file or profile name",

@@ -7,98 +7,18 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from stackpanel.core.errors import ProfileError, ProfileProblem
 from stackpanel.core.profiles.schema import NODE_MODELS, Profile
+from stackpanel.core.profiles.sourcemap import Loc, SourceMap
+from stackpanel.core.profiles.validators import validate_profile
+from stackpanel.core.profiles.yamlsource import parse_yaml, read_profile_text
 
-Loc = tuple[Any, ...]
-
-
-@dataclass
-class SourceMap:
-    """Where each value (and each mapping key) of a YAML document sits: loc → (line, column)."""
-
-    file: Path
-    values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
-
-    def where(self, loc: Loc, prefer_key: bool = False) -> tuple[int, int]:
-        loc = tuple(loc)
-        while True:
-            table = (self.keys, self.values) if prefer_key else (self.values, self.keys)
-            for t in table:
-                if loc in t:
-                    return t[loc]
-            if not loc:
-                return (1, 1)
-            loc = loc[:-1]
-            prefer_key = False
-
-    def problem(self, loc: Loc, message: str, hint: str = "", prefer_key: bool = False) -> ProfileProblem:
-        line, col = self.where(loc, prefer_key)
-        return ProfileProblem(self.file, line, col, message, hint)
-
-
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
-
-
-class _Builder:
-    """Turns a composed YAML node tree into plain data while recording every position."""
-
-    def __init__(self, smap: SourceMap):
-        self.smap = smap
-        self.problems: list[ProfileProblem] = []
-        self._scalars = yaml.SafeLoader("")
-
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.smap.values[loc] = _mark(node)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.build(key_node, loc + ("<key>",))
-                if not isinstance(key, (str, int, float, bool)) or key is None:
-                    self.problems.append(self.smap.problem(loc, "a mapping key must be a plain word"))
-                    continue
-                if key in out:
-                    line, col = _mark(key_node)
-                    self.problems.append(
-                        ProfileProblem(self.smap.file, line, col, f"duplicate key {key!r}",
-                                       "each key may appear once in a mapping; remove or merge one of them")
-                    )
-                self.smap.keys[loc + (key,)] = _mark(key_node)
-                out[key] = self.build(value_node, loc + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]
-        return self._scalars.construct_object(node, deep=True)
-
-
-def parse_yaml(text: str, file: Path) -> tuple[Any, SourceMap]:
-    smap = SourceMap(file)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or str(exc)
-        raise ProfileError([ProfileProblem(file, line, col, f"not valid YAML: {what}",
-                                           "check indentation and quoting around this spot")]) from None
-    if root is None:
-        raise ProfileError([ProfileProblem(file, 1, 1, "the file is empty",
-                                           "start with `version: 1`, `name:` and `nodes:`")])
-    builder = _Builder(smap)
-    data = builder.build(root, ())
-    if builder.problems:
-        raise ProfileError(builder.problems)
-    return data, smap
-
+__all__ = ["load_profile", "load_profile_text", "parse_yaml", "problems_from_validation"]
 
 # ---------------------------------------------------------------- pydantic errors → problems
 
@@ -116,7 +36,8 @@ def _model_at(loc: Loc, data: Any) -> type[BaseModel] | None:
             if i + 1 >= len(loc):
                 return None
             name = loc[i + 1]
-            value = (value or {}).get("nodes", {}).get(name, {})
+            nodes = value.get("nodes") if isinstance(value, dict) else None
+            value = nodes.get(name) if isinstance(nodes, dict) else None
             model = NODE_MODELS.get(str(value.get("kind"))) if isinstance(value, dict) else None
             i += 2
             continue
@@ -223,8 +144,6 @@ def _hint_for(typ: str, err: Any) -> str:
 
 def load_profile_text(text: str, file: Path, port_offset: int = 0, check_files: bool = True) -> Profile:
     """Parse and validate a profile; raise ProfileError listing every problem found."""
-    from stackpanel.core.profiles.validators import validate_profile
-
     data, smap = parse_yaml(text, file)
     if not isinstance(data, dict):
         raise ProfileError([smap.problem((), "a profile must be a mapping",
@@ -241,11 +160,4 @@ def load_profile_text(text: str, file: Path, port_offset: int = 0, check_files: 
 
 def load_profile(path: str | Path, port_offset: int = 0, check_files: bool = True) -> Profile:
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError([ProfileProblem(file, 0, 0, "no such profile file",
-                                           "check the path, or run `stackpanel validate profiles/*.yaml`")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError([ProfileProblem(file, 0, 0, f"cannot read the profile: {exc}")]) from None
-    return load_profile_text(text, file, port_offset=port_offset, check_files=check_files)
+    return load_profile_text(read_profile_text(file), file, port_offset=port_offset, check_files=check_files)

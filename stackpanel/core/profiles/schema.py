@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from stackpanel.core.fsutil import is_dir
+
 NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn"]
 PROXY_KINDS: tuple[str, ...] = ("nginx", "apache")
 APP_SERVER_KINDS: tuple[str, ...] = ("gunicorn", "uvicorn")
@@ -26,6 +28,37 @@ NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A DNS name a proxy answers to (``*.`` allowed as the first label), lower case.
+HOST_NAME_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+#: Names every proxy answers to: a browser sends these for loopback, and no DNS answer can make
+#: a page on another site send them (the defence against DNS rebinding).
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
+
+#: Variables the servers read as extra options: set in a profile (or inherited from the shell
+#: that runs stackpanel) they would change a command line behind the profile's back, e.g.
+#: GUNICORN_CMD_ARGS=--daemon detaches gunicorn from its supervisor. Refused in profiles and
+#: removed from the environment the servers start with.
+SERVER_CONTROL_ENV: tuple[str, ...] = (
+    "GUNICORN_CMD_ARGS",  # gunicorn: extra command-line options
+    "WEB_CONCURRENCY",  # gunicorn and uvicorn: worker count
+    "NGINX",  # nginx: inherited listening sockets (binary upgrade)
+    "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",  # socket activation (gunicorn binds them)
+    "PYTHONINSPECT",  # python: stays in an interactive prompt after the server exits
+)
+SERVER_CONTROL_ENV_PREFIXES: tuple[str, ...] = ("UVICORN_",)  # uvicorn: every option as UVICORN_<NAME>
+
+
+def is_server_control_env(name: str) -> bool:
+    return name in SERVER_CONTROL_ENV or name.startswith(SERVER_CONTROL_ENV_PREFIXES)
+
+
+#: Directories a static route may never serve: the whole system, its configuration, a home.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var",
+    "/Users", "/Library", "/System", "/Applications", "/Volumes", "/private",
+})
+SYSTEM_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot")
 # Characters a config file path may not contain: they could end a quoted string or start a
 # variable/directive in nginx or Apache syntax.
 UNSAFE_PATH_CHARS = set("\"'`\\$;{}%#<>*?[]|&") | {chr(c) for c in range(32)} | {"\x7f"}
@@ -56,6 +89,58 @@ def _resolve_against_profile(value: str, info: ValidationInfo) -> str:
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
     return str(path.resolve()) if base is not None else str(path)
+
+
+def check_host(value: str) -> str:
+    """An IP literal in canonical form; no zone id (its text would reach the configs unchecked)."""
+    if value == "localhost":
+        return "127.0.0.1"
+    if "%" in value:
+        raise ValueError(f"{value!r} has a zone id (%...): link-local addresses are not supported; "
+                         "write e.g. 127.0.0.1 or ::1")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address; write e.g. 127.0.0.1 or ::1") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1, and binds as such everywhere
+    return str(ip)
+
+
+def is_loopback(host: str) -> bool:
+    return ipaddress.ip_address(host).is_loopback
+
+
+def check_host_name(value: str) -> str:
+    name = value.lower()
+    if name.startswith("[") and name.endswith("]"):
+        return f"[{check_host(name[1:-1])}]" if ":" in name else _bad_name(value)
+    try:
+        ip = ipaddress.ip_address(name)
+        return f"[{ip}]" if ip.version == 6 else str(ip)
+    except ValueError:
+        pass
+    if len(name) > 253 or not HOST_NAME_RE.fullmatch(name):
+        _bad_name(value)
+    return name
+
+
+def _bad_name(value: str) -> str:
+    raise ValueError(f"{value!r} is not a host name: use letters, digits and '-' in dot-separated labels "
+                     "(e.g. myapp.localhost), optionally starting with '*.'")
+
+
+def check_static_dir(path: str) -> str:
+    """Refuse to publish the system, its configuration or a home directory as static files."""
+    p = Path(path)
+    home = Path.home().resolve() if Path.home().is_absolute() else None
+    if str(p) in SYSTEM_DIRS or any(p.is_relative_to(t) for t in SYSTEM_TREES):
+        raise ValueError(f"static directory {path} is a system directory; serving it would publish the "
+                         "machine's files: point `static:` at your site's own directory")
+    if home is not None and (p == home or home.is_relative_to(p)):
+        raise ValueError(f"static directory {path} is (or contains) your home directory, with your keys "
+                         "and settings: point `static:` at your site's own directory")
+    return path
 
 
 class StrictModel(BaseModel):
@@ -93,6 +178,11 @@ class AppSpec(StrictModel):
         for key, value in v.items():
             if not ENV_NAME_RE.fullmatch(key):
                 raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if is_server_control_env(key):
+                raise ValueError(
+                    f"{key} is read by the servers as extra options and would change their command line "
+                    "behind the profile's back (e.g. GUNICORN_CMD_ARGS=--daemon leaves an orphan); "
+                    "set the node's own keys instead (workers, threads, ...)")
             if "\x00" in value:
                 raise ValueError(f"environment variable {key} contains a NUL byte")
         return v
@@ -103,7 +193,7 @@ class AppSpec(StrictModel):
         if self.python is None:
             return sys.executable
         p = Path(self.python)
-        return str(p / "bin" / "python") if p.is_dir() else str(p)
+        return str(p / "bin" / "python") if is_dir(p) else str(p)
 
 
 class HttpGet(StrictModel):
@@ -159,6 +249,9 @@ class Route(StrictModel):
     path: str
     to: str | None = None
     static: str | None = None
+    follow_symlinks: bool = Field(
+        default=False, description="static only: follow symbolic links inside the directory (off: a link "
+        "out of the directory could publish any file)")
 
     @field_validator("path")
     @classmethod
@@ -168,12 +261,14 @@ class Route(StrictModel):
     @field_validator("static")
     @classmethod
     def _static(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return None if v is None else _resolve_against_profile(check_config_path(v), info)
+        return None if v is None else check_static_dir(_resolve_against_profile(check_config_path(v), info))
 
     @model_validator(mode="after")
     def _one_target(self) -> Route:
         if (self.to is None) == (self.static is None):
             raise ValueError("a route needs exactly one of `to: <node>` or `static: <directory>`")
+        if self.follow_symlinks and self.static is None:
+            raise ValueError("follow_symlinks applies to static routes only; remove it here")
         return self
 
     @property
@@ -185,6 +280,7 @@ class Route(StrictModel):
 class NodeBase(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
+    expose: bool = Field(default=False, description="allow a host beyond loopback (reachable from the network)")
     workers: int = Field(default=1, ge=1, le=64)
     depends_on: list[str] = Field(default_factory=list)
     keepalive_timeout_seconds: float = Field(
@@ -197,12 +293,19 @@ class NodeBase(StrictModel):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if v == "localhost":
-            return "127.0.0.1"
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address; write e.g. 127.0.0.1 or ::1") from None
+        return check_host(v)
+
+    @model_validator(mode="after")
+    def _exposure_opted_in(self) -> NodeBase:
+        if not self.expose and not is_loopback(self.host):
+            where = "every network interface" if ipaddress.ip_address(self.host).is_unspecified else "the network"
+            raise ValueError(f"host {self.host} listens on {where}: other machines could reach this node; "
+                             "use 127.0.0.1 (or ::1), or add `expose: true` to this node if you mean it")
+        return self
+
+    @property
+    def is_exposed(self) -> bool:
+        return not is_loopback(self.host)
 
     @property
     def url_host(self) -> str:
@@ -224,6 +327,14 @@ class NodeBase(StrictModel):
 
 class ProxyNode(NodeBase):
     routes: list[Route] = Field(min_length=1)
+    server_names: list[str] = Field(
+        default_factory=list, description="host names this proxy answers to besides localhost, *.localhost, "
+        "127.0.0.1 and [::1]; any other Host gets 421 (DNS rebinding)")
+
+    @field_validator("server_names")
+    @classmethod
+    def _server_names(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(check_host_name(n) for n in v))
 
     @field_validator("routes")
     @classmethod
@@ -375,6 +486,25 @@ class Profile(StrictModel):
         for name in self.nodes:
             visit(name)
         return order
+
+    def accepted_host_names(self, name: str) -> list[str]:
+        """The Host names proxy `name` answers to: loopback names, its own bind address when exposed,
+        its server_names, and those of every proxy in front of it (they forward the client's Host)."""
+        names = list(LOOPBACK_NAMES)
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            node = self.nodes[current]
+            if node.is_exposed and not ipaddress.ip_address(node.host).is_unspecified:
+                names.append(node.url_host)
+            if isinstance(node, ProxyNode):
+                names.extend(node.server_names)
+            todo.extend(e.source for e in self.edges() if e.target == current)
+        return list(dict.fromkeys(names))
 
     def kinds(self) -> set[str]:
         return {n.kind for n in self.nodes.values()}

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stackpanel.core.errors import ProfileProblem
-from stackpanel.core.profiles.loader import SourceMap
+from stackpanel.core.fsutil import is_dir, is_file
 from stackpanel.core.profiles.schema import AppServerNode, Profile, ProxyNode
+from stackpanel.core.profiles.sourcemap import SourceMap
 
 
 def _is_wildcard(host: str) -> bool:
@@ -112,7 +113,7 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
     for name, node in profile.nodes.items():
         if isinstance(node, ProxyNode):
             for i, route in enumerate(node.routes):
-                if route.static is not None and not Path(route.static).is_dir():
+                if route.static is not None and not is_dir(route.static):
                     problems.append(smap.problem(("nodes", name, "routes", i, "static"),
                                                  f"static directory {route.static} does not exist",
                                                  "create it, or point `static:` at an existing directory "
@@ -120,11 +121,11 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
         if isinstance(node, AppServerNode):
             app = node.app
             loc = ("nodes", name, "app")
-            if app.working_dir is not None and not Path(app.working_dir).is_dir():
+            if app.working_dir is not None and not is_dir(app.working_dir):
                 problems.append(smap.problem(loc + ("working_dir",), f"working_dir {app.working_dir} does not exist",
                                              "point it at the directory that holds your app"))
                 continue
-            if not Path(app.interpreter).is_file():
+            if not is_file(app.interpreter):
                 problems.append(smap.problem(loc + ("python",), f"no Python interpreter at {app.interpreter}",
                                              "give the interpreter (…/bin/python) or the venv directory"))
                 continue

@@ -116,8 +116,12 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     workdir = _workdir(node)
     uvicorn_workers = node.effective_worker_class == "uvicorn"
     log_conf = paths.conf_dir / f"gunicorn-{name}.logging.json"
+    # Without --config gunicorn executes a gunicorn.conf.py found in the app's directory, which
+    # could rebind, daemonize or add hooks behind the profile's back: pin an empty one.
+    py_conf = paths.conf_dir / f"gunicorn-{name}.conf.py"
     argv = [
         node.app.interpreter, "-m", "gunicorn", node.app.module,
+        "--config", str(py_conf),
         "--bind", node.address,
         "--workers", str(node.workers),
         "--worker-class", UVICORN_WORKER_CLASS if uvicorn_workers else "sync",
@@ -137,7 +141,8 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
             argv += ["--threads", str(node.threads)]
     return RenderedNode(
         name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
-        files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n"},
+        files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
+               py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n"},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import shlex
 import signal
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from stackpanel.core.errors import RenderError
-from stackpanel.core.profiles.schema import UNSAFE_PATH_CHARS
+from stackpanel.core.profiles.schema import UNSAFE_PATH_CHARS, is_server_control_env
 
 #: Unprivileged account the servers' workers switch to when stackpanel runs as root.
 UNPRIVILEGED_USER = "nobody"
@@ -32,16 +33,41 @@ def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+#: A bare config word: addresses (127.0.0.1:8080, [::1]:8080), host names (*.localhost), node names.
+_WORD_RE = re.compile(r"^[A-Za-z0-9._:*\[\]-]+$")
+
+
 def quote(value: object) -> str:
     """Double-quote a string for nginx or Apache, refusing anything that could escape the quotes.
 
-    The profile schema already restricts these strings; this is the second, independent guard.
+    Every string a template writes goes through this filter (``| q``) or ``word`` below: the
+    profile schema already restricts these strings; this is the second, independent guard.
     """
     text = str(value)
     bad = {c for c in text if c in UNSAFE_PATH_CHARS}
-    if bad:
+    if bad or not text:
         raise RenderError(f"refusing to write {text!r} into a server config: it contains {sorted(bad)}")
     return f'"{text}"'
+
+
+def uri_regex(path: object) -> str:
+    """A regex (for a quoted Apache argument) matching a schema-validated URL path prefix.
+
+    The path charset is letters, digits and ``. _ ~ - /``: '.' is the only regex metacharacter,
+    written as ``[.]`` because a backslash may not appear in a rendered config.
+    """
+    text = str(path)
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", text):
+        raise RenderError(f"refusing to write {text!r} into a server config: not a URL path")
+    return text.replace(".", "[.]")
+
+
+def word(value: object) -> str:
+    """A value written unquoted (``| word``): only characters that cannot end or start a directive."""
+    text = str(value)
+    if not _WORD_RE.fullmatch(text):
+        raise RenderError(f"refusing to write {text!r} into a server config: not a plain address or name")
+    return text
 
 
 @dataclass(frozen=True)
@@ -111,6 +137,11 @@ class RenderedNode:
     #: of those, the ones the server's unprivileged workers must be able to write.
     writable_dirs: tuple[Path, ...] = ()
 
+    def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The process environment: the inherited one without the variables that would change the
+        server's command line behind the profile's back (SERVER_CONTROL_ENV), plus the node's own."""
+        return {k: v for k, v in inherited.items() if not is_server_control_env(k)} | dict(self.env)
+
     @property
     def command_line(self) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
@@ -133,4 +164,6 @@ def template_env() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["q"] = quote
+    env.filters["word"] = word
+    env.filters["uri_regex"] = uri_regex
     return env

@@ -1,7 +1,6 @@
 """nginx.conf and httpd.conf for the proxy nodes of a profile."""
 from __future__ import annotations
 
-import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,8 @@ from stackpanel.core.profiles.schema import ApacheNode, NginxNode, Profile, Prox
 from stackpanel.core.render.common import RenderedNode, RunPaths, template_env
 
 #: Apache modules a rendered httpd.conf uses (compiled-in ones are skipped by ApacheInfo).
-APACHE_BASE_MODULES = ("mpm_event", "authz_core", "unixd", "log_config", "mime", "dir", "alias", "setenvif")
+APACHE_BASE_MODULES = ("mpm_event", "authz_core", "unixd", "log_config", "mime", "dir", "alias", "setenvif",
+                       "reqtimeout")
 APACHE_PROXY_MODULES = ("proxy", "proxy_http", "headers", "unique_id")
 
 
@@ -34,6 +34,23 @@ class _Upstream:
     idle_seconds: int
 
 
+@dataclass(frozen=True)
+class _NginxRoute:
+    path: str
+    to: str | None
+    static: str | None
+    follow_symlinks: bool
+
+    @property
+    def location(self) -> str:
+        """A static prefix always ends in '/' (see the off-by-slash note in the template)."""
+        return self.path if self.to or self.path.endswith("/") else self.path + "/"
+
+    @property
+    def bare(self) -> str:
+        return self.path.rstrip("/") or "/"
+
+
 def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, nginx: NginxInfo,
                  as_root: bool, user: str, group: str) -> RenderedNode:
     targets = list(dict.fromkeys(r.to for r in node.routes if r.to is not None))
@@ -52,7 +69,9 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
     tmp = paths.node_tmp(name)
     conf = paths.conf_dir / f"nginx-{name}.conf"
     text = template_env().get_template("nginx.conf.j2").render(
-        name=name, node=node, paths=paths, tmp=tmp, routes=node.routes, upstreams=upstreams,
+        name=name, node=node, paths=paths, tmp=tmp, upstreams=upstreams,
+        routes=[_NginxRoute(r.path, r.to, r.static, r.follow_symlinks) for r in node.routes],
+        server_names=profile.accepted_host_names(name),
         user=user if as_root else None, group=group, shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         log_format=logformat.NGINX_LOG_FORMAT,
     )
@@ -77,8 +96,8 @@ class _ApacheRoute:
     path: str
     to: str | None
     static: str | None
+    follow_symlinks: bool
     target: str
-    regex: str
     address: str
     idle_seconds: int
 
@@ -87,9 +106,7 @@ def _apache_routes(profile: Profile, node: ProxyNode) -> list[_ApacheRoute]:
     out = []
     for r in node.routes:
         out.append(_ApacheRoute(
-            path=r.path, to=r.to, static=r.static, target=r.target,
-            # The path charset is restricted by the schema; '.' is the only regex metacharacter left.
-            regex=re.escape(r.path),
+            path=r.path, to=r.to, static=r.static, follow_symlinks=r.follow_symlinks, target=r.target,
             address=profile.nodes[r.to].address if r.to else "",
             idle_seconds=upstream_idle_seconds(profile, r.to) if r.to else 0,
         ))
@@ -101,7 +118,9 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
     routes = _apache_routes(profile, node)
     proxied = any(r.to for r in routes)
     modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ())
-    root_static = next((r.static for r in routes if r.static and r.path == "/"), None)
+    root_route = next((r for r in routes if r.static and r.path == "/"), None)
+    root_static = root_route.static if root_route else None
+    names = profile.accepted_host_names(name)
     document_root = Path(root_static) if root_static else paths.root / "htdocs"
     conf = paths.conf_dir / f"httpd-{name}.conf"
     by_length = sorted(routes, key=lambda r: len(r.path))
@@ -112,6 +131,8 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         log_format=logformat.APACHE_LOG_FORMAT.replace('"', '\\"'),
         shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         mime_types=apache.mime_types, document_root=document_root,
+        root_follow_symlinks=root_route.follow_symlinks if root_route else False,
+        exact_names=[n for n in names if not n.startswith("*")], wildcard_names=[n for n in names if n.startswith("*")],
         static_aliases=[r for r in routes if r.static and r.path != "/"],
         routes_shortest_first=by_length,
         routes_longest_first=[r for r in reversed(by_length) if r.to or proxied],

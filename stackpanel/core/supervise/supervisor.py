@@ -268,7 +268,7 @@ class Supervisor:
 
     def _spawn(self, node: _Node) -> ManagedProcess:
         r = node.rendered
-        env = {**os.environ, **r.env}
+        env = r.environment(os.environ)
         proc = ManagedProcess.start(
             r.name, list(r.argv), log_path=r.output_log, env=env, cwd=r.cwd,
             stop_signal=r.stop_signal, on_exit=self._on_exit,
