@@ -6,7 +6,6 @@ import json
 import re
 import shlex
 import signal
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,11 @@ from hypothesis import strategies as st
 
 from stackpanel.core import logformat
 from stackpanel.core.discovery import ApacheInfo, NginxInfo
-from stackpanel.core.errors import ProfileError
+from stackpanel.core.errors import ProfileError, RenderError
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile, load_profile_text
 from stackpanel.core.render import render_stack
+from tests import hostile
 
 # Fixed server layouts: rendering is pure and must not depend on what this machine has installed.
 NGINX = NginxInfo(path=Path("/usr/sbin/nginx"), version="1.22.1", conf_path=None, mime_types=None, modules_path=None)
@@ -99,7 +99,7 @@ def test_nginx_split_routes_and_route_tags(tmp_path: Path) -> None:
     stack = render_builtin("nginx-split", tmp_path)
     edge = conf_text(stack.nodes["edge"])
     assert "location \"/api\" {\n            set $sp_route app;\n            proxy_pass http://sp_app;" in edge
-    assert "location / {\n            set $sp_route site;\n            proxy_pass http://sp_site;" in edge
+    assert "location \"/\" {\n            set $sp_route site;\n            proxy_pass http://sp_site;" in edge
     site = conf_text(stack.nodes["site"])
     assert "ProxyPass" not in site and "LoadModule proxy_module" not in site
     assert 'SetEnvIf Request_URI "^/" SP_ROUTE=static' in site
@@ -172,59 +172,10 @@ def test_write_creates_the_run_directory(tmp_path: Path) -> None:
     assert stack.paths.logs_dir.is_dir() and stack.paths.state_dir.is_dir()
 
 
-# ----------------------------------------------------------------- hostile strings (property-based)
+# ----------------------------------------------------------------- hostile values (property-based)
 
-BASE = {
-    "version": 1,
-    "name": "hostile",
-    "nodes": {
-        "edge": {"kind": "nginx", "port": 18080,
-                 "routes": [{"path": "/api", "to": "mid"}, {"path": "/files", "static": "site"}]},
-        "mid": {"kind": "apache", "port": 18081,
-                "routes": [{"path": "/api", "to": "app"}, {"path": "/docs", "static": "site"}]},
-        "app": {"kind": "gunicorn", "port": 18000,
-                "app": {"module": "stackpanel.apps.flask_demo:app", "interface": "wsgi", "env": {"A": "1"}}},
-    },
-}
-
-FIELDS = [
-    ("name",),
-    ("nodes", "edge", "routes", 0, "path"),
-    ("nodes", "edge", "routes", 1, "path"),
-    ("nodes", "edge", "routes", 1, "static"),
-    ("nodes", "mid", "routes", 1, "path"),
-    ("nodes", "mid", "routes", 1, "static"),
-    ("nodes", "edge", "host"),
-    ("nodes", "mid", "host"),
-    ("nodes", "app", "app", "module"),
-    ("nodes", "app", "app", "env", "A"),
-]
-
-HOSTILE = st.one_of(
-    st.text(max_size=30),
-    st.sampled_from([";", "{", "}", '"', "'", "\n", "\\", "$host", "%{X}e", "#", " "]).flatmap(
-        lambda c: st.builds(lambda a, b: f"{a}{c}{b}", st.text(alphabet="/abc.", max_size=6),
-                            st.text(alphabet="abc ;{}\n", max_size=6))),
-)
-
-
-def _skeleton_nginx(text: str) -> list[str]:
-    """Directive names and block structure, with quoted strings and arguments dropped."""
-    text = re.sub(r"#[^\n]*", "", re.sub(r'"[^"\n]*"', "Q", re.sub(r"'[^'\n]*'", "Q", text)))
-    out = []
-    for stmt in re.split(r"([;{}])", text):
-        words = stmt.split()
-        if words:
-            out.append(words[0])
-        elif stmt in ";{}":
-            out.append(stmt)
-    return out
-
-
-def _skeleton_apache(text: str) -> Counter[str]:
-    """Apache is line-based: the multiset of directive names (route order may differ legitimately)."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    return Counter(ln.split()[0] for ln in lines if ln and not ln.startswith("#"))
+#: Valid values of Literal fields: putting one of these at another place legitimately changes a config.
+_LITERALS = {"nginx", "apache", "gunicorn", "uvicorn", "asgi", "wsgi", "sync", "no", "on-failure", "always", "/"}
 
 
 def _render(data: dict, directory: Path):
@@ -233,31 +184,52 @@ def _render(data: dict, directory: Path):
     return render_stack(profile, directory / "run", as_root=True, nginx=NGINX, apache=APACHE)
 
 
-def _set(data: dict, loc: tuple, value: str) -> dict:
-    copy = json.loads(json.dumps(data))
-    target = copy
-    for part in loc[:-1]:
-        target = target[part]
-    target[loc[-1]] = value
-    return copy
+_baselines: dict[Path, object] = {}
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from(FIELDS), value=HOSTILE)
-def test_hostile_strings_never_change_config_structure(tmp_path: Path, field: tuple, value: str) -> None:
-    baseline = _render(BASE, tmp_path)
-    if field[-1] == "path":
+def _baseline(directory: Path):  # the same for every example of one test run
+    if directory not in _baselines:
+        _baselines[directory] = _render(hostile.BASE, directory)
+    return _baselines[directory]
+
+
+def _original(loc: tuple) -> object:
+    value: object = hostile.BASE
+    for part in loc:
+        if not isinstance(value, dict | list):
+            return None
+        try:
+            value = value[part]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(hostile.LEAVES), value=hostile.hostile_value)
+def test_hostile_values_never_change_config_structure(tmp_path: Path, field: tuple, value: object) -> None:
+    """Any value at any field of every node kind: refused with a ProfileError, or rendered with the
+    same directives, the same argv shape and no server-control variable in the environment."""
+    baseline = _baseline(tmp_path)
+    if field[-1] == "path" and isinstance(value, str):
         value = "/x" + value  # keep the route's kind (a sub-path, not "/") so only injection could change it
     try:
-        stack = _render(_set(BASE, field, value), tmp_path)
-    except ProfileError:
+        stack = _render(hostile.put(hostile.BASE, field, value), tmp_path)
+    except (ProfileError, RenderError):
         return  # refused with a message: nothing rendered
-    for name in ("edge", "mid"):
+    for node in stack.nodes.values():
+        assert all(isinstance(a, str) and "\x00" not in a for a in node.argv)
+        env = node.environment({"GUNICORN_CMD_ARGS": "--daemon", "UVICORN_PORT": "1", "NGINX": "3;"})
+        assert not {"GUNICORN_CMD_ARGS", "UVICORN_PORT", "NGINX"} & set(env), field
+    structural = isinstance(value, str) and value not in _LITERALS and (
+        isinstance(_original(field), str) or field[-1] == "<key>" or isinstance(field[-1], int))
+    if not structural:
+        return  # a typed value (a count, a flag) may change a config as designed
+    for name, skeleton in (("edge", hostile.skeleton_nginx), ("mid", hostile.skeleton_apache)):
         before, after = conf_text(baseline.nodes[name]), conf_text(stack.nodes[name])
-        skeleton = _skeleton_nginx if name == "edge" else _skeleton_apache
         assert skeleton(after) == skeleton(before), f"{field}={value!r} changed {name}'s structure"
-    # argv items stay single arguments; env stays out of argv entirely
-    assert len(stack.nodes["app"].argv) == len(baseline.nodes["app"].argv)
+    for name in ("app", "fast"):  # argv items stay single arguments; env stays out of argv entirely
+        assert len(stack.nodes[name].argv) == len(baseline.nodes[name].argv), f"{field}={value!r}"
 
 
 # ----------------------------------------------------------------- missing servers

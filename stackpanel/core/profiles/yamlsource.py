@@ -99,17 +99,17 @@ class _DepthLimitedLoader(yaml.SafeLoader):
 
 
 def _compose(text: str, file: Path) -> yaml.Node | None:
-    loader = _DepthLimitedLoader(text)
+    loader: _DepthLimitedLoader | None = None
     try:
+        loader = _DepthLimitedLoader(text)  # the reader checks every character here
         return loader.get_single_node()
     except _TooMuch as exc:
         line, col = _line_col(exc.mark)
         raise ProfileError([ProfileProblem(file, line, col, exc.message, exc.hint)]) from None
     except yaml.reader.ReaderError as exc:
         line, col = _position(text, exc.position)
-        what = f"character {ord(exc.character):#06x}" if isinstance(exc.character, str) else "byte"
-        raise ProfileError([ProfileProblem(file, line, col, f"the file contains a control {what}, which YAML forbids",
-                                           "remove it (a profile is plain text)")]) from None
+        what = f"the file contains the control character {exc.character:#06x}, which YAML forbids"
+        raise ProfileError([ProfileProblem(file, line, col, what, "remove it (a profile is plain text)")]) from None
     except yaml.MarkedYAMLError as exc:
         line, col = _line_col(exc.problem_mark or exc.context_mark)
         what = exc.problem or exc.context or "syntax error"
@@ -121,7 +121,8 @@ def _compose(text: str, file: Path) -> yaml.Node | None:
     except yaml.YAMLError as exc:
         raise ProfileError([ProfileProblem(file, 1, 1, f"not valid YAML: {exc}", _PLAIN_HINT)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Builder:
