@@ -327,3 +327,67 @@ def test_text_loader_reports_the_given_file_name() -> None:
 def test_tilde_of_an_unknown_user_is_a_clear_error(profile_dir: Path) -> None:
     [(line, message, _)] = problems(GOOD.replace("static: site", "static: '~nosuchuser0/site'"), profile_dir)
     assert line == 11 and "names no user of this machine" in message
+
+
+# ----------------------------------------------------------------- hardening: hosts, binds, files, env
+
+
+def test_ipv6_zone_id_is_refused_at_its_line(profile_dir: Path) -> None:
+    text = GOOD.replace("    port: 18080", "    port: 18080\n    host: 'fe80::1%x;Listen 0.0.0.0:9'")
+    [(line, message, _)] = problems(text, profile_dir)
+    assert line == 7 and "zone id" in message and "127.0.0.1" in message
+
+
+def test_ipv4_mapped_loopback_is_written_as_ipv4(profile_dir: Path) -> None:
+    profile = load(GOOD.replace("    port: 18080", "    port: 18080\n    host: '::ffff:127.0.0.1'"), profile_dir)
+    assert profile.nodes["web"].host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "8.8.8.8"])
+def test_non_loopback_bind_needs_expose(profile_dir: Path, host: str) -> None:
+    [(line, message, hint)] = problems(GOOD.replace("    port: 18080", f"    port: 18080\n    host: '{host}'"),
+                                       profile_dir)
+    assert line == 7 and f"host {host} listens on" in message and "expose: true" in hint
+
+
+def test_exposed_nodes_are_warned_about(profile_dir: Path) -> None:
+    from stackpanel.core.profiles.exposure import exposure_warnings
+
+    text = GOOD.replace("    port: 18080", "    port: 18080\n    host: 0.0.0.0\n    expose: true")
+    text = text.replace("    port: 18000", "    port: 18000\n    host: 0.0.0.0\n    expose: true")
+    warnings = exposure_warnings(load(text, profile_dir))
+    assert len(warnings) == 2
+    assert "node 'web' listens on every network interface (port 18080)" in warnings[0]
+    assert "server_names" in warnings[0]
+    assert "behind 'web'" in warnings[1] and "bypasses that proxy" in warnings[1]
+    assert exposure_warnings(load(GOOD, profile_dir)) == []
+
+
+@pytest.mark.parametrize("static", ["/", "/etc", "/etc/nginx", "/usr", "/proc/self", "~"])
+def test_static_route_refuses_system_and_home_directories(profile_dir: Path, static: str) -> None:
+    [(line, message, _)] = problems(GOOD.replace("static: site", f"static: {static}"), profile_dir,
+                                    check_files=False)
+    assert line == 10 and ("system directory" in message or "home directory" in message)
+
+
+def test_follow_symlinks_belongs_to_static_routes(profile_dir: Path) -> None:
+    [(line, message, _)] = problems(GOOD.replace("        to: app", "        to: app\n        follow_symlinks: true"),
+                                    profile_dir)
+    assert line == 8 and "static routes only" in message
+
+
+@pytest.mark.parametrize("name", ["GUNICORN_CMD_ARGS", "UVICORN_PORT", "WEB_CONCURRENCY", "NGINX", "LISTEN_FDS"])
+def test_environment_that_changes_a_command_line_is_refused(profile_dir: Path, name: str) -> None:
+    text = GOOD + f"      env: {{{name}: '--daemon'}}\n"
+    [(line, message, _)] = problems(text, profile_dir)
+    assert line == 18 and name in message and "behind the profile's back" in message
+
+
+def test_server_names_are_host_names(profile_dir: Path) -> None:
+    text = GOOD.replace("    port: 18080", "    port: 18080\n    server_names: [MyApp.localhost, '*.dev.test']")
+    profile = load(text, profile_dir)
+    assert profile.accepted_host_names("web") == ["localhost", "*.localhost", "127.0.0.1", "[::1]",
+                                                  "myapp.localhost", "*.dev.test"]
+    [(line, message, _)] = problems(GOOD.replace("    port: 18080", "    port: 18080\n    server_names: ['a b;']"),
+                                    profile_dir)
+    assert line == 5 and "is not a host name" in message

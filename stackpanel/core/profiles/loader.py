@@ -6,6 +6,7 @@ is launched by anyone until a profile loads cleanly.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, get_args
@@ -64,14 +65,23 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+_PYDANTIC_SEGMENT = re.compile(r"^[a-z-]+\[.*\]$")  # e.g. function-after[_host(), str]
+
+
 def _strip_union_tags(loc: Loc, data: Any) -> Loc:
-    """pydantic puts the discriminator value into loc (nodes.edge.nginx.port); drop it."""
+    """pydantic puts its own segments into loc (the discriminator value in nodes.edge.nginx.port,
+    validator names); keep only the parts that walk the data, plus a final missing key."""
     out: list[Any] = []
-    for i, part in enumerate(loc):
-        if i >= 2 and out[:1] == ["nodes"] and len(out) == 2 and part in NODE_MODELS:
+    value = data
+    for part in loc:
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if in_dict or in_list:
+            value = value[part]
+        elif isinstance(part, str) and (part in NODE_MODELS or _PYDANTIC_SEGMENT.match(part)):
             continue
-        if isinstance(part, str) and ("function-after" in part or "[" in part):
-            continue
+        else:
+            value = None
         out.append(part)
     return tuple(out)
 
@@ -87,7 +97,9 @@ def problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) -
         loc = _strip_union_tags(tuple(err["loc"]), data)
         typ = err["type"]
         where = ".".join(str(p) for p in loc) or "the top level"
-        if typ == "extra_forbidden":
+        if typ in ("extra_forbidden", "missing") and not loc:
+            problems.append(smap.problem(loc, f"{err['msg']}", ""))
+        elif typ == "extra_forbidden":
             key = loc[-1]
             model = _model_at(loc[:-1], data)
             allowed = sorted(model.model_fields) if model else []

@@ -295,14 +295,6 @@ class NodeBase(StrictModel):
     def _host(cls, v: str) -> str:
         return check_host(v)
 
-    @model_validator(mode="after")
-    def _exposure_opted_in(self) -> NodeBase:
-        if not self.expose and not is_loopback(self.host):
-            where = "every network interface" if ipaddress.ip_address(self.host).is_unspecified else "the network"
-            raise ValueError(f"host {self.host} listens on {where}: other machines could reach this node; "
-                             "use 127.0.0.1 (or ::1), or add `expose: true` to this node if you mean it")
-        return self
-
     @property
     def is_exposed(self) -> bool:
         return not is_loopback(self.host)

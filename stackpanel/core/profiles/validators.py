@@ -42,6 +42,18 @@ def check_ports(profile: Profile, smap: SourceMap, port_offset: int) -> list[Pro
     return problems
 
 
+def check_exposure(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    """Loopback unless the node says `expose: true` (exposure_warnings() then tells the user)."""
+    problems: list[ProfileProblem] = []
+    for name, node in profile.nodes.items():
+        if node.is_exposed and not node.expose:
+            where = "every network interface" if _is_wildcard(node.host) else "the network"
+            problems.append(smap.problem(("nodes", name, "host"),
+                                         f"host {node.host} listens on {where}: other machines could reach this node",
+                                         "use 127.0.0.1 (or ::1), or add `expose: true` to this node if you mean it"))
+    return problems
+
+
 def check_references(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
     problems: list[ProfileProblem] = []
     names = list(profile.nodes)
@@ -142,7 +154,8 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
 
 Validator = Callable[[Profile, SourceMap, int], list[ProfileProblem]]
 #: Cheap structural rules first; the file-system checks only run when those pass.
-STRUCTURE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_references, check_cycles, check_reachability)
+STRUCTURE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_exposure, check_references, check_cycles,
+                                               check_reachability)
 
 
 def validate_profile(profile: Profile, smap: SourceMap, port_offset: int = 0,
