@@ -367,7 +367,7 @@ def test_exposed_nodes_are_warned_about(profile_dir: Path) -> None:
 def test_static_route_refuses_system_and_home_directories(profile_dir: Path, static: str) -> None:
     [(line, message, _)] = problems(GOOD.replace("static: site", f"static: {static}"), profile_dir,
                                     check_files=False)
-    assert line == 10 and ("system directory" in message or "home directory" in message)
+    assert line == 11 and ("system directory" in message or "home directory" in message)
 
 
 def test_follow_symlinks_belongs_to_static_routes(profile_dir: Path) -> None:
