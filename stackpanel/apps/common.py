@@ -9,6 +9,8 @@ import os
 import time
 
 MAX_MS = 10_000
+#: One request may burn at most this much CPU: /cpu is a load-test knob, not a way to pin a worker.
+MAX_CPU_MS = 1_000
 FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
                      "x-request-id")
 HEALTHZ_BODY = b'{"ok": true}'
@@ -26,13 +28,13 @@ def hello_body(app_name: str) -> bytes:
     return cached[1]
 
 
-def clamp_ms(raw: str | None) -> int:
-    """A query-string millisecond count as an int in 0..MAX_MS (junk counts as 0)."""
+def clamp_ms(raw: str | None, limit: int = MAX_MS) -> int:
+    """A query-string millisecond count as an int in 0..limit (junk, nan and inf count as 0)."""
     try:
         value = int(float(raw)) if raw is not None else 0
-    except ValueError:
+    except (ValueError, OverflowError):
         return 0
-    return max(0, min(MAX_MS, value))
+    return max(0, min(limit, value))
 
 
 def burn_cpu(ms: int) -> None:

@@ -6,7 +6,7 @@ the root (the app alone, or a proxy that strips the prefix):
 - ``/``, ``/api/``: hello JSON (``message``, ``app``, ``pid``)
 - ``/hello``: the same, as cheap as possible (max-rate load tests)
 - ``/wait?ms=N``: sleeps N ms without blocking the event loop (clamped to 0..10000)
-- ``/cpu?ms=N``: burns N ms of CPU in a busy loop (clamped to 0..10000)
+- ``/cpu?ms=N``: burns N ms of CPU in a busy loop (clamped to 0..1000)
 - ``/pid``: which worker served it (``pid``, ``ppid``)
 - ``/headers``: the Host and forwarding headers the proxies set
 - ``/healthz``: readiness probe
@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, burn_cpu, clamp_ms, hello_body
+from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, MAX_CPU_MS, burn_cpu, clamp_ms, hello_body
 
 APP_NAME = "fastapi"
 
@@ -62,7 +62,7 @@ async def wait(ms: str | None = None) -> Response:
 @_routes("/cpu")
 def cpu(ms: str | None = None) -> Response:
     # A plain def runs in the threadpool: the loop keeps answering /healthz while this burns.
-    n = clamp_ms(ms)
+    n = clamp_ms(ms, MAX_CPU_MS)
     burn_cpu(n)
     return _json({"burned_ms": n, "pid": os.getpid()})
 

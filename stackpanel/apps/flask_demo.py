@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, burn_cpu, clamp_ms, hello_body
+from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, MAX_CPU_MS, burn_cpu, clamp_ms, hello_body
 
 APP_NAME = "flask"
 
@@ -53,7 +53,7 @@ def wait() -> Response:
 
 @_routes("/cpu")
 def cpu() -> Response:
-    n = clamp_ms(request.args.get("ms"))
+    n = clamp_ms(request.args.get("ms"), MAX_CPU_MS)
     burn_cpu(n)
     return _json({"burned_ms": n, "pid": os.getpid()})
 

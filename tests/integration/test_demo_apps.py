@@ -196,3 +196,5 @@ def test_clamp_ms(module: Any) -> None:
     assert module.clamp_ms("-3") == 0
     assert module.clamp_ms("99999") == 10_000
     assert module.clamp_ms("abc") == 0
+    assert module.clamp_ms("inf") == 0 and module.clamp_ms("nan") == 0 and module.clamp_ms("1e400") == 0
+    assert module.clamp_ms("5000", module.MAX_CPU_MS) == 1000
