@@ -102,6 +102,29 @@ def put(data: dict[str, Any], loc: tuple[Any, ...], value: Any) -> dict[str, Any
     return copy
 
 
+#: Valid values of Literal fields: putting one of these at another place legitimately changes a config.
+LITERALS = {"nginx", "apache", "gunicorn", "uvicorn", "asgi", "wsgi", "sync", "no", "on-failure", "always", "/"}
+
+
+def original(loc: tuple[Any, ...]) -> Any:
+    """The base profile's value at `loc` (None where there is none)."""
+    value: Any = BASE
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def only_injection_could_change_structure(loc: tuple[Any, ...], value: Any) -> bool:
+    """True when `value` at `loc` may not change any config's structure: a string where a string
+    (or a new key or item) stands. A typed value (a count, a flag, a kind) may change it by design,
+    and "/" is the document root while any other prefix is an alias."""
+    return isinstance(value, str) and value not in LITERALS and original(loc) != "/" and (
+        isinstance(original(loc), str) or loc[-1] == "<key>" or isinstance(loc[-1], int))
+
+
 def skeleton_nginx(text: str) -> list[str]:
     """Directive names and block structure, with quoted strings, arguments and comments dropped."""
     text = re.sub(r"#[^\n]*", "", re.sub(r'"[^"\n]*"', "Q", re.sub(r"'[^'\n]*'", "Q", text)))

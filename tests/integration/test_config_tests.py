@@ -1,14 +1,20 @@
 """Every built-in profile, rendered, passes the real servers' own config tests (nginx -t, apache2 -t)."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from stackpanel.core.errors import ProfileError, RenderError
 from stackpanel.core.profiles.library import list_profiles
-from stackpanel.core.profiles.loader import load_profile
+from stackpanel.core.profiles.loader import load_profile, load_profile_text
 from stackpanel.core.render import render_stack
+from tests import hostile
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +46,55 @@ def test_gunicorn_accepts_the_rendered_arguments(tmp_path: Path) -> None:
         result = subprocess.run([*app.argv, "--check-config"], cwd=app.cwd, capture_output=True, text=True,
                                 timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------- hostile values, checked by the servers
+
+
+def _dump_nginx(node, cwd: Path) -> tuple[list[str], str]:
+    """(files nginx read, the text of the config as nginx -T prints it)."""
+    argv = [a for a in node.config_test_argv if a != "-q"]
+    argv[argv.index("-t")] = "-T"
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    files = re.findall(r"^# configuration file (.+):$", result.stdout, flags=re.M)
+    return files, result.stdout
+
+
+def _apache_includes(node, cwd: Path) -> list[str]:
+    result = subprocess.run([*node.config_test_argv, "-D", "DUMP_INCLUDES"], capture_output=True, text=True,
+                            timeout=30, cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.findall(r"^\s*\(\*\) (.+)$", result.stdout, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def hostile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("hostile")
+    (directory / "site").mkdir()
+    return directory
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(hostile.LEAVES), value=hostile.hostile_text)
+def test_hostile_values_are_refused_or_read_back_unchanged_by_the_servers(hostile_dir: Path, field: tuple,
+                                                                          value: str) -> None:
+    """nginx -T and apache2 -t -D DUMP_INCLUDES: one config file each, and the directives nginx
+    read back are those of the base profile (no Include, no extra Listen, no ProxyRequests)."""
+    if field[-1] == "path":
+        value = "/x" + value
+    text = yaml.safe_dump(hostile.put(hostile.BASE, field, value), allow_unicode=True)
+    try:
+        stack = render_stack(load_profile_text(text, hostile_dir / "p.yaml"), hostile_dir / "run")
+    except (ProfileError, RenderError):
+        return
+    stack.write()
+    base = render_stack(load_profile_text(yaml.safe_dump(hostile.BASE), hostile_dir / "p.yaml"),
+                        hostile_dir / "base")
+    base.write()
+    files, dumped = _dump_nginx(stack.nodes["edge"], hostile_dir)
+    _, base_dumped = _dump_nginx(base.nodes["edge"], hostile_dir)
+    assert files == [str(stack.nodes["edge"].config_file)]
+    if hostile.only_injection_could_change_structure(field, value):
+        assert hostile.skeleton_nginx(dumped) == hostile.skeleton_nginx(base_dumped), (field, value)
+    assert _apache_includes(stack.nodes["mid"], hostile_dir) == [str(stack.nodes["mid"].config_file)]
