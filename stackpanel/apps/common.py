@@ -37,6 +37,29 @@ def clamp_ms(raw: str | None, limit: int = MAX_MS) -> int:
     return max(0, min(limit, value))
 
 
+MAX_EVENTS = 1_000
+#: Server-sent events tell proxies not to buffer them (nginx honours X-Accel-Buffering per response).
+EVENT_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def clamp_count(raw: str | None, default: int = 5, limit: int = MAX_EVENTS) -> int:
+    try:
+        value = int(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return max(1, min(limit, value))
+
+
+def event_chunk(i: int) -> bytes:
+    """One server-sent event; the pid says which worker streams it."""
+    return f"id: {i}\ndata: {json.dumps({'i': i, 'pid': os.getpid()})}\n\n".encode()
+
+
+def drip_chunk(i: int) -> bytes:
+    """One line of a plain streamed response (no event-stream type, no proxy hint)."""
+    return f"chunk {i}\n".encode()
+
+
 def burn_cpu(ms: int) -> None:
     """Busy-loop until this thread has used `ms` milliseconds of CPU."""
     deadline = time.thread_time() + ms / 1000

@@ -9,6 +9,9 @@ the root (the app alone, or a proxy that strips the prefix):
 - ``/cpu?ms=N``: burns N ms of CPU in a busy loop (clamped to 0..1000)
 - ``/pid``: which worker served it (``pid``, ``ppid``)
 - ``/headers``: the Host and forwarding headers the proxies set
+- ``/events?n=N&ms=M``: N server-sent events, M ms apart (``X-Accel-Buffering: no``)
+- ``/stream?n=N&ms=M``: N plain text lines, M ms apart, with no hint to proxies (a slow drip)
+- ``/ws/echo``: a WebSocket that echoes every text message
 - ``/healthz``: readiness probe
 
 Run: ``python -m uvicorn stackpanel.apps.fastapi_demo:app --host 127.0.0.1 --port 8000``.
@@ -18,13 +21,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response, StreamingResponse
 
-from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, MAX_CPU_MS, burn_cpu, clamp_ms, hello_body
+from stackpanel.apps.common import (
+    EVENT_HEADERS,
+    FORWARDED_HEADERS,
+    HEALTHZ_BODY,
+    MAX_CPU_MS,
+    burn_cpu,
+    clamp_count,
+    clamp_ms,
+    drip_chunk,
+    event_chunk,
+    hello_body,
+)
 
 APP_NAME = "fastapi"
 
@@ -78,6 +92,40 @@ async def headers(request: Request) -> Response:
     body["client"] = request.client.host if request.client else None
     body["pid"] = os.getpid()
     return _json(body)
+
+
+def _paced(chunk: Callable[[int], bytes], n: int, ms: int) -> AsyncIterator[bytes]:
+    async def generate() -> AsyncIterator[bytes]:
+        for i in range(n):
+            if i:
+                await asyncio.sleep(ms / 1000)
+            yield chunk(i)
+
+    return generate()
+
+
+@_routes("/events")
+async def events(n: str | None = None, ms: str | None = None) -> StreamingResponse:
+    return StreamingResponse(_paced(event_chunk, clamp_count(n), clamp_ms(ms)), media_type="text/event-stream",
+                             headers=EVENT_HEADERS)
+
+
+@_routes("/stream")
+async def stream(n: str | None = None, ms: str | None = None) -> StreamingResponse:
+    return StreamingResponse(_paced(drip_chunk, clamp_count(n), clamp_ms(ms)), media_type="text/plain")
+
+
+async def ws_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
+
+
+for _path in ("/ws/echo", "/api/ws/echo"):
+    app.add_api_websocket_route(_path, ws_echo)
 
 
 @_routes("/healthz")

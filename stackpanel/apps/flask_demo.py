@@ -1,7 +1,8 @@
 """The demo WSGI app: the same endpoints as :mod:`stackpanel.apps.fastapi_demo`, for gunicorn.
 
 Every endpoint answers both under ``/api`` and at the root; see the FastAPI module for the list.
-``/wait`` blocks the worker (``time.sleep``), as a sync WSGI worker would.
+``/wait`` blocks the worker (``time.sleep``), as a sync WSGI worker would; so does a stream. WSGI has
+no WebSockets: ``/ws/echo`` is the ASGI app's only.
 
 Run: ``python -m gunicorn --no-control-socket -b 127.0.0.1:8000 stackpanel.apps.flask_demo:app``.
 """
@@ -10,12 +11,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, request, stream_with_context
 
-from stackpanel.apps.common import FORWARDED_HEADERS, HEALTHZ_BODY, MAX_CPU_MS, burn_cpu, clamp_ms, hello_body
+from stackpanel.apps.common import (
+    EVENT_HEADERS,
+    FORWARDED_HEADERS,
+    HEALTHZ_BODY,
+    MAX_CPU_MS,
+    burn_cpu,
+    clamp_count,
+    clamp_ms,
+    drip_chunk,
+    event_chunk,
+    hello_body,
+)
 
 APP_NAME = "flask"
 
@@ -69,6 +81,24 @@ def headers() -> Response:
     body["client"] = request.remote_addr
     body["pid"] = os.getpid()
     return _json(body)
+
+
+def _paced(chunk: Callable[[int], bytes]) -> Iterator[bytes]:
+    n, ms = clamp_count(request.args.get("n")), clamp_ms(request.args.get("ms"))
+    for i in range(n):
+        if i:
+            time.sleep(ms / 1000)
+        yield chunk(i)
+
+
+@_routes("/events")
+def events() -> Response:
+    return Response(stream_with_context(_paced(event_chunk)), mimetype="text/event-stream", headers=EVENT_HEADERS)
+
+
+@_routes("/stream")
+def stream() -> Response:
+    return Response(stream_with_context(_paced(drip_chunk)), mimetype="text/plain")
 
 
 @_routes("/healthz")

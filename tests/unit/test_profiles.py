@@ -363,7 +363,7 @@ def test_exposed_nodes_are_warned_about(profile_dir: Path) -> None:
     assert exposure_warnings(load(GOOD, profile_dir)) == []
 
 
-@pytest.mark.parametrize("static", ["/", "/etc", "/etc/nginx", "/usr", "/proc/self", "~"])
+@pytest.mark.parametrize("static", ["/", "/etc", "/etc/nginx", "/usr", "/proc/self", "'~'"])
 def test_static_route_refuses_system_and_home_directories(profile_dir: Path, static: str) -> None:
     [(line, message, _)] = problems(GOOD.replace("static: site", f"static: {static}"), profile_dir,
                                     check_files=False)
@@ -390,4 +390,4 @@ def test_server_names_are_host_names(profile_dir: Path) -> None:
                                                   "myapp.localhost", "*.dev.test"]
     [(line, message, _)] = problems(GOOD.replace("    port: 18080", "    port: 18080\n    server_names: ['a b;']"),
                                     profile_dir)
-    assert line == 5 and "is not a host name" in message
+    assert line == 7 and "is not a host name" in message

@@ -50,7 +50,9 @@ def test_nginx_uvicorn_fast_proxy_path(tmp_path: Path) -> None:
     # upstream keepalive needs all three: pool, HTTP/1.1, and a cleared Connection header
     assert re.search(r"upstream sp_app \{\s+server 127\.0\.0\.1:8000;\s+# .*\n\s+keepalive \d+;", conf)
     assert "proxy_http_version 1.1;" in conf
-    assert 'proxy_set_header Connection "";' in conf
+    # ... cleared for plain requests by the upgrade map (WebSockets get "upgrade")
+    assert "proxy_set_header Connection $sp_connection_upgrade;" in conf
+    assert re.search(r'map \$http_upgrade \$sp_connection_upgrade \{\s+default upgrade;\s+"" "";', conf)
     # pooled idle timeout below uvicorn's keep-alive (5 s) → no 502 from a connection being closed
     assert "keepalive_timeout 4s;" in conf
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID"):
@@ -98,7 +100,9 @@ def test_apache_as_root_sets_user_and_group(tmp_path: Path) -> None:
 def test_nginx_split_routes_and_route_tags(tmp_path: Path) -> None:
     stack = render_builtin("nginx-split", tmp_path)
     edge = conf_text(stack.nodes["edge"])
-    assert "location \"/api\" {\n            set $sp_route app;\n            proxy_pass http://sp_app;" in edge
+    # /api is anchored: the exact path and everything below /api/, never /apiary
+    assert 'location = "/api" {\n            set $sp_route app;\n            proxy_pass http://sp_app;' in edge
+    assert 'location "/api/" {\n            set $sp_route app;\n            proxy_pass http://sp_app;' in edge
     assert "location \"/\" {\n            set $sp_route site;\n            proxy_pass http://sp_site;" in edge
     site = conf_text(stack.nodes["site"])
     assert "ProxyPass" not in site and "LoadModule proxy_module" not in site

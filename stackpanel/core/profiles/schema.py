@@ -243,8 +243,64 @@ def check_url_path(v: str) -> str:
     return v
 
 
+HEADER_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+#: Printable ASCII without the characters that end a quoted config string or start a variable
+#: (nginx ``$``, Apache ``%{}`` and ``${}``); CSP's quotes and semicolons are fine.
+HEADER_VALUE_RE = re.compile(r'^[ !#&-\[\]-~]{0,1024}$')
+#: Headers that frame or route the message: the servers own them.
+RESERVED_HEADERS = frozenset({"connection", "content-length", "transfer-encoding", "upgrade", "keep-alive", "te",
+                              "trailer", "host", "date", "server"})
+
+
+class RateLimit(StrictModel):
+    """Requests per second per client address, with a burst allowance; excess requests get 429."""
+
+    requests_per_second: int = Field(ge=1, le=100_000)
+    burst: int = Field(default=0, ge=0, le=100_000)
+
+
+class Limits(StrictModel):
+    """What a proxy allows a request: set on a proxy node (for all its routes) or on one route.
+    Unset keys inherit (route ← node ← DEFAULT_LIMITS); headers add up."""
+
+    max_body_mb: float | None = Field(default=None, gt=0, le=2047, description="largest request body (413 beyond)")
+    connect_timeout_seconds: float | None = Field(default=None, gt=0, le=75)
+    read_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400,
+                                               description="longest wait for the backend's next bytes")
+    send_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    gzip: bool | None = Field(default=None, description="compress text responses")
+    rate_limit: RateLimit | None = None
+    headers: dict[str, str] = Field(default_factory=dict, description="extra response headers")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not HEADER_NAME_RE.fullmatch(name):
+                raise ValueError(f"header name {name!r} must be letters, digits and '-' (e.g. X-Frame-Options)")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name} is set by the servers themselves; remove it here")
+            if not isinstance(value, str) or not HEADER_VALUE_RE.fullmatch(value):
+                raise ValueError(f"header {name}: the value must be printable ASCII without \" \\ $ % "
+                                 "(at most 1024 characters)")
+        return v
+
+    def over(self, base: Limits) -> Limits:
+        """These limits with every unset key taken from `base`."""
+        values = {k: getattr(self, k) if getattr(self, k) is not None else getattr(base, k)
+                  for k in type(self).model_fields if k != "headers"}
+        return Limits(**values, headers={**base.headers, **self.headers})
+
+
+DEFAULT_LIMITS = Limits(max_body_mb=32, connect_timeout_seconds=5, read_timeout_seconds=60, send_timeout_seconds=60,
+                        gzip=False)
+
+
 class Route(StrictModel):
-    """A path prefix that a proxy sends either to another node (`to`) or to a directory (`static`)."""
+    """A path prefix that a proxy sends either to another node (`to`) or to a directory (`static`).
+
+    A prefix is anchored at a segment: ``/api`` matches ``/api`` and ``/api/...``, never ``/apiary``.
+    """
 
     path: str
     to: str | None = None
@@ -252,6 +308,12 @@ class Route(StrictModel):
     follow_symlinks: bool = Field(
         default=False, description="static only: follow symbolic links inside the directory (off: a link "
         "out of the directory could publish any file)")
+    strip_prefix: bool = Field(default=False, description="proxied only: the backend sees /x for /api/x "
+                               "(X-Forwarded-Prefix and the app server's root path say /api)")
+    buffering: bool = Field(default=True, description="proxied only: off streams each chunk as it comes")
+    cache_seconds: int | None = Field(default=None, ge=0, le=31_536_000,
+                                      description="static only: Cache-Control max-age")
+    limits: Limits = Limits()
 
     @field_validator("path")
     @classmethod
@@ -267,9 +329,18 @@ class Route(StrictModel):
     def _one_target(self) -> Route:
         if (self.to is None) == (self.static is None):
             raise ValueError("a route needs exactly one of `to: <node>` or `static: <directory>`")
-        if self.follow_symlinks and self.static is None:
-            raise ValueError("follow_symlinks applies to static routes only; remove it here")
+        if self.static is None and (self.follow_symlinks or self.cache_seconds is not None):
+            raise ValueError("follow_symlinks and cache_seconds apply to static routes only; remove them here")
+        if self.to is None and (self.strip_prefix or not self.buffering):
+            raise ValueError("strip_prefix and buffering apply to proxied routes (`to:`) only; remove them here")
+        if self.strip_prefix and self.path.rstrip("/") == "":
+            raise ValueError("strip_prefix on / strips nothing; remove it")
         return self
+
+    @property
+    def prefix(self) -> str:
+        """The path without a trailing slash ('' for /): what strip_prefix removes."""
+        return self.path.rstrip("/")
 
     @property
     def target(self) -> str:
@@ -319,6 +390,7 @@ class NodeBase(StrictModel):
 
 class ProxyNode(NodeBase):
     routes: list[Route] = Field(min_length=1)
+    limits: Limits = Limits()
     server_names: list[str] = Field(
         default_factory=list, description="host names this proxy answers to besides localhost, *.localhost, "
         "127.0.0.1 and [::1]; any other Host gets 421 (DNS rebinding)")
@@ -478,6 +550,17 @@ class Profile(StrictModel):
         for name in self.nodes:
             visit(name)
         return order
+
+    def route_limits(self, name: str, route: Route) -> Limits:
+        node = self.nodes[name]
+        assert isinstance(node, ProxyNode)
+        return route.limits.over(node.limits.over(DEFAULT_LIMITS))
+
+    def mount_prefix(self, name: str) -> str:
+        """The prefix that proxies strip before `name` sees a request ('' when none does)."""
+        prefixes = {r.prefix for n in self.nodes.values() if isinstance(n, ProxyNode) for r in n.routes
+                    if r.to == name and r.strip_prefix}
+        return next(iter(prefixes)) if len(prefixes) == 1 else ""
 
     def accepted_host_names(self, name: str) -> list[str]:
         """The Host names proxy `name` answers to: loopback names, its own bind address when exposed,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stackpanel.core.errors import ProfileProblem
 from stackpanel.core.fsutil import is_dir, is_file
-from stackpanel.core.profiles.schema import AppServerNode, Profile, ProxyNode
+from stackpanel.core.profiles.schema import ApacheNode, AppServerNode, GunicornNode, Profile, ProxyNode
 from stackpanel.core.profiles.sourcemap import SourceMap
 
 
@@ -52,6 +52,42 @@ def check_exposure(profile: Profile, smap: SourceMap, port_offset: int) -> list[
                                          f"host {node.host} listens on {where}: other machines could reach this node",
                                          "use 127.0.0.1 (or ::1), or add `expose: true` to this node if you mean it"))
     return problems
+
+
+def check_edge_features(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    """What one server cannot do, and prefixes that cannot be mounted."""
+    problems: list[ProfileProblem] = []
+    prefixes: dict[str, set[str]] = {}
+    for name, node in profile.nodes.items():
+        if not isinstance(node, ProxyNode):
+            continue
+        if isinstance(node, ApacheNode) and node.limits.rate_limit is not None:
+            problems.append(smap.problem(("nodes", name, "limits", "rate_limit"), _APACHE_RATE,
+                                         _APACHE_RATE_FIX, prefer_key=True))
+        for i, route in enumerate(node.routes):
+            loc = ("nodes", name, "routes", i)
+            if isinstance(node, ApacheNode) and route.limits.rate_limit is not None:
+                problems.append(smap.problem(loc + ("limits", "rate_limit"), _APACHE_RATE, _APACHE_RATE_FIX,
+                                             prefer_key=True))
+            if route.strip_prefix and route.to in profile.nodes:
+                prefixes.setdefault(route.to, set()).add(route.prefix)
+                backend = profile.nodes[route.to]
+                if isinstance(backend, GunicornNode) and backend.effective_worker_class == "uvicorn":
+                    problems.append(smap.problem(
+                        loc + ("strip_prefix",), f"gunicorn's UvicornWorker cannot be told the prefix that "
+                        f"route {route.path!r} strips, so the app would build wrong URLs",
+                        f"run node {route.to!r} as kind: uvicorn, or remove strip_prefix"))
+    for target, found in prefixes.items():
+        if len(found) > 1:
+            shown = ", ".join(sorted(found))
+            problems.append(smap.problem(("nodes", target), f"routes strip different prefixes ({shown}) "
+                                         f"before node {target!r}: an app is mounted at one prefix",
+                                         "strip one prefix, or give each prefix its own app node", prefer_key=True))
+    return problems
+
+
+_APACHE_RATE = "Apache has no request-rate limit (mod_ratelimit limits bandwidth, not requests)"
+_APACHE_RATE_FIX = "put an nginx node in front with the rate_limit, or remove it here"
 
 
 def check_references(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
@@ -155,7 +191,7 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
 Validator = Callable[[Profile, SourceMap, int], list[ProfileProblem]]
 #: Cheap structural rules first; the file-system checks only run when those pass.
 STRUCTURE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_exposure, check_references, check_cycles,
-                                               check_reachability)
+                                               check_reachability, check_edge_features)
 
 
 def validate_profile(profile: Profile, smap: SourceMap, port_offset: int = 0,

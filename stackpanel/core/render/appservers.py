@@ -83,7 +83,8 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
     }
 
 
-def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths) -> RenderedNode:
+def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
+    """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path)."""
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
     argv = [
@@ -98,6 +99,8 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths) -> RenderedNod
     ]
     if node.app.interface == "wsgi":
         argv += ["--interface", "wsgi"]
+    if mount_prefix:
+        argv += ["--root-path", mount_prefix]
     if node.reload:
         argv += ["--reload", "--reload-dir", str(workdir)]
     elif node.workers > 1:
@@ -112,7 +115,9 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths) -> RenderedNod
     )
 
 
-def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
+def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
+    """`mount_prefix`: the prefix of routes with strip_prefix to this node. gunicorn removes it
+    itself (SCRIPT_NAME), so the proxy passes the whole path."""
     workdir = _workdir(node)
     uvicorn_workers = node.effective_worker_class == "uvicorn"
     log_conf = paths.conf_dir / f"gunicorn-{name}.logging.json"
@@ -144,6 +149,6 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
                py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n"},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
-        pid_file=paths.pid_file(name), env=_app_env(node),
+        pid_file=paths.pid_file(name), env=_app_env(node) | ({"SCRIPT_NAME": mount_prefix} if mount_prefix else {}),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from stackpanel.core.errors import RenderError
-from stackpanel.core.profiles.schema import UNSAFE_PATH_CHARS, is_server_control_env
+from stackpanel.core.profiles.schema import HEADER_VALUE_RE, UNSAFE_PATH_CHARS, is_server_control_env
 
 #: Unprivileged account the servers' workers switch to when stackpanel runs as root.
 UNPRIVILEGED_USER = "nobody"
@@ -51,12 +51,19 @@ def quote(value: object) -> str:
     return f'"{text}"'
 
 
-def uri_regex(path: object) -> str:
-    """A regex (for a quoted Apache argument) matching a schema-validated URL path prefix.
+def prefix_regex(path: object) -> str:
+    """A regex (for a quoted Apache argument) matching a URL path prefix at a segment boundary:
+    ``/api`` → ``^/api(/|$)``; ``/`` and ``/api/`` end in a slash already.
 
     The path charset is letters, digits and ``. _ ~ - /``: '.' is the only regex metacharacter,
     written as ``[.]`` because a backslash may not appear in a rendered config.
     """
+    text = path_regex(path)
+    return f"^{text}" if text.endswith("/") else f"^{text}(/|$)"
+
+
+def path_regex(path: object) -> str:
+    """The path itself as a regex (no anchors): '.' as ``[.]``."""
     return uri(path).replace(".", "[.]")
 
 
@@ -66,6 +73,24 @@ def uri(path: object) -> str:
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", text):
         raise RenderError(f"refusing to write {text!r} into a server config: not a URL path")
     return text
+
+
+def header_value(value: object) -> str:
+    """A response header value, written inside double quotes (CSP's quotes and ';' are fine)."""
+    text = str(value)
+    if not HEADER_VALUE_RE.fullmatch(text):
+        raise RenderError(f"refusing to write {text!r} into a server config: not a plain header value")
+    return text
+
+
+def seconds(value: object) -> int:
+    """Whole seconds, at least 1 (both servers take integers here)."""
+    return max(1, int(float(str(value))))
+
+
+def num(value: object) -> str:
+    """A number as a person writes it in a comment: 5, 0.5."""
+    return f"{float(str(value)):g}"
 
 
 def word(value: object) -> str:
@@ -173,6 +198,10 @@ def template_env() -> jinja2.Environment:
     )
     env.filters["q"] = quote
     env.filters["word"] = word
+    env.filters["header_value"] = header_value
+    env.filters["seconds"] = seconds
+    env.filters["num"] = num
     env.filters["uri"] = uri
-    env.filters["uri_regex"] = uri_regex
+    env.filters["prefix_regex"] = prefix_regex
+    env.filters["path_regex"] = path_regex
     return env

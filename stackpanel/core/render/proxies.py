@@ -1,13 +1,22 @@
 """nginx.conf and httpd.conf for the proxy nodes of a profile."""
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from stackpanel.core import logformat
 from stackpanel.core.discovery import ApacheInfo, NginxInfo
-from stackpanel.core.profiles.schema import ApacheNode, NginxNode, Profile, ProxyNode
+from stackpanel.core.profiles.schema import (
+    DEFAULT_LIMITS,
+    ApacheNode,
+    GunicornNode,
+    Limits,
+    NginxNode,
+    Profile,
+    ProxyNode,
+)
 from stackpanel.core.render.common import RenderedNode, RunPaths, template_env
 
 #: Apache modules a rendered httpd.conf uses (compiled-in ones are skipped by ApacheInfo).
@@ -34,21 +43,65 @@ class _Upstream:
     idle_seconds: int
 
 
+_BLANK_BEFORE_BRACE = re.compile(r"\n[ \t]*\n([ \t]*\})")
+
+
 @dataclass(frozen=True)
-class _NginxRoute:
+class _EdgeRoute:
+    """One route as both templates need it: resolved limits, anchoring and prefix handling."""
+
+    index: int
     path: str
     to: str | None
     static: str | None
     follow_symlinks: bool
+    target: str  # node name or "static": the access-log route tag
+    address: str  # the backend's host:port ("" for static)
+    idle_seconds: int
+    strip: bool  # the proxy removes the prefix before passing the request on
+    forwarded_prefix: str  # X-Forwarded-Prefix for the backend ("" when none)
+    buffering: bool
+    cache_seconds: int | None
+    limits: Limits
 
     @property
-    def location(self) -> str:
-        """A static prefix always ends in '/' (see the off-by-slash note in the template)."""
-        return self.path if self.to or self.path.endswith("/") else self.path + "/"
+    def prefix(self) -> str:
+        return self.path.rstrip("/")
 
     @property
-    def bare(self) -> str:
-        return self.path.rstrip("/") or "/"
+    def anchored(self) -> list[tuple[str, str]]:
+        """nginx locations (modifier, path) that match the prefix at a segment boundary:
+        /api → `= /api` and `/api/`, never /apiary. A static prefix always ends in '/': an alias
+        without it lets /files../x reach the parent directory."""
+        if self.path == "/" or self.path.endswith("/"):
+            return [("", self.path)]
+        return [("", self.path + "/")] if self.static else [("=", self.path), ("", self.path + "/")]
+
+    @property
+    def body_kb(self) -> int:
+        return max(1, round((self.limits.max_body_mb or 0) * 1024))
+
+    @property
+    def timeout_seconds(self) -> int:
+        """Apache has one proxy timeout for reads and writes: the longer of the two."""
+        return _whole_seconds(max(self.limits.read_timeout_seconds or 1, self.limits.send_timeout_seconds or 1))
+
+
+def _edge_routes(profile: Profile, name: str, node: ProxyNode) -> list[_EdgeRoute]:
+    out = []
+    for i, r in enumerate(node.routes):
+        backend = profile.nodes[r.to] if r.to else None
+        # gunicorn takes the prefix from SCRIPT_NAME and removes it itself (it refuses a path that
+        # does not start with it), so the proxy passes the whole path there.
+        strip = r.strip_prefix and not isinstance(backend, GunicornNode)
+        out.append(_EdgeRoute(
+            index=i, path=r.path, to=r.to, static=r.static, follow_symlinks=r.follow_symlinks, target=r.target,
+            address=backend.address if backend else "",
+            idle_seconds=upstream_idle_seconds(profile, r.to) if r.to else 0,
+            strip=strip, forwarded_prefix=r.prefix if r.strip_prefix else "", buffering=r.buffering,
+            cache_seconds=r.cache_seconds, limits=profile.route_limits(name, r),
+        ))
+    return out
 
 
 def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, nginx: NginxInfo,
@@ -70,11 +123,12 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
     conf = paths.conf_dir / f"nginx-{name}.conf"
     text = template_env().get_template("nginx.conf.j2").render(
         name=name, node=node, paths=paths, tmp=tmp, upstreams=upstreams,
-        routes=[_NginxRoute(r.path, r.to, r.static, r.follow_symlinks) for r in node.routes],
+        routes=_edge_routes(profile, name, node), defaults=DEFAULT_LIMITS,
         server_names=profile.accepted_host_names(name),
         user=user if as_root else None, group=group, shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         log_format=logformat.NGINX_LOG_FORMAT,
     )
+    text = _BLANK_BEFORE_BRACE.sub(r"\n\1", text)  # the macros' optional lines leave blank ones
     prefix = str(paths.root) + "/"
     return RenderedNode(
         name=name, kind="nginx",
@@ -91,33 +145,13 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
     )
 
 
-@dataclass(frozen=True)
-class _ApacheRoute:
-    path: str
-    to: str | None
-    static: str | None
-    follow_symlinks: bool
-    target: str
-    address: str
-    idle_seconds: int
-
-
-def _apache_routes(profile: Profile, node: ProxyNode) -> list[_ApacheRoute]:
-    out = []
-    for r in node.routes:
-        out.append(_ApacheRoute(
-            path=r.path, to=r.to, static=r.static, follow_symlinks=r.follow_symlinks, target=r.target,
-            address=profile.nodes[r.to].address if r.to else "",
-            idle_seconds=upstream_idle_seconds(profile, r.to) if r.to else 0,
-        ))
-    return out
-
-
 def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths, apache: ApacheInfo,
                   as_root: bool, user: str, group: str) -> RenderedNode:
-    routes = _apache_routes(profile, node)
+    routes = _edge_routes(profile, name, node)
     proxied = any(r.to for r in routes)
-    modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ())
+    modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ("headers",))
+    if any(r.limits.gzip for r in routes):
+        modules += ("filter", "deflate")
     root_route = next((r for r in routes if r.static and r.path == "/"), None)
     root_static = root_route.static if root_route else None
     names = profile.accepted_host_names(name)
@@ -136,7 +170,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         static_aliases=[r for r in routes if r.static and r.path != "/"],
         routes_shortest_first=by_length,
         routes_longest_first=[r for r in reversed(by_length) if r.to or proxied],
-        proxied=proxied,
+        proxied=proxied, defaults=DEFAULT_LIMITS,
     )
     base = (str(apache.path), "-d", str(paths.root), "-f", str(conf))
     return RenderedNode(
