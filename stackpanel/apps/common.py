@@ -11,8 +11,8 @@ import time
 MAX_MS = 10_000
 #: One request may burn at most this much CPU: /cpu is a load-test knob, not a way to pin a worker.
 MAX_CPU_MS = 1_000
-FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
-                     "x-request-id")
+FORWARDED_HEADERS = ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix",
+                     "x-real-ip", "x-request-id")
 HEALTHZ_BODY = b'{"ok": true}'
 
 _hello_cache: dict[str, tuple[int, bytes]] = {}

@@ -90,6 +90,7 @@ async def pid() -> Response:
 async def headers(request: Request) -> Response:
     body: dict[str, Any] = {name: request.headers.get(name) for name in FORWARDED_HEADERS}
     body["client"] = request.client.host if request.client else None
+    body["root_path"] = request.scope.get("root_path", "")
     body["pid"] = os.getpid()
     return _json(body)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Response, request, stream_with_context
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from stackpanel.apps.common import (
     EVENT_HEADERS,
@@ -32,6 +33,9 @@ from stackpanel.apps.common import (
 APP_NAME = "flask"
 
 app = Flask(__name__, static_folder=None)  # the static site is the proxy's job
+# Behind a route with strip_prefix the proxy says which prefix it removed; a WSGI app learns it
+# from X-Forwarded-Prefix (the app's own choice: gunicorn's SCRIPT_NAME would refuse other paths).
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=0, x_host=0, x_port=0, x_prefix=1)  # type: ignore[method-assign]
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -79,6 +83,7 @@ def pid() -> Response:
 def headers() -> Response:
     body: dict[str, Any] = {name: request.headers.get(name) for name in FORWARDED_HEADERS}
     body["client"] = request.remote_addr
+    body["root_path"] = request.script_root
     body["pid"] = os.getpid()
     return _json(body)
 

@@ -25,6 +25,11 @@ ACCEPTED = {
     # server_name lists only the profile's names, and every other Host is answered 421 by the
     # default server, so the forwarded Host is one of those names; apps need the port it carries.
     "host_spoofing": "Host is allow-listed by server_name; other names get 421",
+    # strip_prefix passes `http://sp_<node>$sp_stripN`: the host is an upstream group of IP
+    # literals defined in the same file, so there is no DNS name to re-resolve (gixy cannot
+    # tell an upstream name from a host name). The variable keeps the raw path (see
+    # proxy_pass_normalized, which this form avoids).
+    "missing_resolver": "proxy_pass names an upstream of IP literals, not a DNS name",
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stackpanel.core.errors import ProfileProblem
 from stackpanel.core.fsutil import is_dir, is_file
-from stackpanel.core.profiles.schema import ApacheNode, AppServerNode, GunicornNode, Profile, ProxyNode
+from stackpanel.core.profiles.schema import ApacheNode, AppServerNode, Profile, ProxyNode
 from stackpanel.core.profiles.sourcemap import SourceMap
 
 
@@ -71,12 +71,6 @@ def check_edge_features(profile: Profile, smap: SourceMap, port_offset: int) -> 
                                              prefer_key=True))
             if route.strip_prefix and route.to in profile.nodes:
                 prefixes.setdefault(route.to, set()).add(route.prefix)
-                backend = profile.nodes[route.to]
-                if isinstance(backend, GunicornNode) and backend.effective_worker_class == "uvicorn":
-                    problems.append(smap.problem(
-                        loc + ("strip_prefix",), f"gunicorn's UvicornWorker cannot be told the prefix that "
-                        f"route {route.path!r} strips, so the app would build wrong URLs",
-                        f"run node {route.to!r} as kind: uvicorn, or remove strip_prefix"))
     for target, found in prefixes.items():
         if len(found) > 1:
             shown = ", ".join(sorted(found))

@@ -115,9 +115,10 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     )
 
 
-def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
-    """`mount_prefix`: the prefix of routes with strip_prefix to this node. gunicorn removes it
-    itself (SCRIPT_NAME), so the proxy passes the whole path."""
+def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
+    """A stripped prefix reaches a WSGI app as X-Forwarded-Prefix only: gunicorn's SCRIPT_NAME
+    would refuse every request that does not carry the prefix (the readiness probe's). Apps read
+    it with werkzeug's ProxyFix(x_prefix=1) or Django's FORCE_SCRIPT_NAME."""
     workdir = _workdir(node)
     uvicorn_workers = node.effective_worker_class == "uvicorn"
     log_conf = paths.conf_dir / f"gunicorn-{name}.logging.json"
@@ -149,6 +150,6 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, mount_prefix
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
                py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n"},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
-        pid_file=paths.pid_file(name), env=_app_env(node) | ({"SCRIPT_NAME": mount_prefix} if mount_prefix else {}),
+        pid_file=paths.pid_file(name), env=_app_env(node),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

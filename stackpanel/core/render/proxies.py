@@ -11,7 +11,6 @@ from stackpanel.core.discovery import ApacheInfo, NginxInfo
 from stackpanel.core.profiles.schema import (
     DEFAULT_LIMITS,
     ApacheNode,
-    GunicornNode,
     Limits,
     NginxNode,
     Profile,
@@ -58,7 +57,7 @@ class _EdgeRoute:
     target: str  # node name or "static": the access-log route tag
     address: str  # the backend's host:port ("" for static)
     idle_seconds: int
-    strip: bool  # the proxy removes the prefix before passing the request on
+    strip: bool  # the proxy removes the prefix (strip_prefix) before passing the request on
     forwarded_prefix: str  # X-Forwarded-Prefix for the backend ("" when none)
     buffering: bool
     cache_seconds: int | None
@@ -83,22 +82,20 @@ class _EdgeRoute:
 
     @property
     def timeout_seconds(self) -> int:
-        """Apache has one proxy timeout for reads and writes: the longer of the two."""
-        return _whole_seconds(max(self.limits.read_timeout_seconds or 1, self.limits.send_timeout_seconds or 1))
+        """Apache has one proxy timeout for reads and writes: the read timeout (waiting for the
+        backend's answer is what a user tunes; sends to a loopback backend do not stall)."""
+        return _whole_seconds(self.limits.read_timeout_seconds or 1)
 
 
 def _edge_routes(profile: Profile, name: str, node: ProxyNode) -> list[_EdgeRoute]:
     out = []
     for i, r in enumerate(node.routes):
         backend = profile.nodes[r.to] if r.to else None
-        # gunicorn takes the prefix from SCRIPT_NAME and removes it itself (it refuses a path that
-        # does not start with it), so the proxy passes the whole path there.
-        strip = r.strip_prefix and not isinstance(backend, GunicornNode)
         out.append(_EdgeRoute(
             index=i, path=r.path, to=r.to, static=r.static, follow_symlinks=r.follow_symlinks, target=r.target,
             address=backend.address if backend else "",
             idle_seconds=upstream_idle_seconds(profile, r.to) if r.to else 0,
-            strip=strip, forwarded_prefix=r.prefix if r.strip_prefix else "", buffering=r.buffering,
+            strip=r.strip_prefix, forwarded_prefix=r.prefix if r.strip_prefix else "", buffering=r.buffering,
             cache_seconds=r.cache_seconds, limits=profile.route_limits(name, r),
         ))
     return out
@@ -123,7 +120,7 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
     conf = paths.conf_dir / f"nginx-{name}.conf"
     text = template_env().get_template("nginx.conf.j2").render(
         name=name, node=node, paths=paths, tmp=tmp, upstreams=upstreams,
-        routes=_edge_routes(profile, name, node), defaults=DEFAULT_LIMITS,
+        routes=_edge_routes(profile, name, node), defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
         server_names=profile.accepted_host_names(name),
         user=user if as_root else None, group=group, shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         log_format=logformat.NGINX_LOG_FORMAT,
@@ -170,7 +167,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         static_aliases=[r for r in routes if r.static and r.path != "/"],
         routes_shortest_first=by_length,
         routes_longest_first=[r for r in reversed(by_length) if r.to or proxied],
-        proxied=proxied, defaults=DEFAULT_LIMITS,
+        proxied=proxied, defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
     )
     base = (str(apache.path), "-d", str(paths.root), "-f", str(conf))
     return RenderedNode(

@@ -104,7 +104,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             assert apache is not None
             nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group)
         elif isinstance(node, GunicornNode):
-            nodes[name] = render_gunicorn(name, node, paths, profile.mount_prefix(name))
+            nodes[name] = render_gunicorn(name, node, paths)
         elif isinstance(node, UvicornNode):
             nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name))
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)
