@@ -81,10 +81,13 @@ class SystemStore:
     anchor: Path  # Debian/RHEL: the CA file we own; macOS: the keychain
     update: tuple[str, ...] = ()  # Debian/RHEL: rebuilds the store after a copy or a delete
     bundle: Path | None = None  # the file the update writes (read to tell whether the CA is in)
+    needs_root: bool = True  # the real stores do; a private one (tests) does not
 
     @classmethod
-    def debian(cls, root: Path | None = None) -> SystemStore:
-        """Debian/Ubuntu; ``root`` makes a private store (tests) that still reads the distribution's CAs."""
+    def debian(cls, root: Path | None = None, distro_cas: int = 3) -> SystemStore:
+        """Debian/Ubuntu. ``root`` makes a private store under that directory (tests): the real
+        ``update-ca-certificates`` builds it from the first ``distro_cas`` CAs of the distribution's
+        list (all 140 take ~4 s a run) plus what stackpanel copies in."""
         name = f"stackpanel-{_safe_user()}.crt"
         if root is None:
             return cls("debian", Path("/usr/local/share/ca-certificates") / name, ("update-ca-certificates",),
@@ -92,9 +95,16 @@ class SystemStore:
         local, etc, hooks = root / "local", root / "etc-ssl-certs", root / "hooks"
         for d in (local, etc, hooks):
             d.mkdir(parents=True, exist_ok=True)
-        update = ("update-ca-certificates", "--localcertsdir", str(local), "--etccertsdir", str(etc),
-                  "--hooksdir", str(hooks))
-        return cls("debian", local / name, update, etc / "ca-certificates.crt")
+        try:
+            listed = [ln for ln in Path("/etc/ca-certificates.conf").read_text().splitlines()
+                      if ln and ln[0] not in "#!"]
+        except OSError:
+            listed = []
+        conf = root / "ca-certificates.conf"
+        conf.write_text("".join(f"{ln}\n" for ln in listed[:distro_cas]))
+        update = ("update-ca-certificates", "--certsconf", str(conf), "--localcertsdir", str(local),
+                  "--etccertsdir", str(etc), "--hooksdir", str(hooks))
+        return cls("debian", local / name, update, etc / "ca-certificates.crt", needs_root=False)
 
     @classmethod
     def rhel(cls) -> SystemStore:
@@ -111,11 +121,9 @@ class SystemStore:
                 "macos": "system keychain (macOS)"}[self.kind]
 
     @property
-    def needs_root(self) -> bool:
-        parent = self.anchor.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        return self.kind == "macos" or not os.access(parent, os.W_OK)
+    def remove_update(self) -> tuple[str, ...]:
+        """Debian's update only drops the links of a removed CA with --fresh (else they dangle)."""
+        return (*self.update, "--fresh") if self.kind == "debian" else self.update
 
 
 def detect_system_store() -> SystemStore | None:
@@ -286,7 +294,7 @@ def _system_steps(store: SystemStore, ca_pem: Path, cert: x509.Certificate | Non
         if not store.anchor.exists():
             return []
         return [TrustStep(store.label, "delete", f"delete {store.anchor}", target=store.anchor, needs_root=root),
-                TrustStep(store.label, "run", "rebuild the system CA bundle without it", store.update,
+                TrustStep(store.label, "run", "rebuild the system CA bundle without it", store.remove_update,
                           needs_root=root)]
     current = cert is not None and _file_der(store.anchor) == _der(cert)
     if current and _bundle_has(store.bundle, cert):  # type: ignore[arg-type]  # cert is not None here
