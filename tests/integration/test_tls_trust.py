@@ -3,10 +3,14 @@ Chromium verify it against stackpanel's CA, and refuse it without that trust or 
 name constraints (so these tests can fail)."""
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +28,26 @@ pytestmark = pytest.mark.integration
 
 MARKER = "stackpanel-tls-ok"
 NAMES = ["localhost", "app.localhost", "127.0.0.1", "::1"]
+PAGE = f"<html><head><title>ok</title></head><body><p id=marker>{MARKER}</p></body></html>"
+
+
+@dataclass(frozen=True)
+class Material:
+    leaf: LeafCert  # from issue_leaf, for NAMES
+    ca_directory: Path
+    forged_cert: Path  # a leaf for example.com signed by the same CA: outside its constraints
+    forged_key: Path
 
 
 @dataclass(frozen=True)
 class TlsServer:
-    port: int  # the leaf from issue_leaf, for NAMES
-    forged_port: int  # a leaf for example.com signed by the same CA: outside its constraints
-    leaf: LeafCert
-    ca_directory: Path
+    kind: str
+    port: int  # serves material.leaf
+    material: Material
+
+    @property
+    def ca(self) -> Path:
+        return self.material.leaf.ca
 
 
 def _forge(ca_directory: Path, out: Path) -> tuple[Path, Path]:
@@ -54,26 +70,48 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited with {proc.returncode}: {log.read_text(errors='replace')}")
+            text = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(f"server exited with {proc.returncode}: {text}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nginx did not listen on {port} within {timeout} s")
+    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
+
+
+@contextmanager
+def _running(argv: list[str], ports: list[int], log: Path) -> Iterator[None]:
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        for port in ports:
+            _wait_for_port(port, proc, log)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     base = tmp_path_factory.mktemp("tls")
     ca_directory = base / "ca"
     ensure_ca(ca_directory)
     leaf = issue_leaf(NAMES, base / "run", ca_directory=ca_directory)
-    forged_cert, forged_key = _forge(ca_directory, base / "forged")
+    return Material(leaf, ca_directory, *_forge(ca_directory, base / "forged"))
+
+
+@pytest.fixture(scope="module")
+def nginx(material: Material, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsServer, int]]:
+    """nginx serving the real leaf on one port and the forged one on another."""
+    leaf = material.leaf
     port, forged_port = free_ports(2)
-    prefix = base / "nginx"
-    (prefix / "logs").mkdir(parents=True)
-    body = f"<html><head><title>ok</title></head><body><p id=marker>{MARKER}</p></body></html>"
+    prefix = tmp_path_factory.mktemp("nginx")
+    (prefix / "logs").mkdir()
     conf = prefix / "nginx.conf"
     conf.write_text(f"""
 daemon off;
@@ -92,31 +130,93 @@ http {{
         server_name localhost app.localhost;
         ssl_certificate {leaf.cert};
         ssl_certificate_key {leaf.key};
-        location / {{ default_type text/html; return 200 "{body}"; }}
+        location / {{ default_type text/html; return 200 "{PAGE}"; }}
     }}
     server {{
         listen 127.0.0.1:{forged_port} ssl;
         server_name example.com;
-        ssl_certificate {forged_cert};
-        ssl_certificate_key {forged_key};
-        location / {{ default_type text/html; return 200 "{body}"; }}
+        ssl_certificate {material.forged_cert};
+        ssl_certificate_key {material.forged_key};
+        location / {{ default_type text/html; return 200 "{PAGE}"; }}
     }}
 }}
 """)
     check = subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf)], stdin=subprocess.DEVNULL)
+    with _running(["nginx", "-p", str(prefix), "-c", str(conf)], [port, forged_port], prefix / "logs" / "error.log"):
+        yield TlsServer("nginx", port, material), forged_port
+
+
+@pytest.fixture(scope="module")
+def apache(material: Material, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    """Apache (mod_ssl, HTTP/2 where mod_http2 is there) serving the leaf's full chain file."""
+    apache2 = shutil.which("apache2") or shutil.which("httpd")
+    assert apache2, "apache2 is needed: apt-get install apache2"
+    modules = next((d for d in (Path("/usr/lib/apache2/modules"), Path("/usr/lib64/httpd/modules"))
+                    if (d / "mod_ssl.so").is_file()), None)
+    assert modules is not None, "mod_ssl not found (Debian: apache2; RHEL: mod_ssl)"
+    prefix = tmp_path_factory.mktemp("apache")
+    # The document root must be readable by the account Apache's children switch to as root;
+    # pytest's tmp directories are 0700, so the page lives in a world-readable directory of its own.
+    docroot = Path(tempfile.mkdtemp(prefix="stackpanel-tls-docroot-"))
+    docroot.chmod(0o755)
+    (docroot / "index.html").write_text(PAGE)
+    (docroot / "index.html").chmod(0o644)
+    port = free_ports(1)[0]
+    loads = ["mpm_event", "authz_core", "mime", "dir", "ssl", "socache_shmcb"]
+    http2 = (modules / "mod_http2.so").is_file()
+    if http2:
+        loads.append("http2")
+    user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
+    leaf = material.leaf
+    conf = prefix / "httpd.conf"
+    conf.write_text(f"""
+ServerRoot "{prefix}"
+ServerName localhost
+Listen 127.0.0.1:{port}
+Listen [::1]:{port}
+PidFile "{prefix}/httpd.pid"
+DefaultRuntimeDir "{prefix}"
+ErrorLog "{prefix}/error.log"
+LogLevel warn
+{"".join(f'LoadModule {m}_module "{modules}/mod_{m}.so"{chr(10)}' for m in loads)}
+{user}
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 8
+MaxRequestWorkers 8
+TypesConfig /dev/null
+AddType text/html .html
+DirectoryIndex index.html
+{"Protocols h2 http/1.1" if http2 else ""}
+SSLSessionCache "shmcb:{prefix}/ssl_scache(512000)"
+<VirtualHost *:{port}>
+    ServerName localhost
+    ServerAlias app.localhost 127.0.0.1 [::1]
+    SSLEngine on
+    SSLCertificateFile "{leaf.cert}"
+    SSLCertificateKeyFile "{leaf.key}"
+    DocumentRoot "{docroot}"
+    <Directory "{docroot}">
+        Require all granted
+    </Directory>
+</VirtualHost>
+""")
+    argv = [apache2, "-f", str(conf), "-DFOREGROUND"]
+    check = subprocess.run([apache2, "-f", str(conf), "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
     try:
-        _wait_for_port(port, proc, prefix / "logs" / "error.log")
-        _wait_for_port(forged_port, proc, prefix / "logs" / "error.log")
-        yield TlsServer(port, forged_port, leaf, ca_directory)
+        with _running(argv, [port], prefix / "error.log"):
+            yield TlsServer("apache", port, material)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        shutil.rmtree(docroot, ignore_errors=True)
+
+
+@pytest.fixture(params=["nginx", "apache"])
+def server(request: pytest.FixtureRequest) -> TlsServer:
+    if request.param == "nginx":
+        return request.getfixturevalue("nginx")[0]
+    return request.getfixturevalue("apache")
 
 
 # ------------------------------------------------------------------------------------------ curl
@@ -124,7 +224,7 @@ http {{
 @pytest.mark.parametrize("host", ["localhost", "app.localhost", "127.0.0.1", "[::1]"])
 def test_curl_verifies_the_chain_against_the_ca(server: TlsServer, host: str) -> None:
     resolve = [f"app.localhost:{server.port}:127.0.0.1"] if host == "app.localhost" else []
-    status, body = curl_get(f"https://{host}:{server.port}/", server.leaf.ca, resolve=resolve)
+    status, body = curl_get(f"https://{host}:{server.port}/", server.ca, resolve=resolve)
     assert status == 200 and MARKER in body
 
 
@@ -135,10 +235,11 @@ def test_curl_refuses_the_leaf_without_the_ca(server: TlsServer, tmp_path: Path)
     assert e.value.returncode == 60  # peer certificate cannot be authenticated with the given CA
 
 
-def test_curl_refuses_a_leaf_outside_the_name_constraints(server: TlsServer) -> None:
-    url = f"https://example.com:{server.forged_port}/"
+def test_curl_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsServer, int]) -> None:
+    server, forged_port = nginx
+    url = f"https://example.com:{forged_port}/"
     with pytest.raises(CurlError) as e:
-        curl_get(url, server.leaf.ca, resolve=[f"example.com:{server.forged_port}:127.0.0.1"])
+        curl_get(url, server.ca, resolve=[f"example.com:{forged_port}:127.0.0.1"])
     assert e.value.returncode == 60
     assert "permitted subtree violation" in e.value.stderr  # OpenSSL enforces NameConstraints
 
@@ -147,7 +248,7 @@ def test_curl_refuses_a_leaf_outside_the_name_constraints(server: TlsServer) -> 
 
 def test_chromium_trusting_the_ca_loads_the_page_without_a_certificate_error(server: TlsServer,
                                                                            tmp_path: Path) -> None:
-    dom = chromium_load(f"https://localhost:{server.port}/", server.leaf.ca, tmp_path / "home")
+    dom = chromium_load(f"https://localhost:{server.port}/", server.ca, tmp_path / "home")
     assert f'<p id="marker">{MARKER}</p>' in dom
 
 
@@ -157,22 +258,24 @@ def test_chromium_without_trust_shows_the_certificate_error(server: TlsServer, t
     assert e.value.error == "net::ERR_CERT_AUTHORITY_INVALID"
 
 
-def test_chromium_refuses_a_leaf_outside_the_name_constraints(server: TlsServer, tmp_path: Path) -> None:
+def test_chromium_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsServer, int], tmp_path: Path) -> None:
     """Even trusting the CA, Chromium refuses what a stolen key could mint for a real site."""
+    server, forged_port = nginx
     with pytest.raises(ChromiumError) as e:
-        chromium_load(f"https://example.com:{server.forged_port}/", server.leaf.ca, tmp_path / "home",
+        chromium_load(f"https://example.com:{forged_port}/", server.ca, tmp_path / "home",
                       extra_args=["--host-resolver-rules=MAP example.com 127.0.0.1"])
     # the control (same CA, same trust, a permitted name) loads in the test above; Chromium reports a
     # name-constraint violation as ERR_CERT_INVALID, not as an unknown issuer
     assert e.value.error == "net::ERR_CERT_INVALID", e.value.stderr
 
 
-def test_stackpanel_trust_steps_make_chromium_trust_and_remove_undoes_it(server: TlsServer, tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_stackpanel_trust_steps_make_chromium_trust_and_remove_undoes_it(nginx: tuple[TlsServer, int],
+                                                                         tmp_path: Path) -> None:
+    server, home = nginx[0], tmp_path / "home"
     url = f"https://app.localhost:{server.port}/"  # Chromium resolves *.localhost to loopback itself
-    apply_trust(trust_plan(ca_directory=server.ca_directory, home=home, system=None))
-    assert trust_status(server.ca_directory, home=home, system=None).trusted
+    apply_trust(trust_plan(ca_directory=server.material.ca_directory, home=home, system=None))
+    assert trust_status(server.material.ca_directory, home=home, system=None).trusted
     assert MARKER in chromium_load(url, None, home)
-    apply_trust(trust_plan(remove=True, ca_directory=server.ca_directory, home=home, system=None))
+    apply_trust(trust_plan(remove=True, ca_directory=server.material.ca_directory, home=home, system=None))
     with pytest.raises(ChromiumError, match="ERR_CERT_AUTHORITY_INVALID"):
         chromium_load(url, None, home)
