@@ -27,6 +27,8 @@ from stackpanel.core.tls import (
     ca_dir,
     ensure_ca,
     issue_leaf,
+    name_problem,
+    names_outside_ca,
     nss_dbs,
     trust_plan,
     trust_status,
@@ -162,6 +164,27 @@ def test_public_names_are_refused_with_what_to_use_instead(tmp_path: Path, cadir
     with pytest.raises(TlsError, match="1 to 30 days"):
         issue_leaf(["localhost"], tmp_path / "run", ca_directory=cadir, now=clock, valid_days=90)
     assert not (tmp_path / "run" / "cert.pem").exists()
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("localhost", None), ("api.localhost", None), ("127.0.0.2", None), ("[::1]", None), ("shop.test", None),
+    ("shop.internal", None), ("nas.home.arpa", None), ("printer.local", None), ("*.app.localhost", None),
+    ("192.168.1.10", None), ("fd00::5", None),
+    ("internal", "public name"), ("*.internal", "public name"), ("example.com", "public name"),
+    ("localhost.example.com", "public name"), ("1.1.1.1", "public address"), ("fe80::1%eth0", "zone id"),
+    ("-bad-.localhost", "not a host name"), ("a b", "not a host name"), ("", "not a host name"),
+])
+def test_name_problem_says_which_names_a_leaf_can_carry(name: str, problem: str | None) -> None:
+    found = name_problem(name)
+    assert found is None if problem is None else (found is not None and problem in found)
+
+
+def test_names_outside_ca_tells_before_a_new_ca_is_made(tmp_path: Path, cadir: Path, clock: Clock) -> None:
+    assert names_outside_ca(["localhost", "shop.internal"], cadir) == ["shop.internal"]  # no CA yet
+    assert not (cadir / "ca.pem").exists()
+    issue_leaf(["shop.internal"], tmp_path / "run", ca_directory=cadir, now=clock)
+    assert names_outside_ca(["localhost", "shop.internal", "api.shop.internal"], cadir) == []
+    assert names_outside_ca(["nas.home.arpa"], cadir) == ["nas.home.arpa"]
 
 
 def test_a_private_name_a_profile_declares_gets_a_ca_that_permits_it(tmp_path: Path, cadir: Path,

@@ -12,6 +12,8 @@ from stackpanel.core.tls.ca import (
     ca_dir,
     ensure_ca,
     issue_leaf,
+    name_problem,
+    names_outside_ca,
 )
 from stackpanel.core.tls.trust import (
     NssDb,
@@ -41,6 +43,8 @@ __all__ = [
     "detect_system_store",
     "ensure_ca",
     "issue_leaf",
+    "name_problem",
+    "names_outside_ca",
     "nss_dbs",
     "trust_plan",
     "trust_status",

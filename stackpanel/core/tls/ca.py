@@ -110,9 +110,13 @@ def normalize_name(name: str) -> Name:
     """A DNS name (lower case, no trailing dot) or an IP address; TlsError for anything else."""
     text = name.strip()
     try:
-        return ipaddress.ip_address(text.strip("[]"))
+        address = ipaddress.ip_address(text.strip("[]"))
     except ValueError:
         pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            raise TlsError(f"{name!r}: a certificate cannot name an address with a zone id (%...)")
+        return address
     host = text.lower().rstrip(".")
     labels = host.split(".")
     body = labels[1:] if labels and labels[0] == "*" else labels
@@ -149,6 +153,29 @@ def _refusal(name: Name) -> str:
                 f"instead (e.g. {stem}.localhost, which browsers resolve to 127.0.0.1 on their own).")
     return (f"{name} is a public address: stackpanel's local CA only signs loopback and private "
             f"addresses (127.0.0.0/8, ::1, RFC 1918, fc00::/7, link-local).")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be in a stackpanel leaf (a sentence saying what to use instead), or None.
+
+    For profile validation: a public name or address, a malformed one, a zone id.
+    """
+    try:
+        norm = normalize_name(name)
+    except TlsError as e:
+        return str(e)
+    if name_permitted(norm, BASE_DNS, BASE_IPS) or private_name(norm):
+        return None
+    return _refusal(norm)
+
+
+def names_outside_ca(names: Sequence[str], ca_directory: Path | None = None) -> list[str]:
+    """The names the current CA does not permit: issuing a leaf for them makes a new CA, which
+    browsers must be told to trust again (``stackpanel trust``). All of them when there is no CA yet
+    and they go beyond loopback; never makes a CA."""
+    cert = load_ca(ca_directory)
+    dns, ips = ca_constraints(cert) if cert is not None else (list(BASE_DNS), list(BASE_IPS))
+    return [n for n in names if not name_permitted(normalize_name(n), dns, ips)]
 
 
 def _constraint_sets(extra: Sequence[Name]) -> tuple[list[str], list[Net]]:
