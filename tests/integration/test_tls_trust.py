@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 MARKER = "stackpanel-tls-ok"
 NAMES = ["localhost", "app.localhost", "127.0.0.1", "::1"]
+DECLARED = ["shop.internal", "shop.test", "localhost"]  # names a profile may declare beyond loopback
 PAGE = f"<html><head><title>ok</title></head><body><p id=marker>{MARKER}</p></body></html>"
 
 
@@ -37,6 +38,7 @@ class Material:
     ca_directory: Path
     forged_cert: Path  # a leaf for example.com signed by the same CA: outside its constraints
     forged_key: Path
+    declared: LeafCert  # from a second CA, widened for the private names a profile declares
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,15 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     ca_directory = base / "ca"
     ensure_ca(ca_directory)
     leaf = issue_leaf(NAMES, base / "run", ca_directory=ca_directory)
-    return Material(leaf, ca_directory, *_forge(ca_directory, base / "forged"))
+    declared = issue_leaf(DECLARED, base / "run-declared", ca_directory=base / "ca-declared")
+    return Material(leaf, ca_directory, *_forge(ca_directory, base / "forged"), declared)
 
 
 @pytest.fixture(scope="module")
-def nginx(material: Material, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsServer, int]]:
-    """nginx serving the real leaf on one port and the forged one on another."""
+def nginx(material: Material, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsServer, int, int]]:
+    """nginx serving the real leaf, the forged one and the declared-names one, each on its own port."""
     leaf = material.leaf
-    port, forged_port = free_ports(2)
+    port, forged_port, declared_port = free_ports(3)
     prefix = tmp_path_factory.mktemp("nginx")
     (prefix / "logs").mkdir()
     conf = prefix / "nginx.conf"
@@ -139,12 +142,20 @@ http {{
         ssl_certificate_key {material.forged_key};
         location / {{ default_type text/html; return 200 "{PAGE}"; }}
     }}
+    server {{
+        listen 127.0.0.1:{declared_port} ssl;
+        server_name shop.internal shop.test;
+        ssl_certificate {material.declared.cert};
+        ssl_certificate_key {material.declared.key};
+        location / {{ default_type text/html; return 200 "{PAGE}"; }}
+    }}
 }}
 """)
     check = subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    with _running(["nginx", "-p", str(prefix), "-c", str(conf)], [port, forged_port], prefix / "logs" / "error.log"):
-        yield TlsServer("nginx", port, material), forged_port
+    with _running(["nginx", "-p", str(prefix), "-c", str(conf)], [port, forged_port, declared_port],
+                  prefix / "logs" / "error.log"):
+        yield TlsServer("nginx", port, material), forged_port, declared_port
 
 
 @pytest.fixture(scope="module")
@@ -235,8 +246,8 @@ def test_curl_refuses_the_leaf_without_the_ca(server: TlsServer, tmp_path: Path)
     assert e.value.returncode == 60  # peer certificate cannot be authenticated with the given CA
 
 
-def test_curl_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsServer, int]) -> None:
-    server, forged_port = nginx
+def test_curl_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsServer, int, int]) -> None:
+    server, forged_port, _ = nginx
     url = f"https://example.com:{forged_port}/"
     with pytest.raises(CurlError) as e:
         curl_get(url, server.ca, resolve=[f"example.com:{forged_port}:127.0.0.1"])
@@ -258,9 +269,10 @@ def test_chromium_without_trust_shows_the_certificate_error(server: TlsServer, t
     assert e.value.error == "net::ERR_CERT_AUTHORITY_INVALID"
 
 
-def test_chromium_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsServer, int], tmp_path: Path) -> None:
+def test_chromium_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsServer, int, int],
+                                                              tmp_path: Path) -> None:
     """Even trusting the CA, Chromium refuses what a stolen key could mint for a real site."""
-    server, forged_port = nginx
+    server, forged_port, _ = nginx
     with pytest.raises(ChromiumError) as e:
         chromium_load(f"https://example.com:{forged_port}/", server.ca, tmp_path / "home",
                       extra_args=["--host-resolver-rules=MAP example.com 127.0.0.1"])
@@ -269,7 +281,7 @@ def test_chromium_refuses_a_leaf_outside_the_name_constraints(nginx: tuple[TlsSe
     assert e.value.error == "net::ERR_CERT_INVALID", e.value.stderr
 
 
-def test_stackpanel_trust_steps_make_chromium_trust_and_remove_undoes_it(nginx: tuple[TlsServer, int],
+def test_stackpanel_trust_steps_make_chromium_trust_and_remove_undoes_it(nginx: tuple[TlsServer, int, int],
                                                                          tmp_path: Path) -> None:
     server, home = nginx[0], tmp_path / "home"
     url = f"https://app.localhost:{server.port}/"  # Chromium resolves *.localhost to loopback itself
@@ -279,3 +291,16 @@ def test_stackpanel_trust_steps_make_chromium_trust_and_remove_undoes_it(nginx: 
     apply_trust(trust_plan(remove=True, ca_directory=server.material.ca_directory, home=home, system=None))
     with pytest.raises(ChromiumError, match="ERR_CERT_AUTHORITY_INVALID"):
         chromium_load(url, None, home)
+
+
+def test_names_a_profile_declares_load_with_the_widened_ca(nginx: tuple[TlsServer, int, int], tmp_path: Path) -> None:
+    """shop.internal made issue_leaf widen the CA's constraints; curl and Chromium accept the result."""
+    server, _, port = nginx
+    declared = server.material.declared
+    assert declared.names == tuple(DECLARED)
+    for host in ("shop.internal", "shop.test"):
+        status, body = curl_get(f"https://{host}:{port}/", declared.ca, resolve=[f"{host}:{port}:127.0.0.1"])
+        assert status == 200 and MARKER in body
+    rules = "--host-resolver-rules=MAP shop.internal 127.0.0.1, MAP shop.test 127.0.0.1"
+    assert MARKER in chromium_load(f"https://shop.internal:{port}/", declared.ca, tmp_path / "home",
+                                   extra_args=[rules])

@@ -359,4 +359,5 @@ def test_system_store_without_root_gives_the_exact_sudo_command(cadir: Path, tmp
         apply_trust(plan)
     update = shlex.join(store.update)
     assert f"sudo install -m 0644 {cadir / 'ca.pem'} {store.anchor} && sudo {update}" in str(e.value)
+    assert e.value.commands == (f"sudo install -m 0644 {cadir / 'ca.pem'} {store.anchor}", f"sudo {update}")
     assert not store.anchor.exists() and not (tmp_path / "home" / ".pki").exists()  # nothing done before asking

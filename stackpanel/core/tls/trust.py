@@ -60,7 +60,14 @@ _INSTALL_HINTS = {
 
 
 class TrustError(TlsError):
-    """Installing or removing trust failed; the message says what to run or install."""
+    """Installing or removing trust failed; the message says what to run or install.
+
+    ``commands``: when root is needed, the exact shell commands (with sudo) a person can copy.
+    """
+
+    def __init__(self, message: str, commands: Sequence[str] = ()):
+        super().__init__(message)
+        self.commands = tuple(commands)
 
 
 def _safe_user() -> str:
@@ -363,9 +370,10 @@ def _preflight(plan: Sequence[TrustStep]) -> None:
             raise TrustError(_INSTALL_HINTS.get(tool, f"{tool} not found on PATH"))
     rooted = [s for s in plan if s.needs_root]
     if rooted and os.geteuid() != 0:
-        commands = " && ".join(s.shell for s in rooted)
-        raise TrustError(f"changing the {rooted[0].store} needs root. Run:\n    {commands}\n"
-                         f"then run `{FIX_COMMAND}` again for the browsers (or leave the system store out).")
+        commands = [s.shell for s in rooted]
+        raise TrustError(f"changing the {rooted[0].store} needs root. Run:\n    {' && '.join(commands)}\n"
+                         f"then run `{FIX_COMMAND}` again for the browsers (or leave the system store out).",
+                         commands)
 
 
 def apply_trust(plan: Sequence[TrustStep]) -> list[str]:
