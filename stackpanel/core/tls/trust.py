@@ -285,8 +285,10 @@ def _system(system: SystemArg) -> SystemStore | None:
 
 def _system_steps(store: SystemStore, ca_pem: Path, cert: x509.Certificate | None, remove: bool) -> list[TrustStep]:
     root = store.needs_root
-    if store.kind == "macos":
+    if store.kind == "macos":  # from Apple's `security` manual; not tested here
         if remove:
+            if cert is None or not _macos_has(cert):
+                return []
             return [TrustStep(store.label, "run", "remove the stackpanel CA's trust setting from macOS",
                               ("security", "remove-trusted-cert", "-d", str(ca_pem)), needs_root=True),
                     TrustStep(store.label, "run", f"delete the stackpanel CA from {store.anchor}",
@@ -304,7 +306,7 @@ def _system_steps(store: SystemStore, ca_pem: Path, cert: x509.Certificate | Non
                 TrustStep(store.label, "run", "rebuild the system CA bundle without it", store.remove_update,
                           needs_root=root)]
     current = cert is not None and _file_der(store.anchor) == _der(cert)
-    if current and _bundle_has(store.bundle, cert):  # type: ignore[arg-type]  # cert is not None here
+    if cert is not None and current and _bundle_has(store.bundle, cert):
         return []
     steps = [] if current else [
         TrustStep(store.label, "copy", f"copy the stackpanel CA to {store.anchor}", source=ca_pem,
