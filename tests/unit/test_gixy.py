@@ -30,6 +30,10 @@ ACCEPTED = {
     # tell an upstream name from a host name). The variable keeps the raw path (see
     # proxy_pass_normalized, which this form avoids).
     "missing_resolver": "proxy_pass names an upstream of IP literals, not a DNS name",
+    # HSTS on localhost would pin every http://localhost:<port> of the user's machine (other dev
+    # servers, other stacks) to https for as long as max-age says; tls.redirect is the local
+    # equivalent. Users who want it add the header in `limits.headers`.
+    "hsts_header": "HSTS on localhost would break every other local http server",
 }
 
 

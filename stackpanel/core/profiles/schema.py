@@ -388,9 +388,27 @@ class NodeBase(StrictModel):
         return self.shutdown.timeout_seconds + 2.0
 
 
+class TlsListener(StrictModel):
+    """HTTPS on a port of its own, with a certificate from the user's local CA (`stackpanel trust`)."""
+
+    port: int = Field(ge=1, le=65535)
+    redirect: bool = Field(default=False, description="the plain port answers 308 to the https URL")
+    http2: bool = True
+
+
 class ProxyNode(NodeBase):
     routes: list[Route] = Field(min_length=1)
     limits: Limits = Limits()
+    tls: TlsListener | None = None
+
+    @property
+    def tls_url(self) -> str | None:
+        return f"https://{self.url_host}:{self.tls.port}/" if self.tls else None
+
+    def certificate_names(self, accepted: list[str]) -> list[str]:
+        """The names a TLS leaf covers: the accepted Host names without brackets, wildcards only
+        where the profile declared one (the CA's constraints cover localhost's subdomains)."""
+        return [n.strip("[]") for n in accepted if n != "*.localhost"]
     server_names: list[str] = Field(
         default_factory=list, description="host names this proxy answers to besides localhost, *.localhost, "
         "127.0.0.1 and [::1]; any other Host gets 421 (DNS rebinding)")
@@ -468,6 +486,12 @@ NODE_MODELS: dict[str, type[NodeBase]] = {
 }
 
 
+def _tls_shifted(node: NodeBase, offset: int) -> dict[str, Any]:
+    if isinstance(node, ProxyNode) and node.tls is not None:
+        return {"tls": node.tls.model_copy(update={"port": node.tls.port + offset})}
+    return {}
+
+
 class Edge(BaseModel):
     """One hop of the request path: a route of a proxy to a node or to its static files."""
 
@@ -531,7 +555,14 @@ class Profile(StrictModel):
 
     @property
     def entry_url(self) -> str:
+        """The plain HTTP URL of the entry (probes, load, bench)."""
         return self.nodes[self.entry].url
+
+    @property
+    def browser_url(self) -> str:
+        """What a person opens: the entry's https URL when it has TLS."""
+        entry = self.nodes[self.entry]
+        return (entry.tls_url if isinstance(entry, ProxyNode) else None) or entry.url
 
     def start_order(self) -> list[str]:
         """Backends first: a node starts after every node it depends on (validated acyclic)."""
@@ -587,5 +618,6 @@ class Profile(StrictModel):
     def with_port_offset(self, offset: int) -> Profile:
         if offset == 0:
             return self
-        nodes = {name: n.model_copy(update={"port": n.port + offset}) for name, n in self.nodes.items()}
+        nodes = {name: n.model_copy(update={"port": n.port + offset, **_tls_shifted(n, offset)})
+                 for name, n in self.nodes.items()}
         return self.model_copy(update={"nodes": nodes})

@@ -13,6 +13,7 @@ from stackpanel.core.errors import ProfileProblem
 from stackpanel.core.fsutil import is_dir, is_file
 from stackpanel.core.profiles.schema import ApacheNode, AppServerNode, Profile, ProxyNode
 from stackpanel.core.profiles.sourcemap import SourceMap
+from stackpanel.core.tls import name_problem
 
 
 def _is_wildcard(host: str) -> bool:
@@ -23,19 +24,22 @@ def check_ports(profile: Profile, smap: SourceMap, port_offset: int) -> list[Pro
     problems: list[ProfileProblem] = []
     seen: dict[int, list[tuple[str, str]]] = {}
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    for name, node in profile.nodes.items():
-        loc = ("nodes", name, "port")
-        port = node.port + port_offset
-        shifted = f" (port {node.port} + offset {port_offset})" if port_offset else ""
+    ports: list[tuple[str, tuple[str, ...], int, str]] = [
+        (name, ("nodes", name, "port"), node.port, node.host) for name, node in profile.nodes.items()]
+    ports += [(name, ("nodes", name, "tls", "port"), node.tls.port, node.host) for name, node in profile.nodes.items()
+              if isinstance(node, ProxyNode) and node.tls is not None]
+    for name, loc, base_port, host in ports:
+        port = base_port + port_offset
+        shifted = f" (port {base_port} + offset {port_offset})" if port_offset else ""
         if not 1 <= port <= 65535:
             problems.append(smap.problem(loc, f"port {port}{shifted} is outside 1..65535",
                                          "use a smaller --port-offset"))
             continue
-        for other, host in seen.get(port, []):
-            if host == node.host or _is_wildcard(host) or _is_wildcard(node.host):
+        for other, other_host in seen.get(port, []):
+            if other_host == host or _is_wildcard(other_host) or _is_wildcard(host):
                 problems.append(smap.problem(loc, f"port {port}{shifted} is already used by node {other!r}",
-                                             "give every node its own port"))
-        seen.setdefault(port, []).append((name, node.host))
+                                             "give every node (and every tls listener) its own port"))
+        seen.setdefault(port, []).append((name, host))
         if port < 1024 and not is_root:
             problems.append(smap.problem(loc, f"port {port}{shifted} is privileged and needs root",
                                          f"use a port of 1024 or above, e.g. {port + 8000}"))
@@ -61,6 +65,12 @@ def check_edge_features(profile: Profile, smap: SourceMap, port_offset: int) -> 
     for name, node in profile.nodes.items():
         if not isinstance(node, ProxyNode):
             continue
+        if node.tls is not None:
+            for i, server_name in enumerate(node.server_names):
+                why = name_problem(server_name)
+                if why:
+                    problems.append(smap.problem(("nodes", name, "server_names", i),
+                                                 f"no local certificate can name {server_name!r}: {why}"))
         if isinstance(node, ApacheNode) and node.limits.rate_limit is not None:
             problems.append(smap.problem(("nodes", name, "limits", "rate_limit"), _APACHE_RATE,
                                          _APACHE_RATE_FIX, prefer_key=True))

@@ -15,6 +15,7 @@ import jinja2
 
 from stackpanel.core.errors import RenderError
 from stackpanel.core.profiles.schema import HEADER_VALUE_RE, UNSAFE_PATH_CHARS, is_server_control_env
+from stackpanel.core.tls.ca import LEAF_FILE, LEAF_KEY_FILE
 
 #: Unprivileged account the servers' workers switch to when stackpanel runs as root.
 UNPRIVILEGED_USER = "nobody"
@@ -133,6 +134,9 @@ class RunPaths:
         """stdout + stderr of the node's leader process."""
         return self.logs_dir / f"{node}.out.log"
 
+    def tls_dir(self, node: str) -> Path:
+        return self.state_dir / f"tls-{node}"
+
     def pid_file(self, node: str) -> Path:
         return self.state_dir / f"{node}.pid"
 
@@ -142,6 +146,22 @@ class RunPaths:
     @property
     def record_file(self) -> Path:
         return self.root / "processes.json"
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """A TLS leaf a node needs: issued (or reused) by RenderedStack.write() from the local CA."""
+
+    names: tuple[str, ...]
+    directory: Path
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / LEAF_FILE
+
+    @property
+    def key(self) -> Path:
+        return self.directory / LEAF_KEY_FILE
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,8 @@ class RenderedNode:
     dirs: tuple[Path, ...] = ()
     #: of those, the ones the server's unprivileged workers must be able to write.
     writable_dirs: tuple[Path, ...] = ()
+    #: the TLS leaf the config refers to (None without tls).
+    certificate: CertificateRequest | None = None
 
     def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """The process environment: the inherited one without the variables that would change the

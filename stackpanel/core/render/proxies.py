@@ -16,7 +16,7 @@ from stackpanel.core.profiles.schema import (
     Profile,
     ProxyNode,
 )
-from stackpanel.core.render.common import RenderedNode, RunPaths, template_env
+from stackpanel.core.render.common import CertificateRequest, RenderedNode, RunPaths, template_env
 
 #: Apache modules a rendered httpd.conf uses (compiled-in ones are skipped by ApacheInfo).
 APACHE_BASE_MODULES = ("mpm_event", "authz_core", "unixd", "log_config", "mime", "dir", "alias", "setenvif",
@@ -118,9 +118,13 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
     ]
     tmp = paths.node_tmp(name)
     conf = paths.conf_dir / f"nginx-{name}.conf"
+    certificate = _certificate(profile, name, node, paths)
     text = template_env().get_template("nginx.conf.j2").render(
         name=name, node=node, paths=paths, tmp=tmp, upstreams=upstreams,
         routes=_edge_routes(profile, name, node), defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
+        tls=node.tls, certificate=certificate, tls_address=_tls_address(node),
+        # nginx 1.25.1 replaced `listen ... http2` with `http2 on;`
+        http2_directive=_version(nginx.version) >= (1, 25, 1),
         server_names=profile.accepted_host_names(name),
         user=user if as_root else None, group=group, shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         log_format=logformat.NGINX_LOG_FORMAT,
@@ -136,7 +140,7 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
         pid_file=paths.pid_file(name),
         config_test_argv=(str(nginx.path), "-t", "-q", "-p", prefix, "-c", str(conf), "-e",
                           str(paths.error_log(name))),
-        stop_signal=signal.SIGQUIT, reload_signal=signal.SIGHUP,
+        stop_signal=signal.SIGQUIT, reload_signal=signal.SIGHUP, certificate=certificate,
         dirs=tuple(tmp / d for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         writable_dirs=tuple(tmp / d for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
     )
@@ -147,6 +151,9 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
     routes = _edge_routes(profile, name, node)
     proxied = any(r.to for r in routes)
     modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ("headers",))
+    certificate = _certificate(profile, name, node, paths)
+    if node.tls is not None:
+        modules += ("ssl", "socache_shmcb") + (("http2",) if node.tls.http2 else ())
     if any(r.limits.gzip for r in routes):
         modules += ("filter", "deflate")
     root_route = next((r for r in routes if r.static and r.path == "/"), None)
@@ -168,6 +175,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         routes_shortest_first=by_length,
         routes_longest_first=[r for r in reversed(by_length) if r.to or proxied],
         proxied=proxied, defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
+        tls=node.tls, certificate=certificate, tls_address=_tls_address(node),
     )
     base = (str(apache.path), "-d", str(paths.root), "-f", str(conf))
     return RenderedNode(
@@ -179,9 +187,24 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         pid_file=paths.pid_file(name),
         config_test_argv=base + ("-t",),
         # WINCH = graceful-stop (finish requests, then exit); USR1 = graceful restart with the new config.
-        stop_signal=signal.SIGWINCH, reload_signal=signal.SIGUSR1,
+        stop_signal=signal.SIGWINCH, reload_signal=signal.SIGUSR1, certificate=certificate,
         dirs=(document_root,) if root_static is None else (),
     )
+
+
+def _certificate(profile: Profile, name: str, node: ProxyNode, paths: RunPaths) -> CertificateRequest | None:
+    if node.tls is None:
+        return None
+    names = node.certificate_names(profile.accepted_host_names(name))
+    return CertificateRequest(tuple(names), paths.tls_dir(name))
+
+
+def _tls_address(node: ProxyNode) -> str:
+    return f"{node.url_host}:{node.tls.port}" if node.tls else ""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3]) or (0,)
 
 
 def _whole_seconds(value: float) -> int:

@@ -18,6 +18,7 @@ from stackpanel.core.render.common import (
     unprivileged_group,
 )
 from stackpanel.core.render.proxies import render_apache, render_nginx
+from stackpanel.core.tls import issue_leaf
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class RenderedStack:
             for d in node.writable_dirs:
                 if self.as_root:
                     shutil.chown(d, UNPRIVILEGED_USER, unprivileged_group())
+            if node.certificate is not None:
+                issue_leaf(node.certificate.names, node.certificate.directory)
             for path, text in node.files.items():
                 tmp = path.with_name(path.name + ".tmp")
                 tmp.write_text(text, encoding="utf-8")
