@@ -82,7 +82,7 @@ def test_hostile_values_are_refused_or_read_back_unchanged_by_the_servers(hostil
     """nginx -T and apache2 -t -D DUMP_INCLUDES: one config file each, and the directives nginx
     read back are those of the base profile (no Include, no extra Listen, no ProxyRequests)."""
     if field[-1] == "path":
-        value = "/x" + value
+        value = "/x" + value + "y"
     text = yaml.safe_dump(hostile.put(hostile.BASE, field, value), allow_unicode=True)
     try:
         stack = render_stack(load_profile_text(text, hostile_dir / "p.yaml"), hostile_dir / "run")

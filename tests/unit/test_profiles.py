@@ -391,3 +391,52 @@ def test_server_names_are_host_names(profile_dir: Path) -> None:
     [(line, message, _)] = problems(GOOD.replace("    port: 18080", "    port: 18080\n    server_names: ['a b;']"),
                                     profile_dir)
     assert line == 7 and "is not a host name" in message
+
+
+# ----------------------------------------------------------------- app servers: interpreter, keys, args
+
+
+def _fake_venv(root: Path) -> Path:
+    """A venv's layout: bin/python is a symbolic link to the base interpreter."""
+    import sys
+
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "python").symlink_to(sys.executable)
+    (root / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    return root
+
+
+@pytest.mark.parametrize("form", ["interpreter", "directory"])
+def test_a_venv_interpreter_is_kept_as_given(profile_dir: Path, form: str) -> None:
+    venv = _fake_venv(profile_dir / "venv")
+    given = venv / "bin" / "python" if form == "interpreter" else venv
+    profile = load(GOOD + f"      python: {given}\n", profile_dir, check_files=False)
+    assert profile.nodes["app"].app.interpreter == str(venv / "bin" / "python")  # not the link's target
+
+
+def test_a_dot_venv_in_the_app_directory_is_used(profile_dir: Path) -> None:
+    venv = _fake_venv(profile_dir / ".venv")
+    profile = load(GOOD, profile_dir, check_files=False)
+    assert profile.nodes["app"].app.interpreter == str(venv / "bin" / "python")
+
+
+def test_app_server_keys_and_args(profile_dir: Path) -> None:
+    text = GOOD.replace("    workers: 2\n", "    workers: 2\n    factory: true\n    limit_concurrency: 100\n"
+                        "    http: h11\n    loop: asyncio\n    root_path: /sub/\n    args: [--backlog, '64']\n")
+    node = load(text, profile_dir).nodes["app"]
+    assert isinstance(node, UvicornNode) and node.root_path == "/sub" and node.args == ["--backlog", "64"]
+
+
+@pytest.mark.parametrize("arg", ["--port=9", "--host", "--workers", "--uds=/tmp/x", "--reload"])
+def test_args_may_not_set_what_stackpanel_owns_uvicorn(profile_dir: Path, arg: str) -> None:
+    [(line, message, _)] = problems(GOOD.replace("    workers: 2\n", f"    workers: 2\n    args: ['{arg}']\n"),
+                                    profile_dir)
+    assert line == 16 and arg.split("=", maxsplit=1)[0] in message and "set by stackpanel" in message
+
+
+@pytest.mark.parametrize("arg", ["-b", "--bind=0.0.0.0:1", "-D", "--daemon", "-c", "--config=x.py", "-w3", "--pid"])
+def test_args_may_not_set_what_stackpanel_owns_gunicorn(profile_dir: Path, arg: str) -> None:
+    text = GOOD.replace("kind: uvicorn", "kind: gunicorn")
+    text = text.replace("    workers: 2\n", f"    workers: 2\n    args: ['{arg}']\n")
+    [(_line, message, _)] = problems(text, profile_dir)
+    assert "set by stackpanel" in message

@@ -200,7 +200,7 @@ def test_hostile_values_never_change_config_structure(tmp_path: Path, field: tup
     same directives, the same argv shape and no server-control variable in the environment."""
     baseline = _baseline(tmp_path)
     if field[-1] == "path" and isinstance(value, str):
-        value = "/x" + value  # keep the route's kind (a sub-path, not "/") so only injection could change it
+        value = "/x" + value + "y"  # a sub-path (not "/", no trailing slash): only injection could change it
     try:
         stack = _render(hostile.put(hostile.BASE, field, value), tmp_path)
     except (ProfileError, RenderError):
@@ -245,3 +245,22 @@ def test_missing_app_server_package_names_the_pip_command(tmp_path: Path, monkey
     with pytest.raises(RenderError) as info:
         render_stack(profile, tmp_path, nginx=NGINX, apache=APACHE)
     assert "needs uvicorn-worker" in str(info.value) and "-m pip install uvicorn-worker" in str(info.value)
+
+
+def test_app_server_keys_reach_the_command_line(tmp_path: Path) -> None:
+    text = """\
+version: 1
+name: keys
+nodes:
+  fast: {kind: uvicorn, port: 18001, factory: true, limit_concurrency: 50, http: h11, loop: asyncio,
+         root_path: /sub, args: [--backlog, "64"], app: {module: "stackpanel.apps.fastapi_demo:app"}}
+  sync: {kind: gunicorn, port: 18002, preload: true, max_requests: 1000, max_requests_jitter: 50,
+         args: [--backlog=64], app: {module: "stackpanel.apps.flask_demo:app", interface: wsgi}}
+  edge: {kind: nginx, port: 18080, routes: [{path: /a, to: fast}, {path: /b, to: sync}]}
+"""
+    stack = render_stack(load_profile_text(text, tmp_path / "p.yaml"), tmp_path / "run", nginx=NGINX, apache=APACHE)
+    fast = " ".join(stack.nodes["fast"].argv)
+    assert "--root-path /sub --factory --limit-concurrency 50 --http h11 --loop asyncio --backlog 64" in fast
+    sync = " ".join(stack.nodes["sync"].argv)
+    assert "--preload --max-requests 1000 --max-requests-jitter 50 --backlog=64" in sync
+    assert f"--config {stack.paths.conf_dir / 'gunicorn-sync.conf.py'}" in sync  # a stray gunicorn.conf.py never runs

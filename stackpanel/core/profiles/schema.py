@@ -9,14 +9,15 @@ Cross-node rules (ports, routes, cycles, reachability, files on disk) live in ``
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from stackpanel.core.fsutil import is_dir
+from stackpanel.core.fsutil import is_dir, is_file
 
 NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn"]
 PROXY_KINDS: tuple[str, ...] = ("nginx", "apache")
@@ -80,7 +81,10 @@ def check_config_path(value: str) -> str:
     return value
 
 
-def _resolve_against_profile(value: str, info: ValidationInfo) -> str:
+def _resolve_against_profile(value: str, info: ValidationInfo, follow_links: bool = True) -> str:
+    """An absolute path (relative ones are relative to the profile's directory). `follow_links`
+    False keeps symbolic links as written: a venv's bin/python is a link to the base interpreter,
+    and only the link's own path tells Python it runs in the venv."""
     base = (info.context or {}).get("base_dir")
     try:
         path = Path(value).expanduser()
@@ -88,7 +92,9 @@ def _resolve_against_profile(value: str, info: ValidationInfo) -> str:
         raise ValueError(f"{value!r} starts with ~ but names no user of this machine") from None
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
-    return str(path.resolve()) if base is not None else str(path)
+    if base is None:
+        return str(path)
+    return str(path.resolve()) if follow_links else os.path.abspath(path)
 
 
 def check_host(value: str) -> str:
@@ -170,7 +176,7 @@ class AppSpec(StrictModel):
         if v is None:
             base = (info.context or {}).get("base_dir")
             return str(base) if info.field_name == "working_dir" and base is not None else None
-        return _resolve_against_profile(check_config_path(v), info)
+        return _resolve_against_profile(check_config_path(v), info, follow_links=info.field_name != "python")
 
     @field_validator("env")
     @classmethod
@@ -189,9 +195,11 @@ class AppSpec(StrictModel):
 
     @property
     def interpreter(self) -> str:
-        """The Python executable that runs the app server."""
+        """The Python executable that runs the app server: `python` (an interpreter or a venv
+        directory), else a `.venv` in the app's directory, else stackpanel's own."""
         if self.python is None:
-            return sys.executable
+            local = Path(self.working_dir or ".") / ".venv" / "bin" / "python"
+            return str(local) if is_file(local) else sys.executable
         p = Path(self.python)
         return str(p / "bin" / "python") if is_dir(p) else str(p)
 
@@ -383,6 +391,11 @@ class NodeBase(StrictModel):
         return f"http://{self.address}/"
 
     @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) this node binds (a proxy's tls listener too)."""
+        return [(self.host, self.port)]
+
+    @property
     def stop_deadline_seconds(self) -> float:
         """How long the supervisor waits after the graceful signal before SIGKILL."""
         return self.shutdown.timeout_seconds + 2.0
@@ -400,6 +413,10 @@ class ProxyNode(NodeBase):
     routes: list[Route] = Field(min_length=1)
     limits: Limits = Limits()
     tls: TlsListener | None = None
+
+    @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)] + ([(self.host, self.tls.port)] if self.tls else [])
 
     @property
     def tls_url(self) -> str | None:
@@ -439,17 +456,60 @@ class ApacheNode(ProxyNode):
     threads_per_child: int = Field(default=128, ge=1, le=1024)
 
 
+#: Options stackpanel sets itself on an app server's command line (binds, logs, pid, control
+#: socket, daemon mode, the app's location): `args:` may not repeat them.
+OWNED_UVICORN_OPTIONS = frozenset({
+    "--host", "--port", "--uds", "--fd", "--workers", "--reload", "--reload-dir", "--reload-include",
+    "--reload-exclude", "--reload-delay", "--log-config", "--app-dir", "--env-file", "--root-path",
+    "--interface", "--factory", "--timeout-keep-alive", "--timeout-graceful-shutdown", "--proxy-headers",
+    "--no-proxy-headers", "--forwarded-allow-ips", "--log-level", "--access-log", "--no-access-log", "--use-colors",
+    "--no-use-colors", "--limit-concurrency", "--http", "--loop",
+})
+OWNED_GUNICORN_OPTIONS = frozenset({
+    "--bind", "-b", "--workers", "-w", "--worker-class", "-k", "--chdir", "--pid", "-p", "--control-socket",
+    "--no-control-socket", "--log-config", "--log-config-json", "--log-config-dict", "--log-file", "--error-logfile",
+    "--access-logfile", "--access-logformat", "--config", "-c", "--daemon", "-D", "--user", "-u", "--group", "-g",
+    "--timeout", "-t", "--graceful-timeout", "--keep-alive", "--forwarded-allow-ips", "--threads", "--preload",
+    "--max-requests", "--max-requests-jitter", "--reload", "--pythonpath", "--env", "-e", "--paste", "--check-config",
+    "--print-config", "--capture-output", "--enable-stdio-inheritance", "--worker-tmp-dir", "--umask", "-m",
+    "--initgroups",
+})
+
+
 class AppServerNode(NodeBase):
     app: AppSpec
+    args: list[str] = Field(default_factory=list, max_length=64,
+                            description="more command-line options for the server, after stackpanel's own")
+
+    #: the options `args:` may not set (per kind)
+    OWNED_OPTIONS: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            if any(ord(c) < 32 for c in arg):
+                raise ValueError(f"argument {arg!r} contains a control character")
+            option = arg.split("=", 1)[0]
+            short = option[:2] if option.startswith("-") and not option.startswith("--") else option
+            if option in cls.OWNED_OPTIONS or short in cls.OWNED_OPTIONS:
+                raise ValueError(f"{option} is set by stackpanel from the profile (binds, logs, pid, workers "
+                                 "and the keys of this node): set the node's key instead of passing it in args")
+        return v
 
 
 class GunicornNode(AppServerNode):
+    OWNED_OPTIONS: ClassVar[frozenset[str]] = OWNED_GUNICORN_OPTIONS
     kind: Literal["gunicorn"]
     worker_class: Literal["sync", "uvicorn"] | None = Field(
         default=None, description="sync (WSGI) or uvicorn (ASGI); default: from the app's interface"
     )
     threads: int = Field(default=1, ge=1, le=64)
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="gunicorn --timeout")
+    preload: bool = Field(default=False, description="import the app once in the master, before forking")
+    max_requests: int = Field(default=0, ge=0, le=10_000_000, description="restart a worker after this many "
+                              "requests (0: never)")
+    max_requests_jitter: int = Field(default=0, ge=0, le=10_000_000)
 
     @property
     def effective_worker_class(self) -> str:
@@ -467,8 +527,21 @@ class GunicornNode(AppServerNode):
 
 
 class UvicornNode(AppServerNode):
+    OWNED_OPTIONS: ClassVar[frozenset[str]] = OWNED_UVICORN_OPTIONS
     kind: Literal["uvicorn"]
     reload: bool = False
+    factory: bool = Field(default=False, description="app.module names a function that returns the app")
+    root_path: str | None = Field(default=None, description="the ASGI root_path (default: the prefix a "
+                                  "proxy strips in front of this node)")
+    limit_concurrency: int | None = Field(default=None, ge=1, le=1_000_000,
+                                          description="answer 503 beyond this many connections and tasks")
+    http: Literal["auto", "h11", "httptools"] = "auto"
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, v: str | None) -> str | None:
+        return None if v is None else check_url_path(v).rstrip("/") or None
 
     @model_validator(mode="after")
     def _reload_single(self) -> UvicornNode:

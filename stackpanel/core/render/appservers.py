@@ -99,12 +99,22 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     ]
     if node.app.interface == "wsgi":
         argv += ["--interface", "wsgi"]
-    if mount_prefix:
-        argv += ["--root-path", mount_prefix]
+    root_path = node.root_path or mount_prefix
+    if root_path:
+        argv += ["--root-path", root_path]
+    if node.factory:
+        argv += ["--factory"]
+    if node.limit_concurrency is not None:
+        argv += ["--limit-concurrency", str(node.limit_concurrency)]
+    if node.http != "auto":
+        argv += ["--http", node.http]
+    if node.loop != "auto":
+        argv += ["--loop", node.loop]
     if node.reload:
         argv += ["--reload", "--reload-dir", str(workdir)]
     elif node.workers > 1:
         argv += ["--workers", str(node.workers)]
+    argv += node.args
     return RenderedNode(
         name=name, kind="uvicorn", argv=tuple(argv), cwd=workdir,
         files={log_conf: json.dumps(uvicorn_log_config(paths, name), indent=2) + "\n"},
@@ -145,6 +155,11 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
         argv += ["--access-logformat", logformat.GUNICORN_ACCESS_FORMAT]
         if node.threads > 1:
             argv += ["--threads", str(node.threads)]
+    if node.preload:
+        argv += ["--preload"]
+    if node.max_requests:
+        argv += ["--max-requests", str(node.max_requests), "--max-requests-jitter", str(node.max_requests_jitter)]
+    argv += node.args
     return RenderedNode(
         name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
