@@ -29,9 +29,37 @@ def _workdir(node: AppServerNode) -> Path:
     return Path(node.app.working_dir) if node.app.working_dir else Path.cwd()
 
 
-def uvicorn_log_config(paths: RunPaths, name: str) -> dict[str, Any]:
-    """dictConfig for uvicorn: access lines in the shared format (pid first) to the access log."""
+#: The ASGI wrapper that logs every request with its duration and request id (uvicorn's access
+#: log has neither): written into the run's conf dir, importable without stackpanel.
+ACCESS_WRAPPER = "stackpanel_access"
+_ACCESS_WRAPPER_SOURCE = (Path(__file__).parent / "templates" / f"{ACCESS_WRAPPER}.py").read_text(encoding="utf-8")
+
+
+def _wrapped(node: AppServerNode, paths: RunPaths) -> tuple[str, dict[str, str], dict[Path, str]]:
+    """(app target, environment, files) that run the node's ASGI app inside the access wrapper."""
+    env = {"STACKPANEL_APP": node.app.module, "STACKPANEL_APP_DIR": str(_workdir(node))}
+    if isinstance(node, UvicornNode) and node.factory:
+        env["STACKPANEL_APP_FACTORY"] = "1"
+    return f"{ACCESS_WRAPPER}:app", env, {paths.conf_dir / f"{ACCESS_WRAPPER}.py": _ACCESS_WRAPPER_SOURCE}
+
+
+def _wrapper_loggers(paths: RunPaths, name: str) -> dict[str, Any]:
+    """uvicorn's own access lines off; the wrapper's lines, already formatted, to the access log."""
     return {
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        "stackpanel.access": {"handlers": ["wrapped_access"], "level": "INFO", "propagate": False},
+    }
+
+
+def _wrapper_handler(paths: RunPaths, name: str) -> dict[str, Any]:
+    return {"wrapped_access": {"class": "logging.FileHandler", "filename": str(paths.access_log(name)),
+                               "formatter": "plain"}}
+
+
+def uvicorn_log_config(paths: RunPaths, name: str, wrapped: bool = False) -> dict[str, Any]:
+    """dictConfig for uvicorn: access lines in the shared format (pid first) to the access log,
+    written by the access wrapper for an ASGI app (`wrapped`), by uvicorn's logger for WSGI."""
+    config = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
@@ -51,17 +79,21 @@ def uvicorn_log_config(paths: RunPaths, name: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
+    return _with_wrapper(config, paths, name) if wrapped else config
+
+
+def _with_wrapper(config: dict[str, Any], paths: RunPaths, name: str) -> dict[str, Any]:
+    config["formatters"]["plain"] = {"format": "%(message)s"}
+    config["handlers"].update(_wrapper_handler(paths, name))
+    config["loggers"].update(_wrapper_loggers(paths, name))
+    return config
 
 
 def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> dict[str, Any]:
-    """dictConfig for gunicorn. With UvicornWorker, uvicorn's access records flow through
-    gunicorn.access's handlers, so that handler formats them with uvicorn's AccessFormatter."""
-    access_formatter = (
-        {"()": "uvicorn.logging.AccessFormatter", "fmt": logformat.UVICORN_ACCESS_FORMAT, "use_colors": False}
-        if uvicorn_workers
-        else {"format": logformat.GUNICORN_FORMATTER}
-    )
-    return {
+    """dictConfig for gunicorn. Sync workers: gunicorn's access log in the shared format. With
+    UvicornWorker, the access wrapper writes the lines and uvicorn's own are off."""
+    access_formatter = {"format": logformat.GUNICORN_FORMATTER}
+    config = {
         "version": 1,
         "disable_existing_loggers": False,
         "root": {"level": "INFO", "handlers": ["error"]},
@@ -81,16 +113,20 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
                                 "qualname": "gunicorn.access"},
         },
     }
+    return _with_wrapper(config, paths, name) if uvicorn_workers else config
 
 
 def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
     """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path)."""
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
+    wrapped = node.app.interface == "asgi"
+    target, wrapper_env, wrapper_files = _wrapped(node, paths) if wrapped else (node.app.module, {}, {})
     argv = [
-        node.app.interpreter, "-m", "uvicorn", node.app.module,
+        node.app.interpreter, "-m", "uvicorn", target,
         "--host", node.host, "--port", str(node.port),
-        "--app-dir", str(workdir),
+        # the wrapper lives in the conf dir and puts the app's directory on sys.path itself
+        "--app-dir", str(paths.conf_dir if wrapped else workdir),
         "--log-config", str(log_conf),
         "--timeout-keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--timeout-graceful-shutdown", _seconds(node.shutdown.timeout_seconds),
@@ -102,7 +138,7 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     root_path = node.root_path or mount_prefix
     if root_path:
         argv += ["--root-path", root_path]
-    if node.factory:
+    if node.factory and not wrapped:
         argv += ["--factory"]
     if node.limit_concurrency is not None:
         argv += ["--limit-concurrency", str(node.limit_concurrency)]
@@ -117,9 +153,9 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     argv += node.args
     return RenderedNode(
         name=name, kind="uvicorn", argv=tuple(argv), cwd=workdir,
-        files={log_conf: json.dumps(uvicorn_log_config(paths, name), indent=2) + "\n"},
+        files={log_conf: json.dumps(uvicorn_log_config(paths, name, wrapped), indent=2) + "\n", **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
-        env=_app_env(node), stop_signal=signal.SIGTERM,
+        env=_app_env(node) | wrapper_env, stop_signal=signal.SIGTERM,
         # uvicorn has no graceful reload; --workers N restarts workers on HUP only since 0.29
         reload_signal=None,
     )
@@ -135,8 +171,9 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     # Without --config gunicorn executes a gunicorn.conf.py found in the app's directory, which
     # could rebind, daemonize or add hooks behind the profile's back: pin an empty one.
     py_conf = paths.conf_dir / f"gunicorn-{name}.conf.py"
+    target, wrapper_env, wrapper_files = _wrapped(node, paths) if uvicorn_workers else (node.app.module, {}, {})
     argv = [
-        node.app.interpreter, "-m", "gunicorn", node.app.module,
+        node.app.interpreter, "-m", "gunicorn", target,
         "--config", str(py_conf),
         "--bind", node.address,
         "--workers", str(node.workers),
@@ -151,7 +188,9 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
         "--keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--forwarded-allow-ips", TRUSTED_PROXIES,
     ]
-    if not uvicorn_workers:
+    if uvicorn_workers:
+        argv += ["--pythonpath", str(paths.conf_dir)]  # the access wrapper
+    else:
         argv += ["--access-logformat", logformat.GUNICORN_ACCESS_FORMAT]
         if node.threads > 1:
             argv += ["--threads", str(node.threads)]
@@ -163,8 +202,9 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     return RenderedNode(
         name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
-               py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n"},
+               py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n",
+               **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
-        pid_file=paths.pid_file(name), env=_app_env(node),
+        pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

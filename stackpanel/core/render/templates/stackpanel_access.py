@@ -1,0 +1,66 @@
+"""Written into a run directory by stackpanel: wraps an ASGI app so that every request is logged in
+stackpanel's one access-log format, with its duration and request id (uvicorn's own access log has
+neither). It imports nothing of stackpanel: the app server may run in the user's own venv.
+
+    <pid> <status> <seconds> - <request id> <method> "<path?query>"
+
+The app is named by STACKPANEL_APP (module:attribute), imported from STACKPANEL_APP_DIR;
+STACKPANEL_APP_FACTORY=1 calls it first. Lines go to the "stackpanel.access" logger, which the
+rendered log config sends to the node's access log.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+_log = logging.getLogger("stackpanel.access")
+
+
+def _load() -> Any:
+    app_dir = os.environ.get("STACKPANEL_APP_DIR")
+    if app_dir and app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    module, _, attribute = os.environ["STACKPANEL_APP"].partition(":")
+    target: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target() if os.environ.get("STACKPANEL_APP_FACTORY") == "1" else target
+
+
+_app = _load()
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if text and " " not in text else "-"
+    return "-"
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        await _app(scope, receive, send)
+        return
+    start = time.perf_counter()
+    status = 0
+
+    async def send_and_watch(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await _app(scope, receive, send_and_watch)
+    finally:
+        query = scope.get("query_string") or b""
+        target = scope.get("raw_path") or scope["path"].encode()
+        if query:
+            target += b"?" + query
+        _log.info('%d %03d %.6f - %s %s "%s"', os.getpid(), status or 500, time.perf_counter() - start,
+                  _request_id(scope.get("headers", [])), scope.get("method", "-"), target.decode("latin-1"))
