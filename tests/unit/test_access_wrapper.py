@@ -12,7 +12,7 @@ import pytest
 
 from stackpanel.core import logformat
 from stackpanel.core.metrics.ingest import parse_latency
-from stackpanel.core.render.appservers import ACCESS_WRAPPER, _ACCESS_WRAPPER_SOURCE
+from stackpanel.core.render.appservers import _ACCESS_WRAPPER_SOURCE, ACCESS_WRAPPER
 
 
 @pytest.fixture

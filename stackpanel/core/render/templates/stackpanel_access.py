@@ -6,7 +6,7 @@ neither). It imports nothing of stackpanel: the app server may run in the user's
 
 The app is named by STACKPANEL_APP (module:attribute), imported from STACKPANEL_APP_DIR;
 STACKPANEL_APP_FACTORY=1 calls it first. Lines go to the "stackpanel.access" logger, which the
-rendered log config sends to the node's access log.
+rendered log config sends to the node's access log. It also works around uvicorn#3149 (below).
 """
 from __future__ import annotations
 
@@ -18,6 +18,27 @@ import time
 from typing import Any
 
 _log = logging.getLogger("stackpanel.access")
+
+
+def _nodelay_on_shared_sockets() -> None:
+    """uvicorn --workers N (N ≥ 2) hands each worker a socket rebuilt from a file descriptor whose
+    `proto` reads 0, and asyncio only sets TCP_NODELAY when proto is IPPROTO_TCP (uvicorn#3149):
+    a response written in several chunks then waits ~40 ms on a reused connection (Nagle + delayed
+    ACK), and a proxy's keepalive pool reuses every connection. uvloop is not affected."""
+    import asyncio.base_events
+    import socket
+
+    if not hasattr(socket, "TCP_NODELAY"):
+        return
+
+    def set_nodelay(sock: socket.socket) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    asyncio.base_events._set_nodelay = set_nodelay  # type: ignore[attr-defined]
+
+
+_nodelay_on_shared_sockets()
 
 
 def _load() -> Any:
