@@ -227,3 +227,11 @@ def test_rate_limit_answers_429_on_nginx_and_is_refused_for_apache(limits_stack:
         return
     statuses = [request(port, "GET", "/limited/hello")[0] for _ in range(5)]
     assert statuses[0] == 404 and statuses.count(429) >= 3, statuses  # 404: the app has no /limited/hello
+
+
+def test_the_request_id_goes_back_to_the_client(builtin_stack: tuple[str, int]) -> None:
+    _name, port = builtin_stack
+    _s, headers, _b, _a = request(port, "GET", "/api/hello", headers={"X-Request-ID": "from-the-client-42"})
+    assert headers["x-request-id"] == "from-the-client-42"  # a request the client tagged keeps its id
+    _s, headers, _b, _a = request(port, "GET", "/api/hello")
+    assert len(headers["x-request-id"]) >= 16  # minted by the edge
