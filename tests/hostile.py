@@ -128,6 +128,8 @@ def only_injection_could_change_structure(loc: tuple[Any, ...], value: Any) -> b
     """True when `value` at `loc` may not change any config's structure: a string where a string
     (or a new key or item) stands. A typed value (a count, a flag, a kind) may change it by design,
     and "/" is the document root while any other prefix is an alias."""
+    if loc[-1] == "<key>" and len(loc) > 1 and loc[-2] == "headers":
+        return False  # a new header is a new add_header line, by design (its name and value are checked)
     return isinstance(value, str) and value not in LITERALS and original(loc) != "/" and (
         isinstance(original(loc), str) or loc[-1] == "<key>" or isinstance(loc[-1], int))
 

@@ -1,6 +1,7 @@
 """Every built-in profile, rendered, passes the real servers' own config tests (nginx -t, apache2 -t)."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_gunicorn_accepts_the_rendered_arguments(tmp_path: Path) -> None:
         stack.write()
         app = stack.nodes["app"]
         result = subprocess.run([*app.argv, "--check-config"], cwd=app.cwd, capture_output=True, text=True,
-                                timeout=60)
+                                timeout=60, env=app.environment(os.environ))
         assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -121,15 +121,19 @@ def test_nginx_apache_uvicorn_chain(tmp_path: Path) -> None:
 def test_gunicorn_with_uvicorn_workers(tmp_path: Path) -> None:
     app = render_builtin("nginx-gunicorn-uvicorn", tmp_path).nodes["app"]
     argv = list(app.argv)
-    assert argv[1:4] == ["-m", "gunicorn", "stackpanel.apps.fastapi_demo:app"]
+    # the app runs inside the access wrapper (durations and request ids in the access log)
+    assert argv[1:4] == ["-m", "gunicorn", "stackpanel_access:app"]
+    assert app.env["STACKPANEL_APP"] == "stackpanel.apps.fastapi_demo:app"
     assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
     assert argv[argv.index("--workers") + 1] == "4"
     run = tmp_path / "run"
     assert argv[argv.index("--control-socket") + 1] == str(run / "run" / "gunicorn-app.ctl")
     assert argv[argv.index("--keep-alive") + 1] == "5"
     log_conf = json.loads(next(iter(app.files.values())))
-    assert log_conf["formatters"]["access"]["()"] == "uvicorn.logging.AccessFormatter"
-    assert log_conf["handlers"]["access"]["filename"] == str(run / "logs" / "app.access.log")
+    # the wrapper's lines go to the access log as they are; uvicorn's own access lines are off
+    assert log_conf["loggers"]["stackpanel.access"]["handlers"] == ["wrapped_access"]
+    assert log_conf["handlers"]["wrapped_access"]["filename"] == str(run / "logs" / "app.access.log")
+    assert log_conf["loggers"]["uvicorn.access"]["handlers"] == []
 
 
 def test_gunicorn_sync_flask(tmp_path: Path) -> None:
@@ -260,7 +264,8 @@ nodes:
 """
     stack = render_stack(load_profile_text(text, tmp_path / "p.yaml"), tmp_path / "run", nginx=NGINX, apache=APACHE)
     fast = " ".join(stack.nodes["fast"].argv)
-    assert "--root-path /sub --factory --limit-concurrency 50 --http h11 --loop asyncio --backlog 64" in fast
+    assert "--root-path /sub --limit-concurrency 50 --http h11 --loop asyncio --backlog 64" in fast
+    assert stack.nodes["fast"].env["STACKPANEL_APP_FACTORY"] == "1"  # the access wrapper calls the factory
     sync = " ".join(stack.nodes["sync"].argv)
     assert "--preload --max-requests 1000 --max-requests-jitter 50 --backlog=64" in sync
     assert f"--config {stack.paths.conf_dir / 'gunicorn-sync.conf.py'}" in sync  # a stray gunicorn.conf.py never runs
