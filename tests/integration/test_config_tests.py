@@ -44,8 +44,11 @@ def test_gunicorn_accepts_the_rendered_arguments(tmp_path: Path) -> None:
         stack = render_stack(load_profile(next(e.path for e in BUILTINS if e.name == name)), tmp_path / name)
         stack.write()
         app = stack.nodes["app"]
+        # --check-config loads the app before gunicorn applies --pythonpath (where the access
+        # wrapper lives); a real start applies it first
+        env = app.environment(os.environ) | {"PYTHONPATH": str(stack.paths.conf_dir)}
         result = subprocess.run([*app.argv, "--check-config"], cwd=app.cwd, capture_output=True, text=True,
-                                timeout=60, env=app.environment(os.environ))
+                                timeout=60, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
