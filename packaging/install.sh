@@ -58,7 +58,7 @@ for deb in debs/*.deb; do
         *)
             [ "$pkg" = stackpanel ] || added="$added $pkg" ;;
     esac
-    files="$files ./$deb"
+    files="$files $here/$deb"
 done
 if [ -z "$files" ]; then
     say "everything is installed already"
@@ -78,11 +78,14 @@ EOF
         trap 'rm -f "$policy"' EXIT INT TERM
     fi
     say "installing$(echo "$files" | wc -w | sed 's/^/ /') packages from $here/debs (no network used)"
-    # No package sources at all: apt resolves among these files and what is installed, and
-    # --no-download makes it fail rather than fetch anything.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --no-download \
-        -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/nonexistent \
+    # No package sources at all: apt resolves among these files and what is installed, so there
+    # is nothing it could download.
+    nosrc=$(mktemp -d)
+    touch "$nosrc/none.list"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o Dir::Etc::SourceList="$nosrc/none.list" -o Dir::Etc::SourceParts="$nosrc" \
         -o Dpkg::Use-Pty=0 $files
+    rm -rf "$nosrc"
     if [ -n "$added" ]; then
         apt-mark auto $added >/dev/null  # so `apt-get purge --autoremove stackpanel` takes them too
     fi

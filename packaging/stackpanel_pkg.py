@@ -152,6 +152,21 @@ def in_root(root: Path, argv: Sequence[str], *, net: str = "host", binds: Sequen
                           stderr=subprocess.STDOUT if capture else None)
 
 
+def kill_namespace(proc: subprocess.Popen[str]) -> None:
+    """End a popen=True in_root run: SIGKILL its namespace's first process, which ends every
+    process of that PID namespace. (Killing unshare is not enough: --kill-child's parent-death
+    signal is cleared when the child changes user, as setpriv does.)"""
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), 9)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
 def project_version() -> str:
     import tomllib
 

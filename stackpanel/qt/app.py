@@ -26,6 +26,7 @@ def run_gui(profile: str | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("stackpanel")
+    app.setDesktopFileName("stackpanel")  # Wayland app_id: maps the window to stackpanel.desktop
     app.setOrganizationName("stackpanel")
     window = MainWindow(initial_profile=profile)
     freeze_startup_heap()
