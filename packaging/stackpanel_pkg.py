@@ -115,7 +115,8 @@ def overlay(lower: Path, keep: Path | None = None) -> Iterator[Path]:
 
 def in_root(root: Path, argv: Sequence[str], *, net: str = "host", binds: Sequence[tuple[Path, str]] = (),
             env: dict[str, str] | None = None, check: bool = True, capture: bool = False,
-            timeout: float | None = None, popen: bool = False) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
+            timeout: float | None = None, popen: bool = False,
+            ) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
     """Run ARGV chrooted in ROOT inside fresh mount (and, unless net="host", network) namespaces.
 
     net: "host" (the machine's network, for downloads), "none" (a new namespace with lo down: no

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from stackpanel.core.errors import StackpanelError
 
@@ -60,7 +61,7 @@ def check_doctor(profiles: list[object]) -> StepResult:
     from stackpanel.core import discovery
 
     needs, python = _needs(profiles)
-    report = discovery.run_doctor(needs=needs or None, python=python)
+    report = discovery.run_doctor(needs=cast(Any, needs) or None, python=python)
     if report.ok:
         return StepResult("doctor", True, f"everything the profiles need is installed ({', '.join(sorted(needs))})")
     first = discovery.format_report(report).strip().splitlines()

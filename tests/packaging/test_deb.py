@@ -57,7 +57,8 @@ def test_files_only_under_its_own_paths_and_no_bytecode(deb: Path) -> None:
     shared_dirs = {"./usr", "./usr/bin", "./usr/share", "./usr/share/applications", "./usr/share/icons",
                    "./usr/share/icons/hicolor", "./usr/share/doc", "./usr/share/man", "./usr/share/man/man1",
                    "./usr/share/lintian", "./usr/share/lintian/overrides", "./opt", "."}
-    own = [p for p, _ in rows if p not in shared_dirs and not re.match(r"^\./usr/share/icons/hicolor/[^/]+(/apps)?$", p)]
+    icon_dirs = re.compile(r"^\./usr/share/icons/hicolor/[^/]+(/apps)?$")
+    own = [p for p, _ in rows if p not in shared_dirs and not icon_dirs.match(p)]
     outside = [p for p in own if not OWN_PATHS.match(p)]
     assert not outside, outside[:10]
     assert not [p for p, _ in rows if "__pycache__" in p or p.endswith(".pyc")], "postinst compiles, not the package"
