@@ -66,13 +66,14 @@ def cached_root(name: str, suite: str, sources: Path, include: Sequence[str] = (
     """A minbase root of SUITE (+ include), built once by mmdebstrap and kept under CACHE/roots."""
     key = hashlib.sha256(f"{suite}|{','.join(sorted(include))}|{sources.read_text()}".encode()).hexdigest()[:12]
     root = CACHE / "roots" / f"{name}-{suite}-{key}"
-    stamp = root / ".stackpanel-root-complete"
+    stamp = root.with_name(root.name + ".complete")  # beside the root: nothing of ours inside it
     if stamp.is_file() and time.time() - stamp.stat().st_mtime < ROOT_MAX_AGE_S:
         return root
-    if root.exists():
-        shutil.rmtree(root)
-    for old in (CACHE / "roots").glob(f"{name}-{suite}-*"):  # an older recipe's root
-        shutil.rmtree(old, ignore_errors=True)
+    for old in (CACHE / "roots").glob(f"{name}-{suite}-*"):  # this one, stale, or an older recipe's
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
     archives = CACHE / "apt-archives"
     archives.mkdir(parents=True, exist_ok=True)
     root.parent.mkdir(parents=True, exist_ok=True)
