@@ -1,4 +1,4 @@
-"""Where profiles live: the built-in ones shipped in the package, and the user's own."""
+"""Where profiles live: the built-in ones shipped in the package, a workshop's baked into it, and the user's own."""
 from __future__ import annotations
 
 import os
