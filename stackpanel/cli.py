@@ -81,7 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one CSV row per profile")
     p.add_argument("--png", type=Path, metavar="FILE", help="write a bar chart (req/s, ratio, p99) as PNG")
+    # --- selftest (issue #16, kept in one block) ---
+    p = sub.add_parser("selftest", help="doctor, then up → request → stop for each profile; PASS/FAIL lines",
+                       description="Check this machine before a workshop: doctor, then for each profile bring "
+                                   "the stack up, send one request through its entry, stop it and check that "
+                                   "nothing is left running. Default profiles: the workshop group if the "
+                                   "package has one, else every built-in profile. Exit 1 if any check failed.")
+    p.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile file or name (default: see above)")
+    _add_offset(p)
     return parser
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from stackpanel.selftest import run_selftest
+
+    return run_selftest(args.profiles, port_offset=args.port_offset, say=lambda line: print(line, flush=True))
 
 
 def _load(name_or_path: str, port_offset: int = 0):  # -> Profile
@@ -154,7 +168,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             title = load_profile(entry.path, check_files=False).name
         except ProfileError:
             title = "(invalid: run `stackpanel validate` on it)"
-        where = "built-in" if entry.builtin else "user"
+        where = entry.group
         print(f"{entry.name:<26} {where:<9} {title}")
     return EXIT_OK
 
@@ -230,6 +244,7 @@ COMMANDS = {
     "gui": cmd_gui,
     "up": cmd_up,
     "bench": cmd_bench,
+    "selftest": cmd_selftest,
 }
 
 

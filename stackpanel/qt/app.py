@@ -20,12 +20,14 @@ def freeze_startup_heap() -> None:
 
 
 def run_gui(profile: str | None = None) -> int:
+    from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
     from stackpanel.qt.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("stackpanel")
+    QGuiApplication.setDesktopFileName("stackpanel")  # Wayland app_id: maps the window to stackpanel.desktop
     app.setOrganizationName("stackpanel")
     window = MainWindow(initial_profile=profile)
     freeze_startup_heap()

@@ -439,16 +439,16 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ profiles
 
     def refresh_profiles(self, select: str | None = None) -> None:
-        """Listing two directories is cheap (no file contents read); loading happens on the reader."""
+        """Listing three directories is cheap (no file contents read); loading happens on the reader."""
         self.profile_list.blockSignals(True)
         self.profile_list.clear()
         entries = list_profiles()
         chosen: QListWidgetItem | None = None
-        for builtin in (True, False):
-            group = [e for e in entries if e.builtin == builtin]
+        for group_name in ("workshop", "built-in", "user"):  # an instructor's profiles on top
+            group = [e for e in entries if e.group == group_name]
             if not group:
                 continue
-            header = QListWidgetItem("built-in" if builtin else f"yours ({user_dir()})")
+            header = QListWidgetItem(f"yours ({user_dir()})" if group_name == "user" else group_name)
             header.setFlags(Qt.ItemFlag.NoItemFlags)
             f = header.font()
             f.setBold(True)
@@ -460,7 +460,7 @@ class MainWindow(QMainWindow):
                 item.setData(NAME_ROLE, e.name)
                 item.setToolTip(str(e.path))
                 self.profile_list.addItem(item)
-                if e.name == select and (chosen is None or not builtin):
+                if e.name == select and (chosen is None or group_name != "built-in"):  # as resolve_profile
                     chosen = item
         self.profile_list.blockSignals(False)
         if chosen is None:

@@ -1,8 +1,11 @@
-"""Where profiles live: the built-in ones shipped in the package, and the user's own."""
+"""Where profiles live: the built-in ones shipped in the package, a workshop's baked into it, and the user's own."""
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 
@@ -16,33 +19,49 @@ def builtin_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "profiles"
 
 
+def workshop_dir() -> Path:
+    """Profiles an instructor baked into the package (`packaging/build-deb --workshop DIR`): the
+    environment's share/stackpanel/workshop (in the .deb: /opt/stackpanel/venv/share/...), or
+    $STACKPANEL_WORKSHOP_DIR when set."""
+    override = os.environ.get("STACKPANEL_WORKSHOP_DIR")
+    return Path(override) if override else Path(sys.prefix) / "share" / "stackpanel" / "workshop"
+
+
 def user_dir() -> Path:
     """The platform's config dir (e.g. ~/.config/stackpanel/profiles on Linux)."""
     return Path(platformdirs.user_config_dir("stackpanel")) / "profiles"
+
+
+ProfileGroup = Literal["built-in", "workshop", "user"]
 
 
 @dataclass(frozen=True)
 class ProfileEntry:
     name: str  # file stem, used on the command line
     path: Path
-    builtin: bool
+    builtin: bool  # shipped read-only (built-in or workshop), not the user's own
+    group: ProfileGroup = "built-in"
 
 
 def list_profiles() -> list[ProfileEntry]:
-    entries = [ProfileEntry(p.stem, p, True) for p in sorted(builtin_dir().glob("*.yaml"))]
+    """Built-in, then workshop, then the user's own profiles, each group sorted by name."""
+    entries = [ProfileEntry(p.stem, p, True, "built-in") for p in sorted(builtin_dir().glob("*.yaml"))]
+    wdir = workshop_dir()
+    if wdir.is_dir():
+        entries += [ProfileEntry(p.stem, p, True, "workshop") for p in sorted(wdir.glob("*.yaml"))]
     udir = user_dir()
     if udir.is_dir():
-        entries += [ProfileEntry(p.stem, p, False) for p in sorted(udir.glob("*.yaml"))]
+        entries += [ProfileEntry(p.stem, p, False, "user") for p in sorted(udir.glob("*.yaml"))]
     return entries
 
 
 def resolve_profile(name_or_path: str) -> Path:
-    """A path to an existing file, or the name of a user or built-in profile (user ones win)."""
+    """A path to an existing file, or the name of a user, workshop or built-in profile (in that order)."""
     path = Path(name_or_path).expanduser()
     if is_file(path):
         return path
     stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
-    for directory in (user_dir(), builtin_dir()):
+    for directory in (user_dir(), workshop_dir(), builtin_dir()):
         candidate = directory / f"{stem}.yaml"
         if is_file(candidate):
             return candidate
