@@ -93,9 +93,9 @@ def nginx_stack(tmp: Path, workers: int = WORKERS) -> Iterator[tuple[StackSessio
     prof = tmp / "bench.yaml"
     prof.write_text(PROFILE.format(port=free_port(), workers=workers))
     profile = load_profile(prof)
-    session = StackSession(profile, run_dir=tmp / "run")
+    session = StackSession(profile, run_dir=tmp / "run", metrics_mode="manual")
     try:
-        session.supervisor.start()  # the engine is started/stopped by the benchmark
+        session.start()  # the engine's thread is started/stopped by the benchmark
         yield session, profile.entry_url + "index.html"
     finally:
         session.close()
@@ -166,12 +166,11 @@ def cmd_cpu(args: argparse.Namespace) -> None:
         pace = tmp / "pace.lua"
         pace.write_text(PACE_LUA.format(ms=args.delay_ms))
         with nginx_stack(tmp) as (session, url):
-            eng = session.metrics
-            thread = eng.run_in_thread(args.hz)
+            thread = session.start_metrics(args.hz)
             assert thread.native_id is not None
             tid = thread.native_id
             time.sleep(3)  # first ticks: psutil handles, rings
-            snap = eng.snapshot()
+            snap = session.metrics_snapshot()
             print(f"engine at {args.hz:g} Hz watching {len(snap.workers)} processes of node 'web'; "
                   f"{args.seconds:g} s windows")
             rows: dict[str, list[float]] = {"idle": [], "paced": [], "full": []}
@@ -187,8 +186,8 @@ def cmd_cpu(args: argparse.Namespace) -> None:
                     time.sleep(1.5)  # nginx flushes its log buffer every 1 s: let the engine catch up
                 print(f"round {r + 1}: idle {rows['idle'][-1]:.2f} %  |  paced {rates['paced'][-1]:,.0f} req/s: "
                       f"{rows['paced'][-1]:.2f} %  |  full {rates['full'][-1]:,.0f} req/s: {rows['full'][-1]:.2f} %")
-            snap = eng.snapshot()
-            eng.stop()
+            snap = session.metrics_snapshot()
+            session.stop_metrics()
             print(f"medians over {args.rounds} rounds (engine thread CPU, % of one core):")
             print(f"  idle                          {med(rows['idle']):6.2f} %")
             print(f"  paced, {med(rates['paced']):8,.0f} req/s        {med(rows['paced']):6.2f} %")
@@ -201,7 +200,6 @@ def cmd_ab(args: argparse.Namespace) -> None:
     print(machine())
     with tempfile.TemporaryDirectory(prefix="sp-bench-") as d:  # noqa: SIM117
         with nginx_stack(Path(d)) as (session, url):
-            eng = session.metrics
             wrk(url, 3, args.conns)  # warm up
             on: list[float] = []
             off: list[float] = []
@@ -210,13 +208,13 @@ def cmd_ab(args: argparse.Namespace) -> None:
                 pair = {}
                 for mode in order:
                     time.sleep(1.2)  # nginx's 1 s log flush
-                    eng.tick()  # catch up with what was logged meanwhile (not timed)
+                    session.tick_metrics()  # catch up with what was logged meanwhile (not timed)
                     if mode == "on":
-                        eng.run_in_thread(args.hz)
+                        session.start_metrics(args.hz)
                         time.sleep(0.3)
                     pair[mode] = wrk(url, args.seconds, args.conns)
                     if mode == "on":
-                        eng.stop()
+                        session.stop_metrics()
                 on.append(pair["on"])
                 off.append(pair["off"])
                 print(f"pair {i + 1} ({order[0]} first): on {pair['on']:,.0f}  off {pair['off']:,.0f}  "
@@ -226,7 +224,7 @@ def cmd_ab(args: argparse.Namespace) -> None:
                   f"{med(on) / med(off):.3f}; median of pair ratios {med(ratios):.3f} "
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
             time.sleep(1.2)
-            snap = eng.tick()
+            snap = session.tick_metrics()
             print(f"requests counted by the engine: {web_of(snap).requests_total:,}")
 
 
@@ -316,8 +314,7 @@ def cmd_live(args: argparse.Namespace) -> None:
         pace = tmp / "pace.lua"
         pace.write_text(PACE_LUA.format(ms=args.delay_ms))
         with nginx_stack(tmp) as (session, url):
-            eng = session.metrics
-            thread = eng.run_in_thread(args.hz)
+            thread = session.start_metrics(args.hz)
             assert thread.native_id is not None
             tid = thread.native_id
             time.sleep(1.0)  # first tick
@@ -331,10 +328,10 @@ def cmd_live(args: argparse.Namespace) -> None:
             while time.monotonic() < end:
                 now = time.monotonic()
                 if now >= next_report:
-                    snap = eng.snapshot()
+                    snap = session.metrics_snapshot()
                     cpu = (thread_cpu_seconds(tid) - cpu0) / max(1e-9, now - t_start) * 100
                     print(f"{now - t_start:6.0f} s: rss {rss_mb():7.1f} MiB  traced {traced_kb():8.1f} KiB  "
-                          f"procs {len(snap.workers)}  worker rings {len(eng._worker_rings)}  "
+                          f"procs {len(snap.workers)}  worker series {len(snap.worker_history)}  "
                           f"requests {web_of(snap).requests_total:,}  engine cpu so far {cpu:.2f} %",
                           flush=True)
                     next_report += 30
@@ -345,11 +342,11 @@ def cmd_live(args: argparse.Namespace) -> None:
                 if burst >= 2:
                     rates.append(wrk(url, burst, args.paced_conns, script=pace))
                 time.sleep(min(10.0, max(0.0, end - time.monotonic())))
-            snap = eng.snapshot()
+            snap = session.metrics_snapshot()
             cpu = (thread_cpu_seconds(tid) - cpu0) / (time.monotonic() - t_start) * 100
             print(f"end: rss {rss_mb():.1f} MiB  traced {traced_kb():.1f} KiB  engine cpu over the run {cpu:.2f} % "
                   f"at {args.hz:g} Hz; wrk bursts median {med(rates):,.0f} req/s")
-            eng.stop()
+            session.stop_metrics()
 
 
 def main() -> None:

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stackpanel.core.bench import ProfileRun, compare_profiles, machine_info
 from stackpanel.core.loadgen import wrk_available
-from stackpanel.core.loadgen.compare import ProfileRun, compare_profiles, machine_info
 
 PROXIED = ["nginx-uvicorn", "nginx-gunicorn-uvicorn", "nginx-gunicorn-flask", "nginx-split", "apache-uvicorn",
            "nginx-apache-uvicorn"]

@@ -181,7 +181,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from stackpanel.core.supervise.headless import run_headless
+    from stackpanel.core.headless import run_headless
 
     profile = _load(args.profile, args.port_offset)
     return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
@@ -189,7 +189,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from stackpanel.core.loadgen.compare import compare_profiles
+    from stackpanel.core.bench import compare_profiles
 
     comparison = compare_profiles(
         args.profiles, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stackpanel.core.loadgen.compare import (
+from stackpanel.core.bench import (
     CompareError,
     CompareSettings,
     Comparison,
@@ -251,6 +251,6 @@ def test_chart_is_a_png_drawn_offscreen_without_a_display(tmp_path: Path) -> Non
 
 
 def test_importing_the_comparison_does_not_import_qt() -> None:
-    code = ("import sys, stackpanel.core.loadgen.compare, stackpanel.qt.chart\n"
+    code = ("import sys, stackpanel.core.bench, stackpanel.qt.chart\n"
             "assert not [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6'))]\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -35,12 +35,20 @@ def list_profiles() -> list[ProfileEntry]:
     return entries
 
 
+def profile_label(name_or_path: str) -> str:
+    """The short name a profile goes by on the command line: its file stem, or the name as given."""
+    path = Path(name_or_path)
+    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+
+
 def resolve_profile(name_or_path: str) -> Path:
-    """A path to an existing file, or the name of a user or built-in profile (user ones win)."""
+    """A path to an existing file, or the name of a user or built-in profile (user ones win).
+
+    The one place a profile name becomes a file: the CLI, the bench and the panel all use it."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    stem = profile_label(str(path))
     for directory in (user_dir(), builtin_dir()):
         candidate = directory / f"{stem}.yaml"
         if candidate.is_file():
