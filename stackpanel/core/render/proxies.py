@@ -8,12 +8,9 @@ from pathlib import Path
 
 from stackpanel.core import logformat
 from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.discovery.apache import APACHE_BASE_MODULES, APACHE_PROXY_MODULES
 from stackpanel.core.profiles.schema import ApacheNode, NginxNode, Profile, ProxyNode
 from stackpanel.core.render.common import RenderedNode, RunPaths, template_env
-
-#: Apache modules a rendered httpd.conf uses (compiled-in ones are skipped by ApacheInfo).
-APACHE_BASE_MODULES = ("mpm_event", "authz_core", "unixd", "log_config", "mime", "dir", "alias", "setenvif")
-APACHE_PROXY_MODULES = ("proxy", "proxy_http", "headers", "unique_id")
 
 
 def upstream_idle_seconds(profile: Profile, target: str) -> int:
