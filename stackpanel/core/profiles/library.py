@@ -36,15 +36,14 @@ def list_profiles() -> list[ProfileEntry]:
 
 
 def profile_label(name_or_path: str) -> str:
-    """The short name a profile goes by on the command line: its file stem, or the name as given."""
+    """The short name a profile goes by on the command line: its file stem, or the name as given.
+    With :func:`resolve_profile`, the one place a profile name is read (CLI, bench and panel)."""
     path = Path(name_or_path)
     return path.stem if path.suffix in (".yaml", ".yml") else path.name
 
 
 def resolve_profile(name_or_path: str) -> Path:
-    """A path to an existing file, or the name of a user or built-in profile (user ones win).
-
-    The one place a profile name becomes a file: the CLI, the bench and the panel all use it."""
+    """A path to an existing file, or the name of a user or built-in profile (user ones win)."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
