@@ -347,6 +347,7 @@ def test_events_say_clean_slate_or_leftovers(supervisor_factory) -> None:
 
 def test_stopping_during_start_aborts_promptly(supervisor_factory) -> None:
     sup = supervisor_factory(builtin("nginx-gunicorn-uvicorn"))
+    rec = Recorder(sup)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -357,13 +358,30 @@ def test_stopping_during_start_aborts_promptly(supervisor_factory) -> None:
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.3)
+    # the first node is spawned and being probed: a stop now lands in the middle of the start
+    rec.wait_for(lambda e: isinstance(e, NodeStateChanged) and e.state == NodeState.STARTING)
     t0 = time.monotonic()
     sup.stop()
     t.join(15)
     assert not t.is_alive() and not errors
     assert time.monotonic() - t0 < 10
     assert sup.state == StackState.STOPPED
+    assert not any(isinstance(e, NodeStateChanged) and e.state == NodeState.READY and e.node == "web"
+                   for e in rec.events)  # the entry never came up
+
+
+def test_a_stop_before_the_start_starts_nothing_and_the_next_start_runs(supervisor_factory) -> None:
+    profile = builtin("uvicorn-workers")
+    sup = supervisor_factory(profile)
+    rec = Recorder(sup)
+    sup.request_stop()  # e.g. Ctrl-C while `up` is still loading, or Stop clicked with Start queued
+    sup.start()
+    assert sup.state == StackState.STOPPED
+    assert not any(isinstance(e, NodeStateChanged) and e.state == NodeState.STARTING for e in rec.events)
+    sup.stop()  # honours the request
+    sup.start()
+    assert sup.state == StackState.RUNNING
+    assert get(profile.entry_url + "api/pid")[0] == 200
 
 
 def test_sighup_reloads_an_edited_profile_and_refuses_a_broken_one(tmp_path: Path) -> None:
