@@ -193,3 +193,27 @@ def test_run_in_thread_publishes_to_subscribers(tmp_path: Path) -> None:
     eng.tick()
     assert len(got) == n  # unsubscribed
     eng.close()
+
+
+def test_a_tick_publishes_its_values_and_copies_no_history_until_read(tmp_path: Path, monkeypatch) -> None:
+    from stackpanel.core.metrics.ringbuffer import TimeSeriesRing
+
+    copies = []
+    real_copy = TimeSeriesRing.copy_view
+    monkeypatch.setattr(TimeSeriesRing, "copy_view", lambda self, *a, **k: copies.append(self) or real_copy(self))
+    log = tmp_path / "u.log"
+    eng = MetricsEngine()
+    eng.register_node("u", "uvicorn", log, routes=["-"])
+    eng.set_workers("u", os.getpid(), [])
+    for t in range(1, 6):
+        write(log, [access_line("uvicorn", os.getpid(), 200, 0, "-")] * t)
+        snap = eng.tick(float(t))
+    assert copies == []  # five ticks, nobody looked at a history: nothing copied
+    assert snap.node("u").rps == 5.0  # type: ignore[union-attr]
+    old = eng.tick(6.0)
+    eng.tick(7.0)
+    assert old.node_history[0].t.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # cut at its own tick
+    assert old.worker_history[0].t.tolist()[-1] == 6.0
+    n = len(copies)
+    assert old.node_history is old.node_history and len(copies) == n  # copied once per snapshot
+    eng.close()
