@@ -263,11 +263,6 @@ class LogTailer:
 # --------------------------------------------------------------------------------------------------
 
 
-def status_class(status: int) -> str:
-    """``503`` -> ``"5xx"``."""
-    return f"{status // 100}xx"
-
-
 @dataclass
 class IngestBatch:
     """Counts from one chunk/poll. Keys are decoded: pid ``int``, status class ``"2xx"``, route ``str``."""
