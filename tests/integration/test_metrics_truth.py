@@ -11,31 +11,24 @@ import psutil
 import pytest
 
 from stackpanel.core.loadgen import LoadConfig, run_load
-from stackpanel.core.metrics import MetricsSnapshot
 from stackpanel.core.session import StackSession
 
-from .conftest import builtin, free_offset
+from .conftest import MetricsWaiter, builtin, free_offset
 
 pytestmark = pytest.mark.integration
 
 N = 10_000
 
 
-def settle(session: StackSession, expected: dict[str, int], timeout: float = 10.0) -> MetricsSnapshot:
-    """Tick until every node's total reached the expected count (logs flush within ~1 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        snap = session.tick_metrics()
-        totals = {name: snap.node(name).requests_total for name in expected}
-        if totals == expected or time.monotonic() > deadline:
-            return snap
-        time.sleep(0.25)
+def watch(session: StackSession) -> MetricsWaiter:
+    """Metrics at 10 Hz from the engine's own thread, snapshots waited for, never slept for."""
+    waiter = MetricsWaiter(session)
+    session.start_metrics(10)
+    return waiter
 
 
-def quiet_baseline(session: StackSession) -> MetricsSnapshot:
-    """The readiness probes' own requests, once nginx's 1 s log buffer has flushed them."""
-    time.sleep(1.3)
-    return session.tick_metrics()
+def totals_reach(expected: dict[str, int]):
+    return lambda snap: all(snap.node(name).requests_total >= n for name, n in expected.items())
 
 
 def delta(after: dict, before: dict) -> dict:
@@ -47,12 +40,14 @@ def test_request_counts_add_up_exactly_on_every_tier(name: str, tmp_path: Path) 
     profile = builtin(name)
     session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
     try:
-        session.start()  # metrics ticked by hand below, not by the 1 Hz thread
-        base = quiet_baseline(session)
+        session.start()
+        metrics = watch(session)
+        base = metrics.wait_quiet()  # the readiness probes' own requests, once logged
         result = run_load(LoadConfig(url=profile.entry_url + "api/hello", connections=8, requests=N,
                                      duration_s=120))
         assert result.requests_ok == N and sum(result.errors.values()) == 0
-        snap = settle(session, {n: base.node(n).requests_total + N for n in profile.nodes})
+        metrics.wait_for(totals_reach({n: base.node(n).requests_total + N for n in profile.nodes}))
+        snap = metrics.wait_quiet()  # and nothing more comes
         for node in profile.nodes:
             metrics, before = snap.node(node), base.node(node)
             assert metrics.requests_total - before.requests_total == N, node
@@ -75,12 +70,14 @@ def test_split_routes_count_per_edge(tmp_path: Path) -> None:
     session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
     try:
         session.start()
-        base = quiet_baseline(session)
+        metrics = watch(session)
+        base = metrics.wait_quiet()
         api = run_load(LoadConfig(url=profile.entry_url + "api/hello", connections=4, requests=1500, duration_s=60))
         site = run_load(LoadConfig(url=profile.entry_url + "index.html", connections=4, requests=700, duration_s=60))
         assert api.requests_ok == 1500 and site.requests_ok == 700
         expected = {"edge": 2200, "app": 1500, "site": 700}
-        snap = settle(session, {n: base.node(n).requests_total + c for n, c in expected.items()})
+        metrics.wait_for(totals_reach({n: base.node(n).requests_total + c for n, c in expected.items()}))
+        snap = metrics.wait_quiet()
 
         def edge_delta(source: str, target: str) -> int:
             then = base.edge(source, target)

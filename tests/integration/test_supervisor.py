@@ -29,7 +29,7 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.core.supervise.supervisor import PortConflictError, ReloadError, StartError, Supervisor
 
-from .conftest import alive, builtin, free_offset, ports_free
+from .conftest import alive, builtin, free_offset, ports_free, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -98,10 +98,7 @@ def test_every_builtin_profile_comes_up_answers_and_stops_clean(name: str, super
     assert len(pids) >= len(profile.nodes)
     sup.stop()
     assert sup.state == StackState.STOPPED
-    deadline = time.monotonic() + 2
-    while alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive(pids) == []
+    assert wait_gone(pids) == []
     assert ports_free(profile)
     assert all(n.state == NodeState.STOPPED for n in sup.snapshot().nodes)
 
@@ -304,10 +301,7 @@ def test_kill_9_of_stackpanel_up_leaves_no_server_and_next_start_is_clean(tmp_pa
         assert len(servers) >= 2 + 4  # nginx master+worker, gunicorn master+4 workers
         up.kill()
         up.wait()
-        deadline = time.monotonic() + 2.0
-        while alive(servers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert alive(servers) == [], "servers outlived a kill -9 of stackpanel"
+        assert wait_gone(servers) == [], "servers outlived a kill -9 of stackpanel"
     finally:
         if up.poll() is None:
             up.kill()
