@@ -46,9 +46,9 @@ from stackpanel.core.bench.report import (
     ProfileRun,
     ProgressCallback,
     WorkerShare,
-    _fmt,
-    _json_ready,
-    _one_line,
+    fmt_ms,
+    json_ready,
+    one_line,
 )
 from stackpanel.core.errors import StackpanelError
 from stackpanel.core.loadgen.errors import LoadConfigError
@@ -242,7 +242,7 @@ def _run_one(prepared: _Prepared, settings: CompareSettings, load: LoadConfig, r
         offset = free_port_offset(n.port for n in prepared.profile.nodes.values())
         profile = prepared.profile.with_port_offset(offset)
     except StackpanelError as exc:
-        report("failed", f"cannot load: {_one_line(str(exc))}")
+        report("failed", f"cannot load: {one_line(str(exc))}")
         return ProfileRun(name=name, reason=str(exc))
 
     url = join_url(profile.entry_url, settings.path)
@@ -292,10 +292,10 @@ def _run_one(prepared: _Prepared, settings: CompareSettings, load: LoadConfig, r
         if session is not None:
             run = _stop(session, profile, pids, run, report)
     if run.ok:
-        report("done", f"{run.throughput_rps:,.0f} req/s, p99 {_fmt(run.latency_p99_ms)} ms"
+        report("done", f"{run.throughput_rps:,.0f} req/s, p99 {fmt_ms(run.latency_p99_ms)} ms"
                        + ("" if run.clean_stop else f"; NOT STOPPED CLEANLY: {run.stop_problem}"))
     else:
-        report("failed", _one_line(run.reason))
+        report("failed", one_line(run.reason))
     return run
 
 
@@ -361,7 +361,7 @@ def _figures(run: ProfileRun, profile: Profile, result: LoadResult, before: Metr
         node_cpu_percent=node_cpu,
         node_requests=node_requests,
         workers=tuple(workers),
-        load=_json_ready(result.to_dict()),
+        load=json_ready(result.to_dict()),
     )
 
 
@@ -436,7 +436,7 @@ def compare_profiles(
         for i, item in enumerate(prepared):
             if isinstance(item, ProfileRun):
                 report = _Reporter(i, len(profiles), item.name, progress)
-                report("failed", f"cannot load: {_one_line(item.reason)}")
+                report("failed", f"cannot load: {one_line(item.reason)}")
                 runs.append(item)
                 continue
             report = _Reporter(i, len(profiles), item.name, progress)

@@ -99,7 +99,7 @@ class ProfileRun:
         d["client_requests"] = self.client_requests
         d["server_minus_client"] = self.server_minus_client
         d["server_cpu_percent"] = self.server_cpu_percent()
-        return _json_ready(d)
+        return json_ready(d)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Comparison:
             d = r.to_dict()
             d["ratio"] = _finite(self.ratio(r))
             runs.append(d)
-        return _json_ready({
+        return json_ready({
             "settings": asdict(self.settings),
             "machine": dict(self.machine),
             "started_at": self.started_at,
@@ -203,7 +203,7 @@ class Comparison:
                 f"{x.node}:{x.pid}={x.requests}@{_num(x.cpu_percent, 1)}" for x in r.workers
             )
             w.writerow([
-                r.name, r.title, int(r.ok), _one_line(r.reason, 2000), r.generator if r.ok else s.generator,
+                r.name, r.title, int(r.ok), one_line(r.reason, 2000), r.generator if r.ok else s.generator,
                 s.connections,
                 _num(r.duration_s, 3) if r.ok else "", s.path, r.app_workers or "",
                 _num(r.throughput_rps, 1), _num(ratio, 4),
@@ -229,14 +229,14 @@ class Comparison:
         for r in self.runs:
             if not r.ok:
                 rows.append((r.name, "FAILED", "", "", "", "", "", "", "", ""))
-                notes.append(f"{r.name}: did not run: {_one_line(r.reason)}")
+                notes.append(f"{r.name}: did not run: {one_line(r.reason)}")
                 continue
             ratio = self.ratio(r)
             rows.append((
                 r.name,
                 f"{r.throughput_rps:,.0f}",
                 "" if ratio is None else f"{ratio:.2f}",
-                _fmt(r.latency_p50_ms), _fmt(r.latency_p90_ms), _fmt(r.latency_p99_ms),
+                fmt_ms(r.latency_p50_ms), fmt_ms(r.latency_p90_ms), fmt_ms(r.latency_p99_ms),
                 f"{r.errors_total:,}",
                 _pct(r.generator_cpu_percent),
                 _pct(r.server_cpu_percent()),
@@ -246,7 +246,7 @@ class Comparison:
                 kinds = ", ".join(f"{k} {v:,}" for k, v in r.errors.items() if v)
                 notes.append(f"{r.name}: errors: {kinds}")
             if r.reason:
-                notes.append(f"{r.name}: {_one_line(r.reason)}")
+                notes.append(f"{r.name}: {one_line(r.reason)}")
             if not r.clean_stop:
                 notes.append(f"{r.name}: not stopped cleanly: {r.stop_problem}")
         right = {1, 2, 3, 4, 5, 6, 7, 8, 9}
@@ -323,13 +323,13 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
@@ -337,7 +337,7 @@ def _num(x: float | None, digits: int) -> str:
     return "" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _fmt(ms: float) -> str:
+def fmt_ms(ms: float) -> str:
     if not math.isfinite(ms):
         return "-"
     return f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
@@ -347,7 +347,7 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.0f}%"
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int = 300) -> str:
     flat = " | ".join(p.strip() for p in text.strip().splitlines() if p.strip())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
