@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_metrics_engine.py ab    [--hz 1] [--pairs 6] [--seconds 8]
     .venv/bin/python benchmarks/bench_metrics_engine.py soak  [--ticks 1800] [--lines-per-tick 2000]
     .venv/bin/python benchmarks/bench_metrics_engine.py live  [--hz 10] [--minutes 4]
+    .venv/bin/python benchmarks/bench_metrics_engine.py tick  [--hz 10] [--ticks 300] [--read-every 0]
 
 The stack (``cpu``, ``ab``, ``live``): a profile written to a temp dir with one nginx node, 16
 ``worker_processes``, serving a small static file, supervised by a real :class:`StackSession`
@@ -23,6 +24,12 @@ The stack (``cpu``, ``ab``, ``live``): a profile written to a temp dir with one 
   (``sleep``) of which 2 are replaced every ``--churn-every`` (10) ticks: 360 pids in all, more
   than the engine keeps by pid once gone (``KEEP_GONE_PIDS`` = 128). tracemalloc and RSS at the start, at
   ring-full (900 ticks) and at the end.
+* ``tick``: the engine's own cost per tick, without wrk's noise: 17 real processes (``sleep``), a
+  synthetic log of 2 000 lines a tick, an injected clock, the rings filled to capacity first
+  (900 points at 1 Hz, 9 000 at 10 Hz); then the CPU time (``thread_time``) of ``--ticks`` ticks.
+  ``--read-every N`` also reads every N-th snapshot's histories (what a visible plot panel does);
+  0 = nobody reads them (the CLI, the bench, a hidden panel). Uses only the engine's public API,
+  so the same script measures another checkout (``PYTHONPATH=<other tree>``).
 * ``live``: the real stack at ``--hz`` for ``--minutes``, wrk paced at ~20k req/s in bursts of
   20 s with 10 s pauses, and nginx's workers churned (``SIGHUP`` reload = a new set of 16
   workers) every 60 s; RSS and tracemalloc of the process every 30 s.
@@ -349,6 +356,47 @@ def cmd_live(args: argparse.Namespace) -> None:
             session.stop_metrics()
 
 
+def cmd_tick(args: argparse.Namespace) -> None:
+    print(machine())
+    sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(WORKERS + 1)]
+    clock = [0.0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="sp-tick-") as d:
+            log_path = Path(d) / "access.log"
+            eng = MetricsEngine(clock=lambda: clock[0], rate_hz=args.hz)
+            eng.register_node("web", "nginx", log_path, routes=["static", "app"])
+            pids = [p.pid for p in sleepers]
+            eng.set_workers("web", pids[0], pids[1:])
+            per = max(1, 2000 // WORKERS)
+            chunk = b"".join((access_line("nginx", pid, 200, 0.001 * (1 + j % 7), "static") + "\n").encode() * per
+                             for j, pid in enumerate(pids[1:]))
+            with open(log_path, "ab", buffering=0) as out:
+                capacity = int(900 * args.hz)
+                for _ in range(capacity):  # fill every ring
+                    out.write(chunk)
+                    eng.tick(clock[0])
+                    clock[0] += 1.0 / args.hz
+                costs = []
+                for i in range(args.ticks):
+                    out.write(chunk)
+                    t0 = time.thread_time()
+                    snap = eng.tick(clock[0])
+                    if args.read_every and i % args.read_every == 0:
+                        _ = snap.worker_history, snap.node_history
+                    costs.append(time.thread_time() - t0)
+                    clock[0] += 1.0 / args.hz
+            eng.close()
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    costs.sort()
+    median = costs[len(costs) // 2]
+    print(f"{args.hz:g} Hz, rings of {capacity} points, 17 processes, 2,000 lines a tick, "
+          f"histories read every {args.read_every or 'never'}: median {median * 1e3:.3f} ms CPU per tick "
+          f"(p90 {costs[int(len(costs) * 0.9)] * 1e3:.3f} ms) = {median * args.hz * 100:.2f} % of a core")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -375,8 +423,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=4.0)
     p.add_argument("--delay-ms", type=int, default=2)
     p.add_argument("--paced-conns", type=int, default=48)
+    p = sub.add_parser("tick")
+    p.add_argument("--hz", type=float, default=10.0)
+    p.add_argument("--ticks", type=int, default=300)
+    p.add_argument("--read-every", type=int, default=0, help="read the histories of every N-th snapshot (0: never)")
     args = ap.parse_args()
-    {"cpu": cmd_cpu, "ab": cmd_ab, "soak": cmd_soak, "live": cmd_live}[args.cmd](args)
+    {"cpu": cmd_cpu, "ab": cmd_ab, "soak": cmd_soak, "live": cmd_live, "tick": cmd_tick}[args.cmd](args)
 
 
 if __name__ == "__main__":
