@@ -10,9 +10,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stackpanel import __version__
 from stackpanel.core.errors import ProfileError, StackpanelError
+
+if TYPE_CHECKING:
+    from stackpanel.core.profiles.schema import Profile
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(name_or_path: str, port_offset: int = 0):  # -> Profile
+def _load(name_or_path: str, port_offset: int = 0) -> Profile:
     from stackpanel.core.profiles.library import resolve_profile
     from stackpanel.core.profiles.loader import load_profile
 
@@ -131,11 +135,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from stackpanel.core import discovery
 
-    needs = None
+    needs: set[discovery.Kind] | None = None
     python = None
     if args.profile:
         profile = _load(args.profile)
-        needs = set(profile.kinds())
+        needs = {kind for kind in discovery.ALL_KINDS if kind in profile.kinds()}
         if any(getattr(n, "effective_worker_class", None) == "uvicorn" for n in profile.nodes.values()):
             needs |= {"uvicorn", "uvicorn_worker"}  # gunicorn runs uvicorn_worker.UvicornWorker
         interpreters = {n.app.interpreter for n in profile.nodes.values() if hasattr(n, "app")}
