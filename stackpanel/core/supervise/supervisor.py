@@ -140,7 +140,9 @@ class Supervisor:
         # yet. Set by request_stop()/stop(), cleared only by the stop() that honours it: cleared by
         # a stop that began after the last request (``_cancel_epoch`` counts the requests).
         self._cancel = threading.Event()
-        self._cancel_lock = threading.Lock()
+        # re-entrant: request_stop() runs in signal handlers, which may interrupt the main thread
+        # inside this lock (a plain Lock would deadlock there)
+        self._cancel_lock = threading.RLock()
         self._cancel_epoch = 0
         self._closed = threading.Event()
         self._subscribers: Subscribers[Event] = Subscribers()
