@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_metrics_engine.py ab    [--hz 1] [--pairs 6] [--seconds 8]
     .venv/bin/python benchmarks/bench_metrics_engine.py soak  [--ticks 1800] [--lines-per-tick 2000]
     .venv/bin/python benchmarks/bench_metrics_engine.py live  [--hz 10] [--minutes 4]
+    .venv/bin/python benchmarks/bench_metrics_engine.py tick  [--hz 10] [--ticks 300] [--read-every 0]
 
 The stack (``cpu``, ``ab``, ``live``): a profile written to a temp dir with one nginx node, 16
 ``worker_processes``, serving a small static file, supervised by a real :class:`StackSession`
@@ -23,6 +24,12 @@ The stack (``cpu``, ``ab``, ``live``): a profile written to a temp dir with one 
   (``sleep``) of which 2 are replaced every ``--churn-every`` (10) ticks: 360 pids in all, more
   than the engine keeps by pid once gone (``KEEP_GONE_PIDS`` = 128). tracemalloc and RSS at the start, at
   ring-full (900 ticks) and at the end.
+* ``tick``: the engine's own cost per tick, without wrk's noise: 17 real processes (``sleep``), a
+  synthetic log of 2 000 lines a tick, an injected clock, the rings filled to capacity first
+  (900 points at 1 Hz, 9 000 at 10 Hz); then the CPU time (``thread_time``) of ``--ticks`` ticks.
+  ``--read-every N`` also reads every N-th snapshot's histories (what a visible plot panel does);
+  0 = nobody reads them (the CLI, the bench, a hidden panel). Uses only the engine's public API,
+  so the same script measures another checkout (``PYTHONPATH=<other tree>``).
 * ``live``: the real stack at ``--hz`` for ``--minutes``, wrk paced at ~20k req/s in bursts of
   20 s with 10 s pauses, and nginx's workers churned (``SIGHUP`` reload = a new set of 16
   workers) every 60 s; RSS and tracemalloc of the process every 30 s.
@@ -93,9 +100,9 @@ def nginx_stack(tmp: Path, workers: int = WORKERS) -> Iterator[tuple[StackSessio
     prof = tmp / "bench.yaml"
     prof.write_text(PROFILE.format(port=free_port(), workers=workers))
     profile = load_profile(prof)
-    session = StackSession(profile, run_dir=tmp / "run")
+    session = StackSession(profile, run_dir=tmp / "run", metrics_mode="manual")
     try:
-        session.supervisor.start()  # the engine is started/stopped by the benchmark
+        session.start()  # the engine's thread is started/stopped by the benchmark
         yield session, profile.entry_url + "index.html"
     finally:
         session.close()
@@ -166,12 +173,11 @@ def cmd_cpu(args: argparse.Namespace) -> None:
         pace = tmp / "pace.lua"
         pace.write_text(PACE_LUA.format(ms=args.delay_ms))
         with nginx_stack(tmp) as (session, url):
-            eng = session.metrics
-            thread = eng.run_in_thread(args.hz)
+            thread = session.start_metrics(args.hz)
             assert thread.native_id is not None
             tid = thread.native_id
             time.sleep(3)  # first ticks: psutil handles, rings
-            snap = eng.snapshot()
+            snap = session.metrics_snapshot()
             print(f"engine at {args.hz:g} Hz watching {len(snap.workers)} processes of node 'web'; "
                   f"{args.seconds:g} s windows")
             rows: dict[str, list[float]] = {"idle": [], "paced": [], "full": []}
@@ -187,8 +193,8 @@ def cmd_cpu(args: argparse.Namespace) -> None:
                     time.sleep(1.5)  # nginx flushes its log buffer every 1 s: let the engine catch up
                 print(f"round {r + 1}: idle {rows['idle'][-1]:.2f} %  |  paced {rates['paced'][-1]:,.0f} req/s: "
                       f"{rows['paced'][-1]:.2f} %  |  full {rates['full'][-1]:,.0f} req/s: {rows['full'][-1]:.2f} %")
-            snap = eng.snapshot()
-            eng.stop()
+            snap = session.metrics_snapshot()
+            session.stop_metrics()
             print(f"medians over {args.rounds} rounds (engine thread CPU, % of one core):")
             print(f"  idle                          {med(rows['idle']):6.2f} %")
             print(f"  paced, {med(rates['paced']):8,.0f} req/s        {med(rows['paced']):6.2f} %")
@@ -201,7 +207,6 @@ def cmd_ab(args: argparse.Namespace) -> None:
     print(machine())
     with tempfile.TemporaryDirectory(prefix="sp-bench-") as d:  # noqa: SIM117
         with nginx_stack(Path(d)) as (session, url):
-            eng = session.metrics
             wrk(url, 3, args.conns)  # warm up
             on: list[float] = []
             off: list[float] = []
@@ -210,13 +215,13 @@ def cmd_ab(args: argparse.Namespace) -> None:
                 pair = {}
                 for mode in order:
                     time.sleep(1.2)  # nginx's 1 s log flush
-                    eng.tick()  # catch up with what was logged meanwhile (not timed)
+                    session.tick_metrics()  # catch up with what was logged meanwhile (not timed)
                     if mode == "on":
-                        eng.run_in_thread(args.hz)
+                        session.start_metrics(args.hz)
                         time.sleep(0.3)
                     pair[mode] = wrk(url, args.seconds, args.conns)
                     if mode == "on":
-                        eng.stop()
+                        session.stop_metrics()
                 on.append(pair["on"])
                 off.append(pair["off"])
                 print(f"pair {i + 1} ({order[0]} first): on {pair['on']:,.0f}  off {pair['off']:,.0f}  "
@@ -226,7 +231,7 @@ def cmd_ab(args: argparse.Namespace) -> None:
                   f"{med(on) / med(off):.3f}; median of pair ratios {med(ratios):.3f} "
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
             time.sleep(1.2)
-            snap = eng.tick()
+            snap = session.tick_metrics()
             print(f"requests counted by the engine: {web_of(snap).requests_total:,}")
 
 
@@ -316,8 +321,7 @@ def cmd_live(args: argparse.Namespace) -> None:
         pace = tmp / "pace.lua"
         pace.write_text(PACE_LUA.format(ms=args.delay_ms))
         with nginx_stack(tmp) as (session, url):
-            eng = session.metrics
-            thread = eng.run_in_thread(args.hz)
+            thread = session.start_metrics(args.hz)
             assert thread.native_id is not None
             tid = thread.native_id
             time.sleep(1.0)  # first tick
@@ -331,10 +335,10 @@ def cmd_live(args: argparse.Namespace) -> None:
             while time.monotonic() < end:
                 now = time.monotonic()
                 if now >= next_report:
-                    snap = eng.snapshot()
+                    snap = session.metrics_snapshot()
                     cpu = (thread_cpu_seconds(tid) - cpu0) / max(1e-9, now - t_start) * 100
                     print(f"{now - t_start:6.0f} s: rss {rss_mb():7.1f} MiB  traced {traced_kb():8.1f} KiB  "
-                          f"procs {len(snap.workers)}  worker rings {len(eng._worker_rings)}  "
+                          f"procs {len(snap.workers)}  worker series {len(snap.worker_history)}  "
                           f"requests {web_of(snap).requests_total:,}  engine cpu so far {cpu:.2f} %",
                           flush=True)
                     next_report += 30
@@ -345,11 +349,52 @@ def cmd_live(args: argparse.Namespace) -> None:
                 if burst >= 2:
                     rates.append(wrk(url, burst, args.paced_conns, script=pace))
                 time.sleep(min(10.0, max(0.0, end - time.monotonic())))
-            snap = eng.snapshot()
+            snap = session.metrics_snapshot()
             cpu = (thread_cpu_seconds(tid) - cpu0) / (time.monotonic() - t_start) * 100
             print(f"end: rss {rss_mb():.1f} MiB  traced {traced_kb():.1f} KiB  engine cpu over the run {cpu:.2f} % "
                   f"at {args.hz:g} Hz; wrk bursts median {med(rates):,.0f} req/s")
-            eng.stop()
+            session.stop_metrics()
+
+
+def cmd_tick(args: argparse.Namespace) -> None:
+    print(machine())
+    sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(WORKERS + 1)]
+    clock = [0.0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="sp-tick-") as d:
+            log_path = Path(d) / "access.log"
+            eng = MetricsEngine(clock=lambda: clock[0], rate_hz=args.hz)
+            eng.register_node("web", "nginx", log_path, routes=["static", "app"])
+            pids = [p.pid for p in sleepers]
+            eng.set_workers("web", pids[0], pids[1:])
+            per = max(1, 2000 // WORKERS)
+            chunk = b"".join((access_line("nginx", pid, 200, 0.001 * (1 + j % 7), "static") + "\n").encode() * per
+                             for j, pid in enumerate(pids[1:]))
+            with open(log_path, "ab", buffering=0) as out:
+                capacity = int(900 * args.hz)
+                for _ in range(capacity):  # fill every ring
+                    out.write(chunk)
+                    eng.tick(clock[0])
+                    clock[0] += 1.0 / args.hz
+                costs = []
+                for i in range(args.ticks):
+                    out.write(chunk)
+                    t0 = time.thread_time()
+                    snap = eng.tick(clock[0])
+                    if args.read_every and i % args.read_every == 0:
+                        _ = snap.worker_history, snap.node_history
+                    costs.append(time.thread_time() - t0)
+                    clock[0] += 1.0 / args.hz
+            eng.close()
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    costs.sort()
+    median = costs[len(costs) // 2]
+    print(f"{args.hz:g} Hz, rings of {capacity} points, 17 processes, 2,000 lines a tick, "
+          f"histories read every {args.read_every or 'never'}: median {median * 1e3:.3f} ms CPU per tick "
+          f"(p90 {costs[int(len(costs) * 0.9)] * 1e3:.3f} ms) = {median * args.hz * 100:.2f} % of a core")
 
 
 def main() -> None:
@@ -378,8 +423,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=4.0)
     p.add_argument("--delay-ms", type=int, default=2)
     p.add_argument("--paced-conns", type=int, default=48)
+    p = sub.add_parser("tick")
+    p.add_argument("--hz", type=float, default=10.0)
+    p.add_argument("--ticks", type=int, default=300)
+    p.add_argument("--read-every", type=int, default=0, help="read the histories of every N-th snapshot (0: never)")
     args = ap.parse_args()
-    {"cpu": cmd_cpu, "ab": cmd_ab, "soak": cmd_soak, "live": cmd_live}[args.cmd](args)
+    {"cpu": cmd_cpu, "ab": cmd_ab, "soak": cmd_soak, "live": cmd_live, "tick": cmd_tick}[args.cmd](args)
 
 
 if __name__ == "__main__":

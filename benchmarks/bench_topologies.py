@@ -35,20 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stackpanel.core.bench import ProfileRun, compare_profiles, machine_info
 from stackpanel.core.loadgen import wrk_available
-from stackpanel.core.loadgen.compare import ProfileRun, compare_profiles, machine_info
+from stackpanel.core.session import StackSession
 
 PROXIED = ["nginx-uvicorn", "nginx-gunicorn-uvicorn", "nginx-gunicorn-flask", "nginx-split", "apache-uvicorn",
            "nginx-apache-uvicorn"]
 DIRECT = "uvicorn-workers"
 
-Patch = Callable[[Any], None]  # (StackSession) -> None
+Patch = Callable[[StackSession], None]
 
 
 # -- config edits for the proxy variants ---------------------------------------------------------------
 
 
-def _edit(session: Any, kind_suffix: str, edit: Callable[[str], str]) -> None:
+def _edit(session: StackSession, kind_suffix: str, edit: Callable[[str], str]) -> None:
     """Apply ``edit`` to every rendered file whose name ends in ``kind_suffix`` (e.g. 'nginx-web.conf')."""
     hit = False
     for node in session.stack.nodes.values():
@@ -68,7 +69,7 @@ def nginx_sub(pattern: str, repl: str) -> Patch:
     return lambda s: _edit(s, ".conf", lambda t: re.sub(pattern, repl, t, flags=re.M))
 
 
-def uvicorn_access_off(session: Any) -> None:
+def uvicorn_access_off(session: StackSession) -> None:
     def edit(text: str) -> str:
         conf = json.loads(text)
         conf["loggers"]["uvicorn.access"] = {"handlers": [], "level": "WARNING", "propagate": False}
@@ -78,7 +79,7 @@ def uvicorn_access_off(session: Any) -> None:
 
 
 def chain(*patches: Patch) -> Patch:
-    def run(session: Any) -> None:
+    def run(session: StackSession) -> None:
         for p in patches:
             p(session)
 
@@ -123,7 +124,7 @@ PROXY_CASES = [
 def run_case(case: Case, args: argparse.Namespace) -> ProfileRun:
     generator = case.generator or ("wrk" if args.wrk else "builtin")
 
-    def before_start(_name: str, session: Any) -> None:
+    def before_start(_name: str, session: StackSession) -> None:
         if case.patch is not None:
             case.patch(session)
 

@@ -10,9 +10,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stackpanel import __version__
 from stackpanel.core.errors import ProfileError, StackpanelError
+
+if TYPE_CHECKING:
+    from stackpanel.core.profiles.schema import Profile
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -98,7 +102,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return run_selftest(args.profiles, port_offset=args.port_offset, say=lambda line: print(line, flush=True))
 
 
-def _load(name_or_path: str, port_offset: int = 0):  # -> Profile
+def _load(name_or_path: str, port_offset: int = 0) -> Profile:
     from stackpanel.core.profiles.library import resolve_profile
     from stackpanel.core.profiles.loader import load_profile
 
@@ -145,11 +149,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from stackpanel.core import discovery
 
-    needs = None
+    needs: set[discovery.Kind] | None = None
     python = None
     if args.profile:
         profile = _load(args.profile)
-        needs = set(profile.kinds())
+        needs = {kind for kind in discovery.ALL_KINDS if kind in profile.kinds()}
         if any(getattr(n, "effective_worker_class", None) == "uvicorn" for n in profile.nodes.values()):
             needs |= {"uvicorn", "uvicorn_worker"}  # gunicorn runs uvicorn_worker.UvicornWorker
         interpreters = {n.app.interpreter for n in profile.nodes.values() if hasattr(n, "app")}
@@ -195,7 +199,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from stackpanel.core.supervise.headless import run_headless
+    from stackpanel.core.headless import run_headless
 
     profile = _load(args.profile, args.port_offset)
     return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
@@ -203,7 +207,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from stackpanel.core.loadgen.compare import compare_profiles
+    from stackpanel.core.bench import compare_profiles
 
     comparison = compare_profiles(
         args.profiles, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup,

@@ -1,22 +1,46 @@
-"""A running stack: supervisor + metrics engine wired together. The CLI and the GUI both use it.
+"""A running stack: the one owner of its lifecycle. The CLI, the bench and the GUI all use it.
+
+:class:`StackSession` renders a profile, owns the supervisor and the metrics engine that watch
+it, and is the only door to them: start, stop, reload, node actions, the metrics mode, state and
+snapshots. Nothing outside reaches past it (the supervisor and the engine are private).
 
 Data flows one way: supervisor events (workers come and go) feed the metrics engine; both
 publish immutable values to subscribers.
+
+Threading: the actions (``start``, ``stop``, ``reload``, node actions, ``close``) block; call them
+from a worker thread in a GUI. ``request_stop`` and the observers (``subscribe*``, ``snapshot``,
+``state``, ``last_lines``, ``workers``, ``metrics_snapshot``) may be called from any thread.
+Subscribers run on core threads and must be cheap.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
 import platformdirs
 
 from stackpanel.core.metrics import MetricsEngine, MetricsSnapshot
 from stackpanel.core.profiles.schema import Profile, ProxyNode
 from stackpanel.core.render import RenderedStack, render_stack
-from stackpanel.core.supervise.events import Event, NodeState, NodeStateChanged, StackSnapshot, WorkersChanged
+from stackpanel.core.supervise.events import (
+    Event,
+    NodeState,
+    NodeStateChanged,
+    StackSnapshot,
+    StackState,
+    WorkersChanged,
+)
 from stackpanel.core.supervise.supervisor import Supervisor
+
+#: "thread": :meth:`StackSession.start` starts the engine's own ticking thread (the panel, ``up``).
+#: "manual": no thread; the owner calls :meth:`StackSession.tick_metrics` (the bench ticks right
+#: before and right after a load, so CPU % covers exactly the load).
+MetricsMode = Literal["thread", "manual"]
 
 
 def runs_root() -> Path:
@@ -33,72 +57,130 @@ def default_run_dir(profile: Profile) -> Path:
 
 class StackSession:
     def __init__(self, profile: Profile, *, run_dir: Path | None = None, metrics_hz: float = 1.0,
-                 use_guardian: bool = True) -> None:
-        self.profile = profile
-        self.stack: RenderedStack = render_stack(profile, run_dir or default_run_dir(profile))
-        self.supervisor = Supervisor(self.stack, use_guardian=use_guardian)
-        self.metrics = MetricsEngine(rate_hz=metrics_hz)
-        for name, rendered in self.stack.nodes.items():
+                 use_guardian: bool = True, metrics_mode: MetricsMode = "thread") -> None:
+        if metrics_mode not in ("thread", "manual"):
+            raise ValueError(f"metrics_mode must be 'thread' or 'manual' (got {metrics_mode!r})")
+        self._profile = profile
+        self._stack: RenderedStack = render_stack(profile, run_dir or default_run_dir(profile))
+        self._metrics_mode: MetricsMode = metrics_mode
+        self._supervisor = Supervisor(self._stack, use_guardian=use_guardian)
+        self._metrics = MetricsEngine(rate_hz=metrics_hz)
+        for name, rendered in self._stack.nodes.items():
             node = profile.nodes[name]
             routes = [r.target for r in node.routes] if isinstance(node, ProxyNode) else []
-            self.metrics.register_node(name, rendered.kind, rendered.access_log, routes)
-        self.supervisor.subscribe(self._feed_metrics)
+            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes)
+        self._supervisor.subscribe(self._feed_metrics)
 
     def _feed_metrics(self, event: Event) -> None:
         if isinstance(event, WorkersChanged):
-            self.metrics.set_workers(event.node, event.master_pid, event.worker_pids)
+            self._metrics.set_workers(event.node, event.master_pid, event.worker_pids)
         elif isinstance(event, NodeStateChanged) and event.state in (NodeState.STOPPED, NodeState.FAILED,
                                                                       NodeState.CRASHED):
-            self.metrics.set_workers(event.node, None, ())
+            self._metrics.set_workers(event.node, None, ())
 
-    # --- observing (callbacks run on core threads; keep them cheap) ---
+    # --- what runs (read-only) ---
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    @property
+    def stack(self) -> RenderedStack:
+        return self._stack
+
+    @property
+    def run_dir(self) -> Path:
+        return self._stack.paths.root
+
+    @property
+    def metrics_mode(self) -> MetricsMode:
+        return self._metrics_mode
+
+    # --- observing (any thread; callbacks run on core threads: keep them cheap) ---
+
+    @property
+    def state(self) -> StackState:
+        return self._supervisor.state
 
     def subscribe(self, on_event: Callable[[Event], None]) -> Callable[[], None]:
-        return self.supervisor.subscribe(on_event)
+        return self._supervisor.subscribe(on_event)
 
     def subscribe_metrics(self, on_snapshot: Callable[[MetricsSnapshot], None]) -> Callable[[], None]:
-        return self.metrics.subscribe(on_snapshot)
+        return self._metrics.subscribe(on_snapshot)
 
     def snapshot(self) -> StackSnapshot:
-        return self.supervisor.snapshot()
+        return self._supervisor.snapshot()
 
     def last_lines(self, node: str, n: int = 50) -> list[str]:
-        return self.supervisor.last_lines(node, n)
+        return self._supervisor.last_lines(node, n)
+
+    def workers(self, node: str) -> tuple[int, ...]:
+        """The node's current worker pids (its master's pid when it has no workers)."""
+        return self._supervisor.workers(node)
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """The metrics of the latest tick (an empty snapshot before the first)."""
+        return self._metrics.snapshot()
+
+    def start_metrics(self, hz: float | None = None) -> threading.Thread:
+        """Start the engine's ticking thread now, at ``hz`` (0.5-10; default: the session's rate),
+        whatever the metrics mode; returns the thread (benchmarks read its CPU time)."""
+        return self._metrics.run_in_thread(hz)
+
+    def stop_metrics(self) -> None:
+        """Stop the engine's ticking thread (idempotent); the stack keeps running."""
+        self._metrics.stop()
+
+    def tick_metrics(self) -> MetricsSnapshot:
+        """Sample and ingest now, publish to metrics subscribers and return the snapshot
+        (``metrics_mode="manual"``; harmless but uneven next to the engine's own thread)."""
+        return self._metrics.tick()
 
     # --- actions (blocking: call from a worker thread in a GUI) ---
 
     def start(self) -> None:
-        self.supervisor.start()
-        if not self.metrics.running:
-            self.metrics.run_in_thread()
+        """Bring the stack up (backends first, each probed ready); in ``"thread"`` metrics mode,
+        start the engine's ticking thread too. Raises a StackpanelError if the stack cannot come up
+        (nothing it started is left running)."""
+        self._supervisor.start()
+        if self._metrics_mode == "thread" and not self._metrics.running:
+            self._metrics.run_in_thread()
 
     def request_stop(self) -> None:
         """Make a start in progress give up promptly; non-blocking, safe from any thread."""
-        self.supervisor.request_stop()
+        self._supervisor.request_stop()
 
     def stop(self) -> None:
-        self.supervisor.stop()
-        self.metrics.stop()
+        self._supervisor.stop()
+        self._metrics.stop()
 
     def restart_node(self, name: str) -> None:
-        self.supervisor.restart_node(name)
+        self._supervisor.restart_node(name)
 
     def stop_node(self, name: str) -> None:
-        self.supervisor.stop_node(name)
+        self._supervisor.stop_node(name)
 
     def start_node(self, name: str) -> None:
-        self.supervisor.start_node(name)
+        self._supervisor.start_node(name)
 
     def reload(self, profile: Profile) -> list[str]:
         """Apply an edited profile to the running stack: changed configs are tested by the servers
         themselves and reloaded gracefully; a bad one raises ReloadError and nothing changes."""
-        new_stack = render_stack(profile, self.stack.paths.root)
-        changed = self.supervisor.reload(new_stack)
-        self.profile, self.stack = profile, new_stack
+        new_stack = render_stack(profile, self._stack.paths.root)
+        changed = self._supervisor.reload(new_stack)
+        self._profile, self._stack = profile, new_stack
         return changed
 
     def close(self) -> None:
+        """Stop everything and release the files; the session cannot be used afterwards."""
         try:
-            self.supervisor.close()
+            self._supervisor.close()
         finally:
-            self.metrics.close()
+            self._metrics.close()
+
+    def __enter__(self) -> StackSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stackpanel.core.errors import StackpanelError
 
 if TYPE_CHECKING:
-    from stackpanel.core.loadgen.compare import Comparison
+    from stackpanel.core.bench import Comparison
 
 WIDTH, HEIGHT = 1600, 900  # 16:9
 

@@ -126,7 +126,7 @@ class CompareView(QWidget):
         return out
 
     def run(self) -> None:
-        from stackpanel.core.loadgen.compare import compare_profiles
+        from stackpanel.core.bench import compare_profiles
 
         profiles = self.selected_profiles()
         if not profiles:

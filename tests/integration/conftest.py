@@ -43,3 +43,64 @@ def ports_free(profile: Profile) -> bool:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+def wait_gone(pids: set[int] | list[int], timeout: float = 2.0) -> list[int]:
+    """Wait until none of ``pids`` is alive (psutil waits on the processes); returns those left."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, left = psutil.wait_procs(procs, timeout=timeout)
+    return alive_pids({p.pid for p in left})
+
+
+class MetricsWaiter:
+    """Collects a session's metrics snapshots; a test waits for one that satisfies a condition."""
+
+    def __init__(self, session) -> None:
+        import threading
+
+        self.latest = None
+        self._cond = threading.Condition()
+        self._unsubscribe = session.subscribe_metrics(self._on)
+
+    def _on(self, snap) -> None:
+        with self._cond:
+            self.latest = snap
+            self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 10.0):
+        """The first snapshot (from now on) for which ``predicate(snap)`` holds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self.latest is not None and predicate(self.latest):
+                    return self.latest
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no snapshot met the condition in {timeout} s")
+                self._cond.wait(left)
+
+    def wait_quiet(self, quiet_s: float = 1.2, timeout: float = 10.0):
+        """A snapshot after which no node's request count changed for ``quiet_s`` (nginx flushes
+        its access log once a second): the counts then include everything served so far."""
+        state: dict = {}
+
+        def quiet(snap) -> bool:
+            totals = {n.name: n.requests_total for n in snap.nodes}
+            if totals != state.get("totals"):
+                state["totals"], state["since"] = totals, snap.time
+                return False
+            return snap.time - state["since"] >= quiet_s
+
+        return self.wait_for(quiet, timeout)
+
+    def close(self) -> None:
+        self._unsubscribe()

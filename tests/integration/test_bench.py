@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from stackpanel.core.bench import compare_profiles
 from stackpanel.core.loadgen import wrk_available
-from stackpanel.core.loadgen.compare import compare_profiles
 
 from .conftest import port_free
 

@@ -227,12 +227,16 @@ def test_timeouts_are_counted_and_do_not_hang(server: str) -> None:
 def test_load_run_in_background_stops_promptly(server: str) -> None:
     threads: set[str] = set()
     done: list[object] = []
-    run = LoadRun(
-        LoadConfig(server + "/hello", connections=4, duration_s=30),
-        progress=lambda p: threads.add(threading.current_thread().name),
-        on_done=done.append,
-    ).start()
-    time.sleep(0.7)
+    serving = threading.Event()
+
+    def progress(p: LoadProgress) -> None:
+        threads.add(threading.current_thread().name)
+        if p.requests_ok > 0:
+            serving.set()
+
+    run = LoadRun(LoadConfig(server + "/hello", connections=4, duration_s=30, progress_interval_s=0.1),
+                  progress=progress, on_done=done.append).start()
+    assert serving.wait(10)
     assert not run.done()
     t0 = time.monotonic()
     run.stop()
@@ -243,8 +247,10 @@ def test_load_run_in_background_stops_promptly(server: str) -> None:
 
 
 def test_load_run_stop_in_process_mode(server: str) -> None:
-    run = LoadRun(LoadConfig(server + "/hello", connections=4, duration_s=30, processes=2)).start()
-    time.sleep(1.5)
+    serving = threading.Event()
+    run = LoadRun(LoadConfig(server + "/hello", connections=4, duration_s=30, processes=2, progress_interval_s=0.1),
+                  progress=lambda p: p.requests_ok > 0 and serving.set()).start()
+    assert serving.wait(30)  # both worker processes are up and sending
     t0 = time.monotonic()
     run.stop()
     r = run.result(timeout=5.0)

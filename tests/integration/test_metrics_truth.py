@@ -11,31 +11,24 @@ import psutil
 import pytest
 
 from stackpanel.core.loadgen import LoadConfig, run_load
-from stackpanel.core.metrics import MetricsSnapshot
 from stackpanel.core.session import StackSession
 
-from .conftest import builtin, free_offset
+from .conftest import MetricsWaiter, builtin, free_offset
 
 pytestmark = pytest.mark.integration
 
 N = 10_000
 
 
-def settle(session: StackSession, expected: dict[str, int], timeout: float = 10.0) -> MetricsSnapshot:
-    """Tick until every node's total reached the expected count (logs flush within ~1 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        snap = session.metrics.tick()
-        totals = {name: snap.node(name).requests_total for name in expected}
-        if totals == expected or time.monotonic() > deadline:
-            return snap
-        time.sleep(0.25)
+def watch(session: StackSession) -> MetricsWaiter:
+    """Metrics at 10 Hz from the engine's own thread, snapshots waited for, never slept for."""
+    waiter = MetricsWaiter(session)
+    session.start_metrics(10)
+    return waiter
 
 
-def quiet_baseline(session: StackSession) -> MetricsSnapshot:
-    """The readiness probes' own requests, once nginx's 1 s log buffer has flushed them."""
-    time.sleep(1.3)
-    return session.metrics.tick()
+def totals_reach(expected: dict[str, int]):
+    return lambda snap: all(snap.node(name).requests_total >= n for name, n in expected.items())
 
 
 def delta(after: dict, before: dict) -> dict:
@@ -45,14 +38,16 @@ def delta(after: dict, before: dict) -> dict:
 @pytest.mark.parametrize("name", ["nginx-apache-uvicorn", "nginx-gunicorn-uvicorn"])
 def test_request_counts_add_up_exactly_on_every_tier(name: str, tmp_path: Path) -> None:
     profile = builtin(name)
-    session = StackSession(profile, run_dir=tmp_path / "run")
+    session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
     try:
-        session.supervisor.start()  # metrics ticked by hand below, not by the 1 Hz thread
-        base = quiet_baseline(session)
+        session.start()
+        metrics = watch(session)
+        base = metrics.wait_quiet()  # the readiness probes' own requests, once logged
         result = run_load(LoadConfig(url=profile.entry_url + "api/hello", connections=8, requests=N,
                                      duration_s=120))
         assert result.requests_ok == N and sum(result.errors.values()) == 0
-        snap = settle(session, {n: base.node(n).requests_total + N for n in profile.nodes})
+        metrics.wait_for(totals_reach({n: base.node(n).requests_total + N for n in profile.nodes}))
+        snap = metrics.wait_quiet()  # and nothing more comes
         for node in profile.nodes:
             metrics, before = snap.node(node), base.node(node)
             assert metrics.requests_total - before.requests_total == N, node
@@ -61,7 +56,7 @@ def test_request_counts_add_up_exactly_on_every_tier(name: str, tmp_path: Path) 
             assert metrics.status_totals.get("2xx", 0) - before.status_totals.get("2xx", 0) == N
             assert metrics.unparseable_total == 0
             # every pid that served requests is one the supervisor reported for that node
-            known = set(session.supervisor.workers(node)) | {session.snapshot().node(node).pid}
+            known = set(session.workers(node)) | {session.snapshot().node(node).pid}
             assert set(by_pid) <= known
         for edge in profile.edges():
             now, then = snap.edge(edge.source, edge.target), base.edge(edge.source, edge.target)
@@ -72,15 +67,17 @@ def test_request_counts_add_up_exactly_on_every_tier(name: str, tmp_path: Path) 
 
 def test_split_routes_count_per_edge(tmp_path: Path) -> None:
     profile = builtin("nginx-split")
-    session = StackSession(profile, run_dir=tmp_path / "run")
+    session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
     try:
-        session.supervisor.start()
-        base = quiet_baseline(session)
+        session.start()
+        metrics = watch(session)
+        base = metrics.wait_quiet()
         api = run_load(LoadConfig(url=profile.entry_url + "api/hello", connections=4, requests=1500, duration_s=60))
         site = run_load(LoadConfig(url=profile.entry_url + "index.html", connections=4, requests=700, duration_s=60))
         assert api.requests_ok == 1500 and site.requests_ok == 700
         expected = {"edge": 2200, "app": 1500, "site": 700}
-        snap = settle(session, {n: base.node(n).requests_total + c for n, c in expected.items()})
+        metrics.wait_for(totals_reach({n: base.node(n).requests_total + c for n, c in expected.items()}))
+        snap = metrics.wait_quiet()
 
         def edge_delta(source: str, target: str) -> int:
             then = base.edge(source, target)
@@ -96,16 +93,16 @@ def test_split_routes_count_per_edge(tmp_path: Path) -> None:
 def test_cpu_of_a_burning_worker_matches_proc(tmp_path: Path) -> None:
     """CPU % of a worker serving the CPU endpoint reads within 10 points of /proc over the interval."""
     profile = builtin("uvicorn-workers")
-    session = StackSession(profile, run_dir=tmp_path / "run")
+    session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
     try:
-        session.supervisor.start()
-        workers = session.supervisor.workers("app")
+        session.start()
+        workers = session.workers("app")
         procs = {pid: psutil.Process(pid) for pid in workers}
-        session.metrics.tick()
+        session.tick_metrics()
         before = {pid: sum(p.cpu_times()[:2]) for pid, p in procs.items()}
         t0 = time.monotonic()
         run_load(LoadConfig(url=profile.entry_url + "api/cpu?ms=20", connections=2, duration_s=2.0))
-        snap = session.metrics.tick()
+        snap = session.tick_metrics()
         elapsed = time.monotonic() - t0
         for pid, p in procs.items():
             truth = (sum(p.cpu_times()[:2]) - before[pid]) / elapsed * 100

@@ -29,7 +29,7 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.core.supervise.supervisor import PortConflictError, ReloadError, StartError, Supervisor
 
-from .conftest import alive, builtin, free_offset, ports_free
+from .conftest import alive, builtin, free_offset, ports_free, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -98,10 +98,7 @@ def test_every_builtin_profile_comes_up_answers_and_stops_clean(name: str, super
     assert len(pids) >= len(profile.nodes)
     sup.stop()
     assert sup.state == StackState.STOPPED
-    deadline = time.monotonic() + 2
-    while alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive(pids) == []
+    assert wait_gone(pids) == []
     assert ports_free(profile)
     assert all(n.state == NodeState.STOPPED for n in sup.snapshot().nodes)
 
@@ -304,10 +301,7 @@ def test_kill_9_of_stackpanel_up_leaves_no_server_and_next_start_is_clean(tmp_pa
         assert len(servers) >= 2 + 4  # nginx master+worker, gunicorn master+4 workers
         up.kill()
         up.wait()
-        deadline = time.monotonic() + 2.0
-        while alive(servers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert alive(servers) == [], "servers outlived a kill -9 of stackpanel"
+        assert wait_gone(servers) == [], "servers outlived a kill -9 of stackpanel"
     finally:
         if up.poll() is None:
             up.kill()
@@ -347,6 +341,7 @@ def test_events_say_clean_slate_or_leftovers(supervisor_factory) -> None:
 
 def test_stopping_during_start_aborts_promptly(supervisor_factory) -> None:
     sup = supervisor_factory(builtin("nginx-gunicorn-uvicorn"))
+    rec = Recorder(sup)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -357,13 +352,30 @@ def test_stopping_during_start_aborts_promptly(supervisor_factory) -> None:
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.3)
+    # the first node is spawned and being probed: a stop now lands in the middle of the start
+    rec.wait_for(lambda e: isinstance(e, NodeStateChanged) and e.state == NodeState.STARTING)
     t0 = time.monotonic()
     sup.stop()
     t.join(15)
     assert not t.is_alive() and not errors
     assert time.monotonic() - t0 < 10
     assert sup.state == StackState.STOPPED
+    assert not any(isinstance(e, NodeStateChanged) and e.state == NodeState.READY and e.node == "web"
+                   for e in rec.events)  # the entry never came up
+
+
+def test_a_stop_before_the_start_starts_nothing_and_the_next_start_runs(supervisor_factory) -> None:
+    profile = builtin("uvicorn-workers")
+    sup = supervisor_factory(profile)
+    rec = Recorder(sup)
+    sup.request_stop()  # e.g. Ctrl-C while `up` is still loading, or Stop clicked with Start queued
+    sup.start()
+    assert sup.state == StackState.STOPPED
+    assert not any(isinstance(e, NodeStateChanged) and e.state == NodeState.STARTING for e in rec.events)
+    sup.stop()  # honours the request
+    sup.start()
+    assert sup.state == StackState.RUNNING
+    assert get(profile.entry_url + "api/pid")[0] == 200
 
 
 def test_sighup_reloads_an_edited_profile_and_refuses_a_broken_one(tmp_path: Path) -> None:

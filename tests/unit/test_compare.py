@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stackpanel.core.loadgen.compare import (
+from stackpanel.core.bench import (
     CompareError,
     CompareSettings,
     Comparison,
@@ -214,6 +214,45 @@ def test_a_profile_that_cannot_be_loaded_is_a_row_with_the_reason(tmp_path: Path
     assert str(events[0]).startswith("[1/2] no-such-profile: cannot load")
 
 
+def test_every_entry_url_passes_the_loopback_guard_before_any_stack_starts(monkeypatch) -> None:
+    from stackpanel.core.bench import compare as bench
+    from stackpanel.core.errors import StackpanelError
+    from stackpanel.core.loadgen.target import parse_target
+
+    good = load_profile(builtin_dir() / "uvicorn-workers.yaml")
+    app = good.nodes["app"]
+    # A profile whose entry is not this machine (validation bypassed: the guard must hold anyway).
+    elsewhere = good.model_copy(update={"name": "Elsewhere",
+                                        "nodes": {"app": app.model_copy(update={"host": "192.0.2.7"})}})
+    log: list[str] = []
+
+    def checked(url: str):
+        log.append(f"checked {url}")
+        return parse_target(url)
+
+    class NoStack:
+        def __init__(self, profile, **kwargs) -> None:
+            log.append(f"session {profile.name}")
+
+        def start(self) -> None:
+            raise StackpanelError("not starting servers in a unit test")
+
+        def snapshot(self):
+            return type("Snap", (), {"nodes": ()})()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(bench, "parse_target", checked)
+    monkeypatch.setattr(bench, "StackSession", NoStack)
+    c = compare_profiles([good, elsewhere], duration_s=1, warmup_s=0)
+    first_session = next(i for i, line in enumerate(log) if line.startswith("session"))
+    assert any("192.0.2.7" in line for line in log[:first_session])  # checked before anything started
+    assert [line for line in log if line.startswith("session")] == [f"session {good.name}"]
+    bad = c.runs[1]
+    assert not bad.ok and "not a loopback address" in bad.reason
+
+
 # -- chart -------------------------------------------------------------------------------------------
 
 
@@ -251,6 +290,6 @@ def test_chart_is_a_png_drawn_offscreen_without_a_display(tmp_path: Path) -> Non
 
 
 def test_importing_the_comparison_does_not_import_qt() -> None:
-    code = ("import sys, stackpanel.core.loadgen.compare, stackpanel.qt.chart\n"
+    code = ("import sys, stackpanel.core.bench, stackpanel.qt.chart\n"
             "assert not [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6'))]\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

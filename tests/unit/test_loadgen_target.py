@@ -81,3 +81,22 @@ def test_wrk_command_uses_the_guard() -> None:
         wrk_command("http://10.0.0.1:8080/")
     argv = wrk_command("http://127.0.0.1:8080/api", connections=8, duration_s=2.5, threads=16)
     assert argv == ["wrk", "-t", "8", "-c", "8", "-d", "3s", "--latency", "http://127.0.0.1:8080/api"]
+
+
+def test_wrk_is_handed_the_checked_address_not_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A hosts entry may point "localhost" elsewhere: wrk would resolve it itself. It gets the
+    # loopback address the guard kept, and the Host header the user wrote.
+    def hostile(*args: object, **kwargs: object) -> list[tuple]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 8080)),
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 8080, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hostile)
+    argv = wrk_command("http://localhost:8080/api/hello?x=1", connections=4, duration_s=1, threads=1)
+    assert argv[-1] == "http://[::1]:8080/api/hello?x=1"
+    assert argv[argv.index("-H") + 1] == "Host: localhost:8080"
+    assert not any("localhost" in a for a in argv if not a.startswith("Host:"))
+
+
+def test_wrk_gets_a_literal_address_unchanged() -> None:
+    assert wrk_command("http://[::1]:9000/p", threads=1)[-1] == "http://[::1]:9000/p"
+    assert "-H" not in wrk_command("http://127.0.0.2:9000/p", threads=1)

@@ -1,18 +1,12 @@
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from stackpanel.core.supervise.process import ManagedProcess
 from stackpanel.core.supervise.runrecord import (
     RecordedProcess,
-    RunInUseError,
     RunRecord,
     RunRecordError,
     clean_leftovers,
@@ -20,13 +14,6 @@ from stackpanel.core.supervise.runrecord import (
     read_record,
     record_path,
 )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_record_roundtrip_and_atomic_write(tmp_path: Path) -> None:
@@ -58,99 +45,9 @@ def test_clean_with_nothing_left() -> None:
     assert clean_leftovers([]).summary == "no leftover processes from a previous run"
 
 
-@pytest.mark.integration
-def test_live_child_is_found_and_cleaned(tmp_path: Path) -> None:
-    # A leader that ignores TERM and a worker in its group: clean must escalate to KILL.
-    ready = tmp_path / "ready"
-    code = (
-        "import os, pathlib, signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        f"if os.fork() == 0: pathlib.Path({str(ready)!r}).write_text(str(os.getpid()))\n"
-        "time.sleep(60)\n"
-    )
-    p = ManagedProcess.start("nginx", [sys.executable, "-c", code], log_path=tmp_path / "n.log")
-    try:
-        deadline = time.monotonic() + 5
-        while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        worker = int(ready.read_text())
-        rec = RunRecord(tmp_path)
-        rec.add_process("nginx", p)
-        raw = json.loads(record_path(tmp_path).read_text())
-        assert raw["processes"][0]["create_time"] == p.create_time
-        assert raw["processes"][0]["pgid"] == p.pid
-
-        found = find_leftovers(record_path(tmp_path))
-        assert [(lo.pid, lo.recorded) for lo in found] == [(p.pid, True), (worker, False)]
-        assert found[0].node == "nginx" and found[0].create_time == p.create_time
-
-        result = clean_leftovers(found, term_timeout=0.3, kill_timeout=2)
-        assert result.survivors == ()
-        assert {lo.pid for lo in result.killed} == {p.pid, worker}
-        assert result.summary.startswith(
-            f"stopped 2 leftover processes of a crashed run: nginx {p.pid}, nginx child {worker}"
-        )
-        assert p.wait(2) is not None
-        assert not _alive(worker)
-        assert find_leftovers(record_path(tmp_path)) == []
-    finally:
-        p.stop(timeout=0.2)
 
 
-@pytest.mark.integration
-def test_recycled_pid_is_not_touched(tmp_path: Path) -> None:
-    p = ManagedProcess.start("victim", ["sleep", "60"], log_path=tmp_path / "v.log")
-    try:
-        RunRecord(tmp_path).add_process("uvicorn", p)
-        path = record_path(tmp_path)
-        data = json.loads(path.read_text())
-        data["processes"][0]["create_time"] -= 1000.0  # the recorded process started long ago
-        path.write_text(json.dumps(data))
-        assert find_leftovers(path) == []
-        time.sleep(0.1)
-        assert p.is_running
-    finally:
-        p.stop(timeout=0.5)
 
 
-@pytest.mark.integration
-def test_record_of_a_live_supervisor_is_refused(tmp_path: Path) -> None:
-    other = ManagedProcess.start("other-stackpanel", ["sleep", "60"], log_path=tmp_path / "o.log")
-    try:
-        rec = RunRecord(tmp_path, owner_pid=other.pid)
-        rec.add_process("nginx", other)
-        with pytest.raises(RunInUseError, match=f"still running \\(pid {other.pid}\\)"):
-            find_leftovers(record_path(tmp_path))
-        assert other.is_running
-    finally:
-        other.stop(timeout=0.5)
 
 
-@pytest.mark.integration
-def test_orphaned_workers_of_a_dead_leader_are_found(tmp_path: Path) -> None:
-    # Like nginx workers after their master was kill -9ed: the leader is gone, the group lives.
-    ready = tmp_path / "ready"
-    code = (
-        "import os, pathlib, time\n"
-        "if os.fork() == 0:\n"
-        f"    pathlib.Path({str(ready)!r}).write_text(str(os.getpid())); time.sleep(60)\n"
-        "else:\n"
-        "    time.sleep(60)\n"
-    )
-    p = ManagedProcess.start("nginx", [sys.executable, "-c", code], log_path=tmp_path / "n.log")
-    try:
-        deadline = time.monotonic() + 5
-        while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        worker = int(ready.read_text())
-        RunRecord(tmp_path).add_process("nginx", p)
-        os.kill(p.pid, 9)
-        assert p.wait(2) == -9
-        found = find_leftovers(record_path(tmp_path))
-        assert [(lo.pid, lo.recorded) for lo in found] == [(worker, False)]
-        result = clean_leftovers(found, term_timeout=2)
-        assert result.killed == () and result.survivors == ()
-        assert result.summary == f"stopped 1 leftover process of a crashed run: nginx child {worker}"
-        assert not _alive(worker)
-    finally:
-        p.stop(timeout=0.2)

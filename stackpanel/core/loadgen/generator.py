@@ -45,7 +45,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from stackpanel.core.loadgen.errors import LoadConfigError, LoadgenError
@@ -166,7 +166,6 @@ class _Partial:
     cpu_s: float
     stopped_by: str
     aborted: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Conn(asyncio.Protocol):
@@ -270,44 +269,59 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
+@dataclass(frozen=True)
+class _Share:
+    """One engine's part of the load: all of it in a single process, a k-th of it in process mode."""
+
+    connections: int
+    requests: int | None
+    rate: float | None
+
+    @classmethod
+    def whole(cls, config: LoadConfig) -> _Share:
+        return cls(config.connections, config.requests, config.rate)
+
+
+def _split(total: int, k: int) -> list[int]:
+    return [total // k + (1 if i < total % k else 0) for i in range(k)]
+
+
+def _shares(config: LoadConfig, k: int) -> list[_Share]:
+    conns = _split(config.connections, k)
+    counts: list[int | None] = list(_split(config.requests, k)) if config.requests is not None else [None] * k
+    return [_Share(c, n, config.rate * c / config.connections if config.rate else None)
+            for c, n in zip(conns, counts, strict=True)]
+
+
 class _Engine:
-    """One event loop's worth of connections and counters."""
+    """One event loop's worth of connections and counters, for ``share`` of ``config``."""
 
     def __init__(
         self,
+        config: LoadConfig,
         target: LoadTarget,
-        request: bytes,
+        share: _Share,
         *,
-        connections: int,
-        duration_s: float | None,
-        requests: int | None,
-        rate: float | None,
-        timeout_s: float,
-        connect_timeout_s: float,
-        max_duration_s: float,
-        give_up_after_s: float | None,
-        head_only: bool = False,
         progress: ProgressCallback | None = None,
-        progress_interval_s: float = 0.25,
         stop_check: Callable[[], bool] | None = None,
         cpu_clock: Callable[[], float] = time.thread_time,
-        ramp_s: float = 0.0,
     ) -> None:
         self.target = target
-        self.ramp_s = ramp_s
         self.target_text = f"{target.address}:{target.port}"
-        self.request = request
-        self.connections = connections
-        self.duration_s = duration_s
-        self.requests = requests
-        self.interval = 1.0 / rate if rate else 0.0
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.max_duration_s = max_duration_s
-        self.give_up_after_s = give_up_after_s
-        self.head_only = head_only
+        self.request = build_request(target, config.method, config.headers)
+        self.head_only = config.method == "HEAD"
+        # the first connects spread over at most 0.5 ms per connection of the whole run
+        self.ramp_s = min(config.ramp_s, config.connections * 0.0005)
+        self.connections = share.connections
+        self.requests = share.requests
+        self.interval = 1.0 / share.rate if share.rate else 0.0
+        self.duration_s = config.duration_s
+        self.timeout_s = config.timeout_s
+        self.connect_timeout_s = config.connect_timeout_s
+        self.max_duration_s = config.max_duration_s
+        self.give_up_after_s = config.give_up_after_s
+        self.progress_interval_s = config.progress_interval_s
         self.progress = progress
-        self.progress_interval_s = progress_interval_s
         self.stop_check = stop_check
         self.cpu_clock = cpu_clock
 
@@ -523,37 +537,6 @@ class _Engine:
                     self.progress = None
 
 
-def _engine_for(
-    config: LoadConfig,
-    target: LoadTarget,
-    *,
-    connections: int,
-    requests: int | None,
-    rate: float | None,
-    progress: ProgressCallback | None,
-    stop_check: Callable[[], bool] | None,
-    cpu_clock: Callable[[], float] = time.thread_time,
-) -> _Engine:
-    return _Engine(
-        target,
-        build_request(target, config.method, config.headers),
-        connections=connections,
-        duration_s=config.duration_s,
-        requests=requests,
-        rate=rate,
-        timeout_s=config.timeout_s,
-        connect_timeout_s=config.connect_timeout_s,
-        max_duration_s=config.max_duration_s,
-        give_up_after_s=config.give_up_after_s,
-        head_only=config.method == "HEAD",
-        progress=progress,
-        progress_interval_s=config.progress_interval_s,
-        stop_check=stop_check,
-        cpu_clock=cpu_clock,
-        ramp_s=min(config.ramp_s, config.connections * 0.0005),
-    )
-
-
 def _merge(config: LoadConfig, target: LoadTarget, parts: list[_Partial], processes: int) -> LoadResult:
     hist = LatencyHistogram()
     errors = {k.value: 0 for k in GENERATOR_ERROR_KINDS}
@@ -588,10 +571,6 @@ def _merge(config: LoadConfig, target: LoadTarget, parts: list[_Partial], proces
     )
 
 
-def _split(total: int, k: int) -> list[int]:
-    return [total // k + (1 if i < total % k else 0) for i in range(k)]
-
-
 def run_load(
     config: LoadConfig,
     progress: ProgressCallback | None = None,
@@ -609,15 +588,8 @@ def run_load(
         return _run_processes(config, target, processes, progress, stop_event)
     loop = new_event_loop()
     try:
-        engine = _engine_for(
-            config,
-            target,
-            connections=config.connections,
-            requests=config.requests,
-            rate=config.rate,
-            progress=progress,
-            stop_check=stop_event.is_set if stop_event is not None else None,
-        )
+        engine = _Engine(config, target, _Share.whole(config), progress=progress,
+                         stop_check=stop_event.is_set if stop_event is not None else None)
         part = loop.run_until_complete(engine.run())
     finally:
         loop.close()
@@ -629,30 +601,20 @@ async def run_load_async(config: LoadConfig, progress: ProgressCallback | None =
     if min(config.processes, config.connections) > 1:
         return await asyncio.to_thread(run_load, config, progress)
     target = parse_target(config.url)
-    engine = _engine_for(
-        config, target, connections=config.connections, requests=config.requests, rate=config.rate,
-        progress=progress, stop_check=None,
-    )
-    part = await engine.run()
+    part = await _Engine(config, target, _Share.whole(config), progress=progress).run()
     return _merge(config, target, [part], 1)
 
 
 # -- process mode ----------------------------------------------------------------------------------
-def _worker_main(
-    index: int,
-    config: LoadConfig,
-    connections: int,
-    requests: int | None,
-    rate: float | None,
-    messages: Any,
-    go: Any,
-    stop: Any,
-) -> None:
+_READY_TIMEOUT_S = 60.0
+
+
+def _worker_main(index: int, config: LoadConfig, share: _Share, messages: Any, go: Any, stop: Any) -> None:
     """Entry point of a worker process (module level so 'spawn' can import it)."""
     try:
         target = parse_target(config.url)
         messages.put(("ready", index, None))
-        if not go.wait(60):
+        if not go.wait(_READY_TIMEOUT_S):
             return
         if stop.is_set():
             return
@@ -660,10 +622,7 @@ def _worker_main(
         def report(p: LoadProgress) -> None:
             messages.put(("progress", index, p))
 
-        engine = _engine_for(
-            config, target, connections=connections, requests=requests, rate=rate,
-            progress=report, stop_check=stop.is_set, cpu_clock=time.process_time,
-        )
+        engine = _Engine(config, target, share, progress=report, stop_check=stop.is_set, cpu_clock=time.process_time)
         loop = new_event_loop()
         try:
             part = loop.run_until_complete(engine.run())
@@ -674,42 +633,33 @@ def _worker_main(
         messages.put(("error", index, f"{type(exc).__name__}: {exc}"))
 
 
-def _run_processes(
-    config: LoadConfig,
-    target: LoadTarget,
-    k: int,
-    progress: ProgressCallback | None,
-    stop_event: threading.Event | None,
-) -> LoadResult:
-    ctx: Any = multiprocessing.get_context(config.start_method)
-    messages = ctx.Queue()
-    go = ctx.Event()
-    stop = ctx.Event()
-    conns = _split(config.connections, k)
-    counts = _split(config.requests, k) if config.requests is not None else [None] * k
-    procs = []
-    for i in range(k):
-        rate = config.rate * conns[i] / config.connections if config.rate else None
-        p = ctx.Process(
-            target=_worker_main,
-            args=(i, config, conns[i], counts[i], rate, messages, go, stop),
-            name=f"stackpanel-loadgen-{i}",
-            daemon=True,
-        )
-        p.start()
-        procs.append(p)
-    parts: dict[int, _Partial] = {}
-    latest: dict[int, LoadProgress] = {}
-    try:
+class _Workers:
+    """K generator processes, their message queue and the go/stop events they wait on."""
+
+    def __init__(self, config: LoadConfig, k: int) -> None:
+        ctx: Any = multiprocessing.get_context(config.start_method)
+        self.k = k
+        self.messages = ctx.Queue()
+        self.go = ctx.Event()
+        self.stop = ctx.Event()
+        self.procs = [
+            ctx.Process(target=_worker_main, args=(i, config, share, self.messages, self.go, self.stop),
+                        name=f"stackpanel-loadgen-{i}", daemon=True)
+            for i, share in enumerate(_shares(config, k))
+        ]
+        for p in self.procs:
+            p.start()
+
+    def wait_ready(self, stop_event: threading.Event | None) -> None:
         ready: set[int] = set()
-        ready_by = time.monotonic() + 60
-        while len(ready) < k:
+        ready_by = time.monotonic() + _READY_TIMEOUT_S
+        while len(ready) < self.k:
             if stop_event is not None and stop_event.is_set():
                 raise LoadgenError("load run stopped before its worker processes were ready")
             try:
-                kind, index, payload = messages.get(timeout=0.1)
+                kind, index, payload = self.messages.get(timeout=0.1)
             except queue.Empty:
-                dead = [p.name for p in procs if p.exitcode is not None]
+                dead = [p.name for p in self.procs if p.exitcode is not None]
                 if dead or time.monotonic() > ready_by:
                     raise LoadgenError(
                         f"load worker processes did not start ({', '.join(dead) or 'timeout'})") from None
@@ -717,64 +667,101 @@ def _run_processes(
             if kind == "error":
                 raise LoadgenError(f"load worker {index} failed: {payload}")
             ready.add(index)
-        go.set()
+
+    def collect(self, config: LoadConfig, progress: ProgressCallback | None,
+                stop_event: threading.Event | None) -> list[_Partial]:
+        """Let the workers go and gather their results, merging their progress reports."""
+        self.go.set()
         started = time.monotonic()
         limit = config.max_duration_s if config.duration_s is None else config.duration_s
         hard_deadline = started + limit + config.timeout_s + 10.0
-        next_progress = started + config.progress_interval_s
-        last_ok, last_t = 0, started
-        while len(parts) < k:
+        merger = _ProgressMerger(started, config.progress_interval_s, progress)
+        parts: dict[int, _Partial] = {}
+        while len(parts) < self.k:
             if stop_event is not None and stop_event.is_set():
-                stop.set()
+                self.stop.set()
             try:
-                kind, index, payload = messages.get(timeout=0.05)
+                kind, index, payload = self.messages.get(timeout=0.05)
             except queue.Empty:
-                kind = ""
+                kind, index, payload = "", -1, None
             if kind == "result":
                 parts[index] = payload
             elif kind == "progress":
-                latest[index] = payload
+                merger.latest[index] = payload
             elif kind == "error":
                 raise LoadgenError(f"load worker {index} failed: {payload}")
-            now = time.monotonic()
-            if progress is not None and latest and now >= next_progress:
-                ok = sum(p.requests_ok for p in latest.values())
-                by_kind: dict[str, int] = {}
-                for p in latest.values():
-                    for ek, ev in p.errors_by_kind.items():
-                        by_kind[ek] = by_kind.get(ek, 0) + ev
-                snapshot = LoadProgress(
-                    elapsed_s=now - started,
-                    requests_ok=ok,
-                    errors=sum(by_kind.values()),
-                    current_rps=(ok - last_ok) / (now - last_t),
-                    connections_open=sum(p.connections_open for p in latest.values()),
-                    errors_by_kind=by_kind,
-                )
-                last_ok, last_t, next_progress = ok, now, now + config.progress_interval_s
-                try:
-                    progress(snapshot)
-                except Exception:
-                    log.exception("load progress callback failed; no more progress reports")
-                    progress = None
+            merger.maybe_report()
             if kind == "":
-                missing = [p.name for i, p in enumerate(procs) if i not in parts and p.exitcode is not None]
+                missing = [p.name for i, p in enumerate(self.procs) if i not in parts and p.exitcode is not None]
                 if missing:
                     raise LoadgenError(f"load worker process(es) died: {', '.join(missing)}")
-                if now > hard_deadline:
+                if time.monotonic() > hard_deadline:
                     raise LoadgenError("load worker processes did not finish by the deadline")
-    finally:
-        stop.set()
-        go.set()  # release workers still waiting (they see stop and leave)
-        for p in procs:
+        return [parts[i] for i in range(self.k)]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.go.set()  # release workers still waiting (they see stop and leave)
+        for p in self.procs:
             p.join(timeout=2.0)
-        for p in procs:
+        for p in self.procs:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=1.0)
-        messages.close()
-        messages.join_thread()
-    return _merge(config, target, [parts[i] for i in range(k)], k)
+        self.messages.close()
+        self.messages.join_thread()
+
+
+class _ProgressMerger:
+    """Adds up the workers' latest progress reports into one, every ``interval`` seconds."""
+
+    def __init__(self, started: float, interval: float, progress: ProgressCallback | None) -> None:
+        self.latest: dict[int, LoadProgress] = {}
+        self._started = started
+        self._interval = interval
+        self._progress = progress
+        self._next = started + interval
+        self._last_ok, self._last_t = 0, started
+
+    def maybe_report(self) -> None:
+        now = time.monotonic()
+        if self._progress is None or not self.latest or now < self._next:
+            return
+        ok = sum(p.requests_ok for p in self.latest.values())
+        by_kind: dict[str, int] = {}
+        for p in self.latest.values():
+            for kind, n in p.errors_by_kind.items():
+                by_kind[kind] = by_kind.get(kind, 0) + n
+        snapshot = LoadProgress(
+            elapsed_s=now - self._started,
+            requests_ok=ok,
+            errors=sum(by_kind.values()),
+            current_rps=(ok - self._last_ok) / (now - self._last_t),
+            connections_open=sum(p.connections_open for p in self.latest.values()),
+            errors_by_kind=by_kind,
+        )
+        self._last_ok, self._last_t, self._next = ok, now, now + self._interval
+        try:
+            self._progress(snapshot)
+        except Exception:
+            log.exception("load progress callback failed; no more progress reports")
+            self._progress = None
+
+
+def _run_processes(
+    config: LoadConfig,
+    target: LoadTarget,
+    k: int,
+    progress: ProgressCallback | None,
+    stop_event: threading.Event | None,
+) -> LoadResult:
+    workers = _Workers(config, k)
+    try:
+        workers.wait_ready(stop_event)
+        parts = workers.collect(config, progress, stop_event)
+    finally:
+        workers.close()
+    return _merge(config, target, parts, k)
 
 
 # -- background runs -------------------------------------------------------------------------------

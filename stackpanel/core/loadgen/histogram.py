@@ -10,7 +10,6 @@ and the object pickles small for the multi-process mode.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 _SUB_BITS = 7
 _LINEAR = 1 << _SUB_BITS  # 128: below this, one bucket per microsecond
@@ -74,10 +73,6 @@ class LatencyHistogram:
 
     def record(self, seconds: float) -> None:
         self.record_us(int(seconds * 1_000_000))
-
-    def record_many(self, values_us: Iterable[int]) -> None:
-        for v in values_us:
-            self.record_us(v)
 
     def merge(self, other: LatencyHistogram) -> None:
         """Add ``other``'s samples to this histogram (same bucket layout or shorter)."""

@@ -35,6 +35,13 @@ class LoadTarget:
         return host if self.port == 80 else f"{host}:{self.port}"
 
     @property
+    def address_url(self) -> str:
+        """The URL with the checked loopback address in place of the host name, for tools that
+        would resolve the name themselves (wrk): a hosts entry cannot send them elsewhere."""
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{address}:{self.port}{self.path}"
+
+    @property
     def family(self) -> int:
         return socket.AF_INET6 if ":" in self.address else socket.AF_INET
 

@@ -60,7 +60,11 @@ def wrk_command(
     timeout_s: float | None = None,
     executable: str = "wrk",
 ) -> list[str]:
-    """argv for ``wrk -t T -c N -d Ds --latency URL`` (URL checked by the loopback guard)."""
+    """argv for ``wrk -t T -c N -d Ds --latency URL``.
+
+    The URL goes through the loopback guard and wrk is handed the address the guard checked, not
+    the name (``localhost`` becomes e.g. ``127.0.0.1``); the Host header stays the one written.
+    """
     target = parse_target(url)
     if connections < 1:
         raise WrkError("wrk needs at least one connection")
@@ -71,7 +75,9 @@ def wrk_command(
     argv = [executable, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     if timeout_s is not None:
         argv += ["--timeout", f"{max(1, math.ceil(timeout_s))}s"]
-    return argv + [target.url]
+    if target.host != target.address:
+        argv += ["-H", f"Host: {target.host_header}"]
+    return argv + [target.address_url]
 
 
 def parse_wrk_output(

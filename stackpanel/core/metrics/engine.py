@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -134,8 +134,57 @@ class NodeHistory:
     cpu_percent: FloatArray
 
 
+class _HistorySource:
+    """The rings a snapshot's histories come from, copied on first read (then kept).
+
+    A tick publishes only what changed (its values, in ``workers``/``nodes``/``edges``); copying
+    every series' whole history for every tick cost ~5 MB of copies per tick at 10 Hz with 16
+    workers, mostly for nobody (the CLI never reads them, the plots only when visible). A history
+    read later than its own tick is cut at the snapshot's time; points the ring has dropped since
+    are missing at the old end.
+    """
+
+    __slots__ = ("_lock", "_node_cache", "_nodes", "_until", "_worker_cache", "_workers")
+
+    def __init__(self, lock: threading.Lock, until: float,
+                 workers: tuple[tuple[str, int, TimeSeriesRing], ...],
+                 nodes: tuple[tuple[str, TimeSeriesRing], ...]) -> None:
+        self._lock = lock
+        self._until = until
+        self._workers = workers
+        self._nodes = nodes
+        self._worker_cache: tuple[WorkerHistory, ...] | None = None
+        self._node_cache: tuple[NodeHistory, ...] | None = None
+
+    def _copy(self, ring: TimeSeriesRing) -> tuple[FloatArray, FloatArray]:
+        with self._lock:
+            t, v = ring.copy_view()
+        end = int(np.searchsorted(t, self._until, side="right"))
+        return t[:end], v[:end]
+
+    def workers(self) -> tuple[WorkerHistory, ...]:
+        if self._worker_cache is None:
+            out = []
+            for node, pid, ring in self._workers:
+                t, v = self._copy(ring)
+                out.append(WorkerHistory(node, pid, t, v[:, 0], v[:, 1], v[:, 2]))
+            self._worker_cache = tuple(out)
+        return self._worker_cache
+
+    def nodes(self) -> tuple[NodeHistory, ...]:
+        if self._node_cache is None:
+            out = []
+            for node, ring in self._nodes:
+                t, v = self._copy(ring)
+                out.append(NodeHistory(node, t, *(v[:, i] for i in range(len(_NODE_CHANNELS)))))
+            self._node_cache = tuple(out)
+        return self._node_cache
+
+
 @dataclass(frozen=True)
 class MetricsSnapshot:
+    """One tick: its values, and (read on demand) every series' history up to it."""
+
     time: float  # engine clock (time.monotonic by default)
     wall_time: float  # time.time() at the tick, for exports
     #: seconds since the previous tick; None on the first tick (rates are then 0)
@@ -143,8 +192,17 @@ class MetricsSnapshot:
     workers: tuple[WorkerMetrics, ...]
     nodes: tuple[NodeMetrics, ...]
     edges: tuple[EdgeMetrics, ...]
-    worker_history: tuple[WorkerHistory, ...]
-    node_history: tuple[NodeHistory, ...]
+    _history: _HistorySource | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def worker_history(self) -> tuple[WorkerHistory, ...]:
+        """Per live process, its series (read-only arrays), copied on first access."""
+        return self._history.workers() if self._history is not None else ()
+
+    @property
+    def node_history(self) -> tuple[NodeHistory, ...]:
+        """Per node, its series (read-only arrays), copied on first access."""
+        return self._history.nodes() if self._history is not None else ()
 
     def node(self, name: str) -> NodeMetrics | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -159,7 +217,7 @@ class MetricsSnapshot:
         return tuple(e for e in self.edges if e.node == node)
 
 
-EMPTY_SNAPSHOT = MetricsSnapshot(0.0, 0.0, None, (), (), (), (), ())
+EMPTY_SNAPSHOT = MetricsSnapshot(0.0, 0.0, None, (), (), ())
 
 
 def _none_if_nan(x: float | None) -> float | None:
@@ -223,9 +281,17 @@ def weighted_percentiles(values: FloatArray, weights: FloatArray, qs: Iterable[f
     return [float(x) for x in v[idx]]
 
 
-def _ro(a: FloatArray) -> FloatArray:
-    a.flags.writeable = False
-    return a
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+@dataclass(frozen=True)
+class _Tick:
+    now: float
+    interval: float | None  # None on the first tick or when the clock did not move
+
+    def rate(self, n: int) -> float:
+        return n / self.interval if self.interval else 0.0
 
 
 _NODE_CHANNELS = ("rps", "p50", "p95", "p99", "rss", "cpu")
@@ -276,6 +342,7 @@ class MetricsEngine:
         self._sampler = sampler if sampler is not None else ProcessSampler(clock=clock)
         self._lock = threading.Lock()  # config: nodes, members, subscribers, latest snapshot
         self._tick_lock = threading.Lock()  # one tick at a time; node (un)registration
+        self._rings_lock = threading.Lock()  # ring appends (tick) vs history copies (any thread)
         self._nodes: dict[str, _NodeState] = {}
         self._worker_rings: dict[tuple[str, int], TimeSeriesRing] = {}
         self._subscribers: Subscribers[MetricsSnapshot] = Subscribers()
@@ -359,133 +426,125 @@ class MetricsEngine:
     def _tick(self, now: float) -> MetricsSnapshot:
         wall = time.time()
         interval = None if self._last_tick is None else now - self._last_tick
-        if interval is not None and interval <= 0:
-            interval = None
+        tick = _Tick(now, interval if interval is not None and interval > 0 else None)
         self._last_tick = now
         with self._lock:
             nodes = list(self._nodes.values())
             members = {n.name: n.pids() for n in nodes}
-        samples: dict[tuple[str, int], ProcessSample] = {
-            (s.node, s.pid): s for s in self._sampler.sample()
-        }
-
-        def rate(n: int) -> float:
-            return n / interval if interval else 0.0
+        samples = {(s.node, s.pid): s for s in self._sampler.sample()}
+        sample_max = self._latency_sample_max()
 
         workers: list[WorkerMetrics] = []
         node_metrics: list[NodeMetrics] = []
         edges: list[EdgeMetrics] = []
-        worker_hist: list[WorkerHistory] = []
-        node_hist: list[NodeHistory] = []
-        live_keys: set[tuple[str, int]] = set()
-        sample_max = self._latency_sample_max()
-
+        points: list[tuple[TimeSeriesRing, tuple[float, ...]]] = []
+        worker_series: list[tuple[str, int, TimeSeriesRing]] = []
+        node_series: list[tuple[str, TimeSeriesRing]] = []
         for node in nodes:
-            if node.ingest is not None:
-                node.ingest.latency_sample_max = sample_max
-                batch = node.ingest.poll()
-                totals = node.ingest.totals
-            else:
-                batch = totals = IngestBatch()
-            for route in batch.by_route:
-                node.routes.setdefault(route)
-            if len(totals.by_pid) > KEEP_GONE_PIDS + len(members[node.name]) + 1:
-                totals.fold_pids({p for p, _ in members[node.name]} | batch.by_pid.keys(), KEEP_GONE_PIDS)
-
-            # processes
-            cpu_sum: float | None = None
-            rss_sum = 0
-            nproc = 0
-            for pid, role in members[node.name]:
-                s = samples.get((node.name, pid))
-                if s is None:
-                    continue
-                nproc += 1
-                rss_sum += s.rss_bytes
-                if s.cpu_percent is not None:
-                    cpu_sum = (cpu_sum or 0.0) + s.cpu_percent
-                w = WorkerMetrics(
-                    node.name, pid, role, s.cpu_percent, s.rss_bytes,
-                    rate(batch.by_pid.get(pid, 0)), totals.by_pid.get(pid, 0),
-                )
-                workers.append(w)
-                key = (node.name, pid)
-                live_keys.add(key)
-                ring = self._worker_rings.get(key)
-                if ring is None:
-                    ring = self._worker_rings[key] = self._new_ring(len(_WORKER_CHANNELS))
-                ring.append(now, math.nan if w.cpu_percent is None else w.cpu_percent, w.rps, w.rss_bytes)
-                t, v = ring.copy_view()
-                worker_hist.append(WorkerHistory(node.name, pid, t, _ro(v[:, 0]), _ro(v[:, 1]), _ro(v[:, 2])))
-
-            # latency over the sliding window
-            win = node.latency_window
-            if batch.latencies.size:
-                win.append((now, batch.latencies, batch.latency_weight))
-            while win and win[0][0] < now - self.latency_window_s:
-                win.popleft()
-            p50 = p95 = p99 = None
-            nlat = sum(len(v) for _, v, _ in win)
-            if nlat:
-                vals = np.concatenate([v for _, v, _ in win])
-                wts = np.concatenate([np.full(len(v), w) for _, v, w in win])
-                p50, p95, p99 = weighted_percentiles(vals, wts, (50, 95, 99))
-
-            nm = NodeMetrics(
-                name=node.name,
-                kind=node.kind,
-                rps=rate(batch.lines),
-                requests_total=totals.lines,
-                unparseable_total=totals.unparseable,
-                requests_by_pid=MappingProxyType(dict(totals.by_pid)),
-                status_totals=MappingProxyType(dict(sorted(totals.by_status.items()))),
-                status_rates=MappingProxyType(
-                    {c: rate(batch.by_status.get(c, 0)) for c in sorted(totals.by_status)}
-                ),
-                latency_p50=p50,
-                latency_p95=p95,
-                latency_p99=p99,
-                latency_samples=nlat,
-                cpu_percent=cpu_sum,
-                rss_bytes=rss_sum,
-                process_count=nproc,
-            )
+            batch, totals = self._ingest(node, members[node.name], sample_max)
+            procs = self._processes(node, members[node.name], samples, batch, totals, tick)
+            nm = self._node_metrics(node, batch, totals, procs, tick)
+            edges.extend(self._edges(node, batch, totals, tick))
+            workers.extend(procs)
             node_metrics.append(nm)
+            for w in procs:
+                ring = self._worker_ring(node.name, w.pid)
+                points.append((ring, (_nan(w.cpu_percent), w.rps, w.rss_bytes)))
+                worker_series.append((node.name, w.pid, ring))
             if node.ring is None:
                 node.ring = self._new_ring(len(_NODE_CHANNELS))
-            nan = math.nan
-            node.ring.append(
-                now, nm.rps,
-                nan if p50 is None else p50, nan if p95 is None else p95, nan if p99 is None else p99,
-                rss_sum, nan if cpu_sum is None else cpu_sum,
-            )
-            t, v = node.ring.copy_view()
-            node_hist.append(NodeHistory(node.name, t, *(_ro(v[:, i]) for i in range(len(_NODE_CHANNELS)))))
+            points.append((node.ring, (nm.rps, _nan(nm.latency_p50), _nan(nm.latency_p95), _nan(nm.latency_p99),
+                                       nm.rss_bytes, _nan(nm.cpu_percent))))
+            node_series.append((node.name, node.ring))
 
-            for route in node.routes:
-                edges.append(
-                    EdgeMetrics(
-                        node.name, route,
-                        rate(batch.by_route.get(route, 0)),
-                        totals.by_route.get(route, 0),
-                        totals.errors_by_route.get(route, 0),
-                        rate(batch.errors_by_route.get(route, 0)),
-                    )
-                )
-
-        for key in [k for k in self._worker_rings if k not in live_keys]:
+        with self._rings_lock:  # snapshots copy histories under it, from any thread
+            for ring, values in points:
+                ring.append(now, *values)
+        live = {(n, pid) for n, pid, _ in worker_series}
+        for key in [k for k in self._worker_rings if k not in live]:
             del self._worker_rings[key]
-
         return MetricsSnapshot(
-            time=now,
-            wall_time=wall,
-            interval=interval,
-            workers=tuple(workers),
-            nodes=tuple(node_metrics),
-            edges=tuple(edges),
-            worker_history=tuple(worker_hist),
-            node_history=tuple(node_hist),
+            time=now, wall_time=wall, interval=tick.interval,
+            workers=tuple(workers), nodes=tuple(node_metrics), edges=tuple(edges),
+            _history=_HistorySource(self._rings_lock, now, tuple(worker_series), tuple(node_series)),
         )
+
+    @staticmethod
+    def _ingest(node: _NodeState, members: list[tuple[int, Role]], sample_max: int) -> tuple[IngestBatch, IngestBatch]:
+        """What the node's access log gained (and the running totals); new routes become edges."""
+        if node.ingest is None:
+            return IngestBatch(), IngestBatch()
+        node.ingest.latency_sample_max = sample_max
+        batch = node.ingest.poll()
+        totals = node.ingest.totals
+        for route in batch.by_route:
+            node.routes.setdefault(route)
+        if len(totals.by_pid) > KEEP_GONE_PIDS + len(members) + 1:
+            totals.fold_pids({p for p, _ in members} | batch.by_pid.keys(), KEEP_GONE_PIDS)
+        return batch, totals
+
+    @staticmethod
+    def _processes(node: _NodeState, members: list[tuple[int, Role]],
+                   samples: Mapping[tuple[str, int], ProcessSample], batch: IngestBatch, totals: IngestBatch,
+                   tick: _Tick) -> list[WorkerMetrics]:
+        """One value per sampled process of the node (a process not sampled this tick is left out)."""
+        out = []
+        for pid, role in members:
+            s = samples.get((node.name, pid))
+            if s is not None:
+                out.append(WorkerMetrics(node.name, pid, role, s.cpu_percent, s.rss_bytes,
+                                         tick.rate(batch.by_pid.get(pid, 0)), totals.by_pid.get(pid, 0)))
+        return out
+
+    def _latency(self, node: _NodeState, now: float, batch: IngestBatch) -> tuple[list[float | None], int]:
+        """p50, p95, p99 over the sliding window (None without durations) and the sample count."""
+        win = node.latency_window
+        if batch.latencies.size:
+            win.append((now, batch.latencies, batch.latency_weight))
+        while win and win[0][0] < now - self.latency_window_s:
+            win.popleft()
+        count = sum(len(v) for _, v, _ in win)
+        if not count:
+            return [None, None, None], 0
+        values = np.concatenate([v for _, v, _ in win])
+        weights = np.concatenate([np.full(len(v), w) for _, v, w in win])
+        return list(weighted_percentiles(values, weights, (50, 95, 99))), count
+
+    def _node_metrics(self, node: _NodeState, batch: IngestBatch, totals: IngestBatch,
+                      procs: list[WorkerMetrics], tick: _Tick) -> NodeMetrics:
+        cpu = [w.cpu_percent for w in procs if w.cpu_percent is not None]
+        (p50, p95, p99), count = self._latency(node, tick.now, batch)
+        return NodeMetrics(
+            name=node.name,
+            kind=node.kind,
+            rps=tick.rate(batch.lines),
+            requests_total=totals.lines,
+            unparseable_total=totals.unparseable,
+            requests_by_pid=MappingProxyType(dict(totals.by_pid)),
+            status_totals=MappingProxyType(dict(sorted(totals.by_status.items()))),
+            status_rates=MappingProxyType({c: tick.rate(batch.by_status.get(c, 0)) for c in sorted(totals.by_status)}),
+            latency_p50=p50,
+            latency_p95=p95,
+            latency_p99=p99,
+            latency_samples=count,
+            cpu_percent=sum(cpu) if cpu else None,
+            rss_bytes=sum(w.rss_bytes for w in procs),
+            process_count=len(procs),
+        )
+
+    @staticmethod
+    def _edges(node: _NodeState, batch: IngestBatch, totals: IngestBatch, tick: _Tick) -> list[EdgeMetrics]:
+        return [
+            EdgeMetrics(node.name, route, tick.rate(batch.by_route.get(route, 0)), totals.by_route.get(route, 0),
+                        totals.errors_by_route.get(route, 0), tick.rate(batch.errors_by_route.get(route, 0)))
+            for route in node.routes
+        ]
+
+    def _worker_ring(self, node: str, pid: int) -> TimeSeriesRing:
+        ring = self._worker_rings.get((node, pid))
+        if ring is None:
+            ring = self._worker_rings[(node, pid)] = self._new_ring(len(_WORKER_CHANNELS))
+        return ring
 
     def _new_ring(self, channels: int) -> TimeSeriesRing:
         return TimeSeriesRing(capacity_for(self.history_seconds, self._rate_hz), channels)

@@ -263,11 +263,6 @@ class LogTailer:
 # --------------------------------------------------------------------------------------------------
 
 
-def status_class(status: int) -> str:
-    """``503`` -> ``"5xx"``."""
-    return f"{status // 100}xx"
-
-
 @dataclass
 class IngestBatch:
     """Counts from one chunk/poll. Keys are decoded: pid ``int``, status class ``"2xx"``, route ``str``."""
@@ -335,7 +330,11 @@ def _count_keys_slow(lines: list[bytes]) -> tuple[Counter[LineKey], int]:
 
 
 def parse_latency(field_: bytes) -> float | None:
-    """``b"0.0123"`` -> 0.0123, ``b"1234us"`` -> 0.001234, ``b"-"`` / garbage -> None."""
+    """``b"0.0123"`` -> 0.0123, ``b"1234us"`` -> 0.001234, ``b"-"`` / garbage -> None.
+
+    The one rule for the ``seconds`` field of every tier (Apache writes whole microseconds with a
+    ``us`` suffix, nginx and gunicorn seconds, uvicorn ``-``); :func:`parse_latencies` applies it
+    to many fields at once."""
     try:
         if field_.endswith(b"us"):
             v = int(field_[:-2]) * 1e-6
@@ -346,57 +345,54 @@ def parse_latency(field_: bytes) -> float | None:
     return v if 0.0 <= v < math.inf else None
 
 
-def _latencies_fast(sampled: list[bytes]) -> npt.NDArray[np.float64] | None:
-    """Every sampled line is known to be valid: convert the ``seconds`` fields in C (``map``), or
-    return None when the fields are mixed or odd (the per-line path handles those)."""
-    try:
-        fields = list(map(_LATENCY_FIELD, map(_SPLIT_LATENCY, sampled)))
-    except IndexError:
-        return None
+def parse_latencies(fields: list[bytes]) -> npt.NDArray[np.float64]:
+    """:func:`parse_latency` over ``fields``, values that are None dropped. Uniform fields (all
+    ``us``, all seconds, all ``-``: one tier's log) are converted in C with ``map``; anything
+    else field by field."""
     if not fields:
         return np.empty(0, dtype=np.float64)
     try:
-        if fields[0].endswith(b"us"):  # Apache: whole microseconds
-            if not all(map(_ENDS_US, fields)):
-                return None
-            v = np.fromiter(map(int, map(_STRIP_US, fields)), dtype=np.float64, count=len(fields)) * 1e-6
-        elif fields.count(b"-") == len(fields):  # uvicorn: no duration
+        if fields[0].endswith(b"us"):
+            if all(map(_ENDS_US, fields)):
+                v = np.fromiter(map(int, map(_STRIP_US, fields)), dtype=np.float64, count=len(fields)) * 1e-6
+                return v[(v >= 0.0) & (v < math.inf)]
+        elif fields.count(b"-") == len(fields):
             return np.empty(0, dtype=np.float64)
         else:
             v = np.fromiter(map(float, fields), dtype=np.float64, count=len(fields))
+            return v[(v >= 0.0) & (v < math.inf)]
     except ValueError:
-        return None
-    return v[(v >= 0.0) & (v < math.inf)]
+        pass  # mixed or odd fields
+    values = [v for v in map(parse_latency, fields) if v is not None]
+    return np.fromiter(values, dtype=np.float64, count=len(values))
+
+
+def _latency_fields(sampled: list[bytes], all_valid: bool) -> list[bytes]:
+    """The ``seconds`` field of each sampled line whose key fields are valid."""
+    if all_valid:
+        try:
+            return list(map(_LATENCY_FIELD, map(_SPLIT_LATENCY, sampled)))  # in C
+        except IndexError:
+            pass
+    fields = []
+    for line in sampled:
+        parts = line.split(b" ", 3)
+        if len(parts) >= 3 and parts[0].isdigit() and len(parts[1]) == 3 and parts[1].isdigit():
+            fields.append(parts[2])
+    return fields
 
 
 def _sample_latencies(
     lines: list[bytes], sample_max: int, all_valid: bool = False
 ) -> tuple[npt.NDArray[np.float64], float]:
+    """Latencies of a systematic sample of at most ``sample_max`` lines (random start), and how
+    many lines each sampled value stands for."""
     n = len(lines)
     if n == 0 or sample_max <= 0:
         return np.empty(0, dtype=np.float64), 1.0
     step = -(-n // sample_max)
     start = random.randrange(step) if step > 1 else 0
-    if all_valid:
-        fast = _latencies_fast(lines[start::step])
-        if fast is not None:
-            return fast, float(step)
-    out: list[float] = []
-    append = out.append
-    for line in lines[start::step]:
-        parts = line.split(b" ", 3)
-        if len(parts) < 3 or not (parts[0].isdigit() and len(parts[1]) == 3 and parts[1].isdigit()):
-            continue
-        s = parts[2]
-        if s == b"-":
-            continue
-        try:
-            v = int(s[:-2]) * 1e-6 if s.endswith(b"us") else float(s)
-        except ValueError:
-            continue
-        if 0.0 <= v < math.inf:
-            append(v)
-    return np.fromiter(out, dtype=np.float64, count=len(out)), float(step)
+    return parse_latencies(_latency_fields(lines[start::step], all_valid)), float(step)
 
 
 def parse_chunk(data: bytes, latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MAX) -> IngestBatch:

@@ -55,12 +55,19 @@ def list_profiles() -> list[ProfileEntry]:
     return entries
 
 
+def profile_label(name_or_path: str) -> str:
+    """The short name a profile goes by on the command line: its file stem, or the name as given.
+    With :func:`resolve_profile`, the one place a profile name is read (CLI, bench and panel)."""
+    path = Path(name_or_path)
+    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+
+
 def resolve_profile(name_or_path: str) -> Path:
     """A path to an existing file, or the name of a user, workshop or built-in profile (in that order)."""
     path = Path(name_or_path).expanduser()
     if is_file(path):
         return path
-    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    stem = profile_label(str(path))
     for directory in (user_dir(), workshop_dir(), builtin_dir()):
         candidate = directory / f"{stem}.yaml"
         if is_file(candidate):

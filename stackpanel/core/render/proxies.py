@@ -8,6 +8,13 @@ from pathlib import Path
 
 from stackpanel.core import logformat
 from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.discovery.apache import (
+    APACHE_BASE_MODULES,
+    APACHE_GZIP_MODULES,
+    APACHE_HTTP2_MODULES,
+    APACHE_PROXY_MODULES,
+    APACHE_TLS_MODULES,
+)
 from stackpanel.core.profiles.schema import (
     DEFAULT_LIMITS,
     ApacheNode,
@@ -17,11 +24,6 @@ from stackpanel.core.profiles.schema import (
     ProxyNode,
 )
 from stackpanel.core.render.common import CertificateRequest, RenderedNode, RunPaths, template_env
-
-#: Apache modules a rendered httpd.conf uses (compiled-in ones are skipped by ApacheInfo).
-APACHE_BASE_MODULES = ("mpm_event", "authz_core", "unixd", "log_config", "mime", "dir", "alias", "setenvif",
-                       "reqtimeout")
-APACHE_PROXY_MODULES = ("proxy", "proxy_http", "headers", "unique_id")
 
 
 def upstream_idle_seconds(profile: Profile, target: str) -> int:
@@ -150,12 +152,12 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
                   as_root: bool, user: str, group: str) -> RenderedNode:
     routes = _edge_routes(profile, name, node)
     proxied = any(r.to for r in routes)
-    modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ("headers",))
+    modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ())
     certificate = _certificate(profile, name, node, paths)
     if node.tls is not None:
-        modules += ("ssl", "socache_shmcb") + (("http2",) if node.tls.http2 else ())
+        modules += APACHE_TLS_MODULES + (APACHE_HTTP2_MODULES if node.tls.http2 else ())
     if any(r.limits.gzip for r in routes):
-        modules += ("filter", "deflate")
+        modules += APACHE_GZIP_MODULES
     root_route = next((r for r in routes if r.static and r.path == "/"), None)
     root_static = root_route.static if root_route else None
     names = profile.accepted_host_names(name)

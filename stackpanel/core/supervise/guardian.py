@@ -70,7 +70,7 @@ class Guardian:
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}")
 
-    def close(self, kill_remaining: bool = False) -> None:
+    def close(self) -> None:
         """Close the pipe. The guardian kills only the groups not forgotten, then exits."""
         with self._lock:
             if self._proc.stdin is not None and not self._proc.stdin.closed:

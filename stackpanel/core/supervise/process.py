@@ -97,10 +97,6 @@ class ExitWatcher:
         self._selector: selectors.BaseSelector | None = None
 
     @property
-    def uses_pidfd(self) -> bool:
-        return self._use_pidfd
-
-    @property
     def owner_pid(self) -> int:
         return self._owner_pid
 

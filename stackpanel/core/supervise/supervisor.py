@@ -111,6 +111,12 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+def restart_delay(backoff_seconds: float, restarts: int) -> float:
+    """Seconds to wait before restart number ``restarts + 1`` of a crashed node: the first restart
+    is immediate, then ``backoff_seconds × (2^n − 1)`` (0, b, 3b, 7b, ...), capped at MAX_BACKOFF."""
+    return min(MAX_BACKOFF, backoff_seconds * (2 ** restarts - 1))
+
+
 def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
     """Ready = TCP connect, then GET path answered with a status below 500."""
     try:
@@ -130,7 +136,14 @@ class Supervisor:
         self.stack = stack
         self._lock = threading.RLock()  # node state
         self._action_lock = threading.Lock()  # one blocking action at a time
-        self._cancel = threading.Event()  # a stop was requested: abort a start in progress
+        # A stop was requested: abort a start in progress, or one that has not got the action lock
+        # yet. Set by request_stop()/stop(), cleared only by the stop() that honours it: cleared by
+        # a stop that began after the last request (``_cancel_epoch`` counts the requests).
+        self._cancel = threading.Event()
+        # re-entrant: request_stop() runs in signal handlers, which may interrupt the main thread
+        # inside this lock (a plain Lock would deadlock there)
+        self._cancel_lock = threading.RLock()
+        self._cancel_epoch = 0
         self._closed = threading.Event()
         self._subscribers: Subscribers[Event] = Subscribers()
         self._stack_state = StackState.STOPPED
@@ -205,14 +218,15 @@ class Supervisor:
         Raises PortConflictError (nothing started), StartError (everything started is stopped
         again) or another StackpanelError.
         """
-        self._cancel.clear()
         with self._action_lock:
             if self._stack_state in (StackState.RUNNING, StackState.DEGRADED):
                 return
             self._set_stack_state(StackState.STARTING)
             try:
+                self._check_cancel()  # a stop requested before this start got the lock wins
                 self._prepare()
                 for name in self.stack.nodes:
+                    self._check_cancel()
                     self._start_node(self._nodes[name])
             except _Cancelled:
                 self._stop_all(StackState.STOPPED, "start cancelled by a stop request")
@@ -314,6 +328,10 @@ class Supervisor:
         if self._cancel.wait(seconds):
             raise _Cancelled
 
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled
+
     # ------------------------------------------------------------------ exits and restarts
 
     def _on_exit(self, proc: ManagedProcess, returncode: int, at: float) -> None:
@@ -337,7 +355,7 @@ class Supervisor:
                 self._set_state(node, NodeState.FAILED, f"{reason}; gave up after {node.restarts} restarts")
                 threading.Thread(target=self._discard, args=(node,), daemon=True).start()
                 return
-            delay = min(MAX_BACKOFF, policy.backoff_seconds * (2 ** node.restarts - 1))
+            delay = restart_delay(policy.backoff_seconds, node.restarts)
             self._set_state(node, NodeState.BACKING_OFF, f"{reason}; restarting in {delay:.1f} s "
                             f"(restart {node.restarts + 1} of {policy.max_restarts})")
             node.timer = threading.Timer(delay, self._restart_after_crash, args=(node, proc))
@@ -379,7 +397,7 @@ class Supervisor:
                     else:
                         self._set_state(node, NodeState.BACKING_OFF, "restart failed; trying again")
                         node.timer = threading.Timer(
-                            min(MAX_BACKOFF, policy.backoff_seconds * 2 ** node.restarts),
+                            restart_delay(policy.backoff_seconds, node.restarts),
                             self._restart_after_crash, args=(node, node.proc))
                         node.timer.daemon = True
                         node.timer.start()
@@ -437,14 +455,27 @@ class Supervisor:
     # ------------------------------------------------------------------ stop
 
     def request_stop(self) -> None:
-        """Make a start in progress give up promptly (safe from a signal handler); then call stop()."""
-        self._cancel.set()
+        """Make a start in progress (or one about to begin) give up promptly; then call stop().
+
+        Non-blocking, safe from any thread. The request holds until a stop() completes, so a start
+        that had not yet taken the action lock when the request came does not start anything.
+        """
+        self._request_cancel()
+
+    def _request_cancel(self) -> int:
+        with self._cancel_lock:
+            self._cancel_epoch += 1
+            self._cancel.set()
+            return self._cancel_epoch
 
     def stop(self) -> None:
         """Stop every node in reverse order, gracefully, then SIGKILL what is left. Idempotent."""
-        self._cancel.set()
+        epoch = self._request_cancel()
         with self._action_lock:
             self._stop_all(StackState.STOPPED, "stopped")
+            with self._cancel_lock:
+                if self._cancel_epoch == epoch:  # no stop was requested meanwhile: honoured
+                    self._cancel.clear()
 
     def _stop_all(self, final: StackState, reason: str) -> None:
         with self._lock:
@@ -496,15 +527,21 @@ class Supervisor:
                     self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
 
     def start_node(self, name: str) -> None:
-        self._cancel.clear()
+        """Start one node (and wait until it is ready). Does nothing while a stop is pending."""
         with self._action_lock:
+            if self._cancel.is_set():
+                return
             node = self._nodes[name]
             if node.proc is not None and node.proc.returncode is None:
                 return
             self._discard(node)
             if self._use_guardian and self._guardian is None:
                 self._guardian = Guardian()
-            self._start_node(node)
+            try:
+                self._start_node(node)
+            except _Cancelled:  # a stop came while it was starting
+                self._stop_node(node)
+                return
             with self._lock:
                 if self._stack_state in (StackState.STOPPED, StackState.FAILED):
                     self._set_stack_state(StackState.DEGRADED, f"{name} started alone")

@@ -1,4 +1,7 @@
-"""`stackpanel up`: run a stack in the foreground, print what happens, stop cleanly on Ctrl-C/TERM."""
+"""`stackpanel up`: run a stack in the foreground, print what happens, stop cleanly on Ctrl-C/TERM.
+
+Above the session: it drives a :class:`~stackpanel.core.session.StackSession` and nothing below it.
+"""
 from __future__ import annotations
 
 import json
@@ -91,7 +94,7 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         except StackpanelError as exc:
             say(f"stackpanel: the stack did not come up:\n{exc}")
             return 1
-        if stop.is_set() or session.supervisor.state != StackState.RUNNING:
+        if stop.is_set() or session.state != StackState.RUNNING:
             return 0 if stop.is_set() else 1
         hint = "Ctrl-C stops it" + (f"; kill -HUP {os.getpid()} reloads the profile" if reload_profile else "")
         say(f"\n  {profile.name} is up: open {profile.entry_url}\n  ({hint})\n")
