@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from stackpanel import __version__
 from stackpanel.core.errors import ProfileError, StackpanelError
+from stackpanel.trust_command import add_trust_parser, cmd_trust
 
 if TYPE_CHECKING:
     from stackpanel.core.profiles.schema import Profile
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one CSV row per profile")
     p.add_argument("--png", type=Path, metavar="FILE", help="write a bar chart (req/s, ratio, p99) as PNG")
+    add_trust_parser(sub)
+    sub.add_parser("schema", help="print the profile JSON Schema (draft-07, for editors' YAML support)")
     # --- selftest (issue #16, kept in one block) ---
     p = sub.add_parser("selftest", help="doctor, then up → request → stop for each profile; PASS/FAIL lines",
                        description="Check this machine before a workshop: doctor, then for each profile bring "
@@ -110,6 +113,7 @@ def _load(name_or_path: str, port_offset: int = 0) -> Profile:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from stackpanel.core.profiles.exposure import exposure_warnings
     from stackpanel.core.profiles.library import resolve_profile
     from stackpanel.core.profiles.loader import load_profile
 
@@ -124,6 +128,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         nodes = " → ".join(f"{n}({profile.nodes[n].kind})" for n in reversed(profile.start_order()))
         print(f"ok  {path}: {profile.name}: {nodes}")
+        for warning in exposure_warnings(profile):
+            print(f"    warning: {warning}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(args.profiles)} profile(s) have problems", file=sys.stderr)
     return EXIT_FAIL if failed else EXIT_OK
@@ -240,6 +246,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from stackpanel.core.profiles.jsonschema import schema_text
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "render": cmd_render,
@@ -249,6 +262,8 @@ COMMANDS = {
     "up": cmd_up,
     "bench": cmd_bench,
     "selftest": cmd_selftest,
+    "trust": cmd_trust,
+    "schema": cmd_schema,
 }
 
 

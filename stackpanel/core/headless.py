@@ -16,7 +16,8 @@ from typing import TextIO
 
 from stackpanel.core.errors import StackpanelError
 from stackpanel.core.metrics import MetricsSnapshot, snapshot_to_json
-from stackpanel.core.profiles.schema import Profile
+from stackpanel.core.profiles.exposure import exposure_warnings
+from stackpanel.core.profiles.schema import Profile, ProxyNode
 from stackpanel.core.session import StackSession
 from stackpanel.core.supervise.events import (
     Event,
@@ -25,6 +26,7 @@ from stackpanel.core.supervise.events import (
     StackStateChanged,
     WorkersChanged,
 )
+from stackpanel.core.tls import trust_status
 
 
 def format_event(event: Event) -> str:
@@ -88,6 +90,8 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
     handlers = {signal.SIGINT: request_stop, signal.SIGTERM: request_stop,
                 signal.SIGHUP: request_reload if reload_profile else request_stop}
     previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+    for warning in exposure_warnings(profile):
+        say(f"warning: {warning}")
     try:
         try:
             session.start()
@@ -97,7 +101,10 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         if stop.is_set() or session.state != StackState.RUNNING:
             return 0 if stop.is_set() else 1
         hint = "Ctrl-C stops it" + (f"; kill -HUP {os.getpid()} reloads the profile" if reload_profile else "")
-        say(f"\n  {profile.name} is up: open {profile.entry_url}\n  ({hint})\n")
+        say(f"\n  {profile.name} is up: open {profile.browser_url}\n  ({hint})\n")
+        notice = trust_notice(profile)
+        if notice:
+            say(notice)
         while not stop.is_set():
             wake.wait(0.5)
             wake.clear()
@@ -116,3 +123,12 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             signal.signal(s, handler)
         if json_file is not None:
             json_file.close()
+
+
+def trust_notice(profile: Profile) -> str | None:
+    """Why a browser would warn about the entry's https URL, and the command that fixes it."""
+    entry = profile.nodes[profile.entry]
+    if not isinstance(entry, ProxyNode) or entry.tls is None:
+        return None
+    status = trust_status()
+    return None if status.trusted else f"  note: {status.message}"

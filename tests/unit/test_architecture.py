@@ -58,14 +58,14 @@ def test_no_display_means_headless(monkeypatch) -> None:
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("stackpanel.core.errors", "stackpanel.core.logformat", "stackpanel.core.pubsub", "stackpanel.core.machine",
      "stackpanel.core.fsutil"),
-    ("stackpanel.core.discovery",),
+    ("stackpanel.core.discovery", "stackpanel.core.tls"),
     # One floor for the whole package; the order inside it (schema, sourcemap, loader, validators)
     # is the package's own business.
     ("stackpanel.core.profiles",),
     ("stackpanel.core.render",),
     ("stackpanel.core.supervise", "stackpanel.core.metrics", "stackpanel.core.loadgen"),
     ("stackpanel.core.session",),
-    ("stackpanel.core.bench", "stackpanel.core.headless"),
+    ("stackpanel.core.bench", "stackpanel.core.headless", "stackpanel.selftest", "stackpanel.trust_command"),
     ("stackpanel.qt",),
     ("stackpanel.cli",),
     ("stackpanel.__main__",),

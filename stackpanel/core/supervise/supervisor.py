@@ -261,7 +261,7 @@ class Supervisor:
         for pid_file in self.stack.paths.state_dir.glob("*.pid"):
             pid_file.unlink(missing_ok=True)
 
-        addresses = [(n.spec.host, n.spec.port) for n in self._nodes.values()]
+        addresses = [a for n in self._nodes.values() for a in n.spec.listen_addresses]
         conflicts = check_ports_free(addresses)
         if conflicts:
             raise PortConflictError(conflicts)
@@ -485,7 +485,7 @@ class Supervisor:
                     node.timer = None
             if any(n.proc is not None for n in self._nodes.values()):
                 self._set_stack_state(StackState.STOPPING)
-        ours = [(n.spec.host, n.spec.port) for n in self._nodes.values() if n.proc is not None]
+        ours = [a for n in self._nodes.values() if n.proc is not None for a in n.spec.listen_addresses]
         for name in reversed(list(self.stack.nodes)):
             self._stop_node(self._nodes[name])
         # only the ports our processes held: one taken by someone else before the start is not news
