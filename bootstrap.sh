@@ -14,13 +14,16 @@ mode=run
 if [ "${1:-}" = "test" ]; then mode=test; shift; fi
 
 # Servers, and what a Qt window needs; the test suite also wants a virtual display and wrk.
-apt_packages=(nginx apache2 python3-venv
+# libnss3-tools: `stackpanel trust` adds the local CA to Chromium's and Firefox's certificate stores.
+apt_packages=(nginx apache2 python3-venv libnss3-tools ca-certificates
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0
   libxcb-xinerama0 libxcb-randr0 libxcb-xfixes0)
 # The packaging tests (-m packaging) build the .deb with Debian's tools, check it with lintian and
 # desktop-file-validate, and install it into a clean mmdebstrap root (ip, xwininfo for the window).
-if [ "$mode" = test ]; then apt_packages+=(xvfb wrk mmdebstrap dpkg-dev lintian desktop-file-utils x11-utils iproute2); fi
+# The HTTPS tests verify with curl and load pages in headless Chromium.
+if [ "$mode" = test ]; then apt_packages+=(xvfb wrk mmdebstrap dpkg-dev lintian desktop-file-utils x11-utils iproute2
+  curl chromium); fi
 
 say() { printf '\033[1mstackpanel:\033[0m %s\n' "$*" >&2; }
 
