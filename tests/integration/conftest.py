@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,19 @@ alive = alive_pids
 
 
 def ports_free(profile: Profile) -> bool:
-    return all(port_free(n.port) for n in profile.nodes.values())
+    return all(port_free(port) for n in profile.nodes.values() for _host, port in n.listen_addresses)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The local CA (HTTPS profiles) is made in the user's data dir: never the real one in tests."""
+    previous = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("user-data"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = previous
 
 
 @pytest.fixture

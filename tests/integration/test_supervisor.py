@@ -5,6 +5,7 @@ import dataclasses
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -28,6 +29,7 @@ from stackpanel.core.supervise.events import (
     WorkersChanged,
 )
 from stackpanel.core.supervise.supervisor import PortConflictError, ReloadError, StartError, Supervisor
+from stackpanel.core.tls import ca_dir
 
 from .conftest import alive, builtin, free_offset, ports_free, wait_gone
 
@@ -37,7 +39,9 @@ BUILTINS = sorted(e.name for e in list_profiles() if e.builtin)
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    """GET; an https URL is verified against stackpanel's local CA."""
+    context = ssl.create_default_context(cafile=str(ca_dir() / "ca.pem")) if url.startswith("https:") else None
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return response.status, response.read()
 
 
@@ -92,7 +96,7 @@ def test_every_builtin_profile_comes_up_answers_and_stops_clean(name: str, super
     sup = supervisor_factory(profile)
     sup.start()
     assert sup.state == StackState.RUNNING
-    status, body = get(profile.entry_url + "api/pid")
+    status, body = get(profile.browser_url + "api/pid")  # https where the profile has tls
     assert status == 200 and b"pid" in body
     pids = all_pids(sup)
     assert len(pids) >= len(profile.nodes)
