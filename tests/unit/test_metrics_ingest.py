@@ -255,3 +255,13 @@ def test_counts_add_up_exactly_for_any_chunk_boundaries(cuts: list[int]) -> None
     assert tot.errors_by_route == dict(_EXPECT_ERR)
     assert sum(tot.by_status.values()) == N_LINES
     assert sum(n for (_pid, _c), n in tot.by_pid_status.items()) == N_LINES
+
+
+def test_429_is_counted_as_rate_limited_not_as_an_error() -> None:
+    from stackpanel.core.metrics.ingest import parse_chunk
+
+    data = b"".join([b"10 200 0.001 app - GET \"/\"\n", b"10 429 0.000 app - GET \"/\"\n",
+                     b"10 429 0.000 app - GET \"/\"\n", b"11 503 0.002 app - GET \"/\"\n"])
+    batch = parse_chunk(data)
+    assert batch.limited_by_route == {"app": 2} and batch.errors_by_route == {"app": 1}
+    assert batch.by_status == {"2xx": 1, "4xx": 2, "5xx": 1}

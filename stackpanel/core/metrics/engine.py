@@ -110,6 +110,9 @@ class EdgeMetrics:
     requests_total: int
     errors_total: int  # 5xx
     error_rps: float
+    #: 429: requests a rate limit turned away (their own kind: the proxy working, not the app failing)
+    limited_total: int = 0
+    limited_rps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,8 @@ def snapshot_to_json(snapshot: MetricsSnapshot) -> dict[str, Any]:
             for n in snapshot.nodes
         ],
         "edges": [
-            {"node": e.node, "route": e.route, "rps": e.rps, "requests": e.requests_total, "errors": e.errors_total}
+            {"node": e.node, "route": e.route, "rps": e.rps, "requests": e.requests_total, "errors": e.errors_total,
+             "rate_limited": e.limited_total}
             for e in snapshot.edges
         ],
     }
@@ -536,7 +540,8 @@ class MetricsEngine:
     def _edges(node: _NodeState, batch: IngestBatch, totals: IngestBatch, tick: _Tick) -> list[EdgeMetrics]:
         return [
             EdgeMetrics(node.name, route, tick.rate(batch.by_route.get(route, 0)), totals.by_route.get(route, 0),
-                        totals.errors_by_route.get(route, 0), tick.rate(batch.errors_by_route.get(route, 0)))
+                        totals.errors_by_route.get(route, 0), tick.rate(batch.errors_by_route.get(route, 0)),
+                        totals.limited_by_route.get(route, 0), tick.rate(batch.limited_by_route.get(route, 0)))
             for route in node.routes
         ]
 

@@ -47,6 +47,7 @@ DEFAULT_MAX_READ_BYTES = 64 << 20
 
 _SPLIT_FIELDS = methodcaller("split", b" ", 4)
 _KEY_FIELDS = itemgetter(0, 1, 3)
+_TOO_MANY = b"429"
 _FIVE = ord("5")
 _SPLIT_LATENCY = methodcaller("split", b" ", 3)
 _LATENCY_FIELD = itemgetter(2)
@@ -274,6 +275,8 @@ class IngestBatch:
     by_status: dict[str, int] = field(default_factory=dict)
     by_route: dict[str, int] = field(default_factory=dict)
     errors_by_route: dict[str, int] = field(default_factory=dict)
+    #: 429 answers by route: a rate limit at work, its own kind in the live view (not an error of the app)
+    limited_by_route: dict[str, int] = field(default_factory=dict)
     #: latency sample, seconds (lines without a duration, ``-``, contribute nothing)
     latencies: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, dtype=np.float64))
     #: how many lines each sampled latency stands for (the sampling step)
@@ -288,6 +291,7 @@ class IngestBatch:
         _add(self.by_status, other.by_status)
         _add(self.by_route, other.by_route)
         _add(self.errors_by_route, other.errors_by_route)
+        _add(self.limited_by_route, other.limited_by_route)
 
 
     def fold_pids(self, keep: set[int] | frozenset[int], keep_others: int) -> int:
@@ -417,6 +421,7 @@ def parse_chunk(data: bytes, latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MA
     by_status = batch.by_status
     by_route = batch.by_route
     errors = batch.errors_by_route
+    limited = batch.limited_by_route
     for (pid_b, status_b, route_b), n in keys.items():
         if not (pid_b.isdigit() and len(status_b) == 3 and status_b.isdigit() and route_b):
             bad += n
@@ -434,6 +439,8 @@ def parse_chunk(data: bytes, latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MA
         by_route[route] = by_route.get(route, 0) + n
         if status_b[0] == _FIVE:
             errors[route] = errors.get(route, 0) + n
+        elif status_b == _TOO_MANY:
+            limited[route] = limited.get(route, 0) + n
     batch.lines = good
     batch.unparseable = bad
     batch.latencies, batch.latency_weight = _sample_latencies(lines, latency_sample_max, all_valid=not bad)
