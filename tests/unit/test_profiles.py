@@ -440,3 +440,12 @@ def test_args_may_not_set_what_stackpanel_owns_gunicorn(profile_dir: Path, arg: 
     text = text.replace("    workers: 2\n", f"    workers: 2\n    args: ['{arg}']\n")
     [(_line, message, _)] = problems(text, profile_dir)
     assert "set by stackpanel" in message
+
+
+def test_user_profiles_may_end_in_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    udir = tmp_path / "stackpanel" / "profiles"
+    udir.mkdir(parents=True)
+    (udir / "mine.yml").write_text(GOOD.replace("static: site", f"static: {tmp_path}"))
+    assert [e.name for e in list_profiles() if not e.builtin] == ["mine"]
+    assert resolve_profile("mine") == udir / "mine.yml"

@@ -43,15 +43,25 @@ class ProfileEntry:
     group: ProfileGroup = "built-in"
 
 
+#: A profile file ends in one of these (`.yaml` wins when both exist).
+PROFILE_SUFFIXES = (".yaml", ".yml")
+
+
+def _profile_files(directory: Path) -> list[Path]:
+    files = {p.stem: p for p in sorted(directory.glob("*.yml"))}
+    files.update({p.stem: p for p in sorted(directory.glob("*.yaml"))})
+    return [files[stem] for stem in sorted(files)]
+
+
 def list_profiles() -> list[ProfileEntry]:
     """Built-in, then workshop, then the user's own profiles, each group sorted by name."""
     entries = [ProfileEntry(p.stem, p, True, "built-in") for p in sorted(builtin_dir().glob("*.yaml"))]
     wdir = workshop_dir()
     if wdir.is_dir():
-        entries += [ProfileEntry(p.stem, p, True, "workshop") for p in sorted(wdir.glob("*.yaml"))]
+        entries += [ProfileEntry(p.stem, p, True, "workshop") for p in _profile_files(wdir)]
     udir = user_dir()
     if udir.is_dir():
-        entries += [ProfileEntry(p.stem, p, False, "user") for p in sorted(udir.glob("*.yaml"))]
+        entries += [ProfileEntry(p.stem, p, False, "user") for p in _profile_files(udir)]
     return entries
 
 
@@ -69,9 +79,10 @@ def resolve_profile(name_or_path: str) -> Path:
         return path
     stem = profile_label(str(path))
     for directory in (user_dir(), workshop_dir(), builtin_dir()):
-        candidate = directory / f"{stem}.yaml"
-        if is_file(candidate):
-            return candidate
+        for suffix in PROFILE_SUFFIXES:
+            candidate = directory / f"{stem}{suffix}"
+            if is_file(candidate):
+                return candidate
     names = ", ".join(e.name for e in list_profiles())
     raise ProfileError([ProfileProblem(path, 0, 0, "no such profile file or profile name",
                                        f"give a path to a .yaml file or one of: {names}")])
