@@ -408,3 +408,45 @@ def test_sighup_reloads_an_edited_profile_and_refuses_a_broken_one(tmp_path: Pat
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_one_run_per_run_directory(supervisor_factory, tmp_path: Path) -> None:
+    """Two starts of the same stack in one run directory: the second is refused and names the first;
+    the kernel's lock goes with the first's stop (or its death), and then the second may start."""
+    from stackpanel.core.supervise.runlock import RunDirLocked
+
+    profile = builtin("uvicorn-workers")
+    first = supervisor_factory(profile, name="shared")
+    second = supervisor_factory(profile, name="shared")
+    first.start()
+    with pytest.raises(RunDirLocked, match=r"already running from .*shared \(stackpanel pid \d+"):
+        second.start()
+    assert first.state == StackState.RUNNING  # the refused start touched nothing of the first
+    assert get(profile.entry_url + "pid")[0] == 200
+    first.stop()
+    second.start()
+    assert second.state == StackState.RUNNING
+    second.stop()
+
+
+def test_the_run_lock_dies_with_its_owner(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from stackpanel.core.supervise.runlock import RunDirLocked, RunLock
+
+    code = ("import sys; from pathlib import Path; from stackpanel.core.supervise.runlock import RunLock; "
+            "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); sys.stdin.read()")
+    owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == "locked\n"
+        with pytest.raises(RunDirLocked, match=f"stackpanel pid {owner.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        owner.kill()
+        owner.wait()
+    lock = RunLock(tmp_path)
+    lock.acquire()  # kill -9 released it: no stale lock to clean up
+    assert lock.held
+    lock.release()

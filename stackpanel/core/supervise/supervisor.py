@@ -43,6 +43,7 @@ from stackpanel.core.supervise.guardian import Guardian
 from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
 from stackpanel.core.supervise.ports import PortConflict, check_ports_free, wait_ports_free
 from stackpanel.core.supervise.process import ManagedProcess
+from stackpanel.core.supervise.runlock import RunLock
 from stackpanel.core.supervise.runrecord import (
     RunInUseError,
     RunRecord,
@@ -153,6 +154,7 @@ class Supervisor:
         self._use_guardian = use_guardian
         self._guardian: Guardian | None = None
         self._record = RunRecord(stack.paths.root)
+        self._run_lock = RunLock(stack.paths.root)
         self._rotator = LogRotator()
         self._poller: threading.Thread | None = None
 
@@ -243,6 +245,7 @@ class Supervisor:
     def _prepare(self) -> None:
         """Leftovers of a crashed run, free ports, configs written and tested. Starts nothing."""
         self.stack.paths.root.mkdir(parents=True, exist_ok=True)
+        self._run_lock.acquire()  # before anything else: a second start of this run stops here
         try:
             leftovers = find_leftovers(record_path(self.stack.paths.root))
         except RunInUseError as exc:
@@ -492,6 +495,7 @@ class Supervisor:
         leftover = wait_ports_free(ours, timeout=2.0) if ours else []
         for conflict in leftover:
             self._message("warning", f"after stop: {conflict}")
+        self._run_lock.release()
         self._set_stack_state(final, reason)
 
     def _stop_node(self, node: _Node) -> None:
