@@ -193,7 +193,10 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     from stackpanel.core.supervise.events import StackState
     from stackpanel.core.supervise.ports import free_port_offset
     from stackpanel.qt.app import freeze_startup_heap
+    from stackpanel.qt.load_panel import LoadPanel
+    from stackpanel.qt.log_view import LogView
     from stackpanel.qt.main_window import MainWindow
+    from stackpanel.qt.plots import PlotsPanel
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = tempfile.mkdtemp()
@@ -326,39 +329,41 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
             profiler.append(prof)
             prof.enable()  # this (the GUI) thread only
 
-    wait(lambda: w.loaded is not None, 20)
-    assert w.loaded is not None and w.loaded.profile is not None
-    offset = free_port_offset([n.port for n in w.loaded.profile.nodes.values()])
+    c = w.controller
+    wait(lambda: c.loaded is not None, 20)
+    assert c.loaded is not None and c.loaded.profile is not None
+    offset = free_port_offset([n.port for n in c.loaded.profile.nodes.values()])
     w.offset_spin.setValue(offset)
-    wait(lambda: w.loaded is not None and w.loaded.port_offset == offset, 20)
-    w.tabs.setCurrentWidget(w.plots)
+    wait(lambda: c.loaded is not None and c.loaded.port_offset == offset, 20)
+    assert c.loaded is not None and c.loaded.profile is not None
+    w.tabs.setCurrentWidget(w.panel(PlotsPanel))
     set_phase("start")
-    w.start_stack()
-    assert wait(lambda: w.stack_state == StackState.RUNNING, 90), "stack did not start"
+    w.act_start.trigger()
+    assert wait(lambda: c.stack_state == StackState.RUNNING, 90), "stack did not start"
     set_phase("idle (running)")
     wait(lambda: False, 3)
     if args.gui_nice:  # experiment: this process's threads (not the stack's) get another priority
         set_threads_nice(args.gui_nice)
     set_phase("under load")
-    lp = w.load_panel
-    url = w.loaded.profile.entry_url.rstrip("/") + args.path
+    lp = w.panel(LoadPanel)
+    url = c.loaded.profile.entry_url.rstrip("/") + args.path
     lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=args.seconds, processes=args.load_processes))
     wait(lp.bridge.run.done, args.seconds + 30)
     result = lp.bridge.run.result()
     set_phase("logs tab under load")
-    w.tabs.setCurrentWidget(w.logs)
+    w.tabs.setCurrentWidget(w.panel(LogView))
     lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=5, processes=args.load_processes))
     wait(lp.bridge.run.done, 35)
-    w.tabs.setCurrentWidget(w.plots)
+    w.tabs.setCurrentWidget(w.panel(PlotsPanel))
     if args.gui_nice:
         set_threads_nice(0)
     set_phase("restart")
-    w.restart_stack()
-    wait(lambda: w.worker.busy, 5)
-    assert wait(lambda: not w.worker.busy and w.stack_state == StackState.RUNNING, 90)
+    w.act_restart.trigger()
+    wait(lambda: c.busy, 5)
+    assert wait(lambda: not c.busy and c.stack_state == StackState.RUNNING, 90)
     set_phase("stop")
-    w.stop_stack()
-    assert wait(lambda: not w.worker.busy and w.stack_state == StackState.STOPPED, 90)
+    w.act_stop.trigger()
+    assert wait(lambda: not c.busy and c.stack_state == StackState.STOPPED, 90)
     set_phase("closing")
     end_phase()
     w._close_confirmed = True
