@@ -6,7 +6,7 @@ loads it, stops it); it runs on a worker thread and its progress lines hop to th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QPixmap
@@ -33,6 +33,7 @@ from stackpanel.core.profiles.library import list_profiles
 from stackpanel.qt.controller import Operation, OperationQueue
 
 if TYPE_CHECKING:
+    from stackpanel.core.loadgen.compare import Comparison
     from stackpanel.qt.controller import StackController
 
 LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5")
@@ -51,7 +52,7 @@ class CompareView(QWidget):
 
     def __init__(self, parent: QWidget | None = None, controller: StackController | None = None) -> None:
         super().__init__(parent)
-        self.comparison: Any = None
+        self.comparison: Comparison | None = None
         self._worker = OperationQueue("compare", self)
         self._progress = _Progress(self)
         self._progress.line.connect(self._on_progress)
@@ -151,7 +152,7 @@ class CompareView(QWidget):
     def _on_progress(self, line: str) -> None:
         self.log.appendPlainText(line)
 
-    def _on_finished(self, op: Operation[Any]) -> None:
+    def _on_finished(self, op: Operation[Comparison]) -> None:
         self.run_button.setEnabled(True)
         if not op.ok:
             self.log.appendPlainText(f"comparison failed: {op.error}")
@@ -159,7 +160,7 @@ class CompareView(QWidget):
         self.show_comparison(op.result())
         self.finished.emit(op.result())
 
-    def show_comparison(self, comparison: Any) -> None:
+    def show_comparison(self, comparison: Comparison) -> None:
         from stackpanel.qt.chart import render_chart
 
         self.comparison = comparison

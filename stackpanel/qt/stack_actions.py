@@ -7,7 +7,7 @@ date from ``stateChanged``; every operation it starts carries its own completion
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
@@ -16,6 +16,8 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QWidget
 from stackpanel.core.supervise.supervisor import PortConflictError, StartError
 from stackpanel.qt.controller import Operation, SessionPrepareError, StackController
 from stackpanel.qt.theme import STACK_COLOURS, icon
+
+T = TypeVar("T")
 
 #: the offset box waits this long after the last change before reloading the profile
 OFFSET_DEBOUNCE_MS = 300
@@ -38,7 +40,7 @@ def start_stack(parent: QWidget, controller: StackController) -> Operation[None]
     return op
 
 
-def report_failure(parent: QWidget, controller: StackController, op: Operation[Any]) -> None:
+def report_failure(parent: QWidget, controller: StackController, op: Operation[T]) -> None:
     """Nothing if ``op`` succeeded; otherwise a dialog a person can act on (and a line in the log)."""
     err = op.error
     if err is None:
