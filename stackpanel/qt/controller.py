@@ -16,6 +16,7 @@ Threads: :class:`OperationQueue` runs blocking calls one at a time on a worker t
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,8 +103,8 @@ class Operation(Generic[T]):
         for cb in callbacks:
             try:
                 cb(self)
-            except Exception:
-                log.exception("completion callback of %s failed", self.name)
+            except Exception:  # as for a slot: reported (pytest-qt fails the test), the next one runs
+                sys.excepthook(*sys.exc_info())
 
     def _settle(self, value: T | None = None, error: BaseException | None = None) -> None:
         """End a chained operation from the GUI thread."""
@@ -325,6 +326,10 @@ class StackController(QObject):
         return self.stack_state in ACTIVE_STATES
 
     @property
+    def has_session(self) -> bool:
+        return self.session is not None
+
+    @property
     def entry_url(self) -> str:
         p = self.profile
         return p.entry_url if p is not None else ""
@@ -473,10 +478,6 @@ class StackController(QObject):
         self.bridge.detach()
         self.ops.shutdown(wait=True)
         self.reads.shutdown(wait=False)
-
-    @property
-    def has_session(self) -> bool:
-        return self.session is not None
 
     # -- internals --------------------------------------------------------------------------------
 

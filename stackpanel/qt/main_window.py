@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from stackpanel.core.profiles.library import DEFAULT_PROFILE, user_dir
 from stackpanel.qt.controller import LoadedProfile, StackController
 from stackpanel.qt.event_log import StackStatusBar
-from stackpanel.qt.nodes_view import NodesPanel
+from stackpanel.qt.nodes_view import NodeButtons, NodeTable
 from stackpanel.qt.panels import TAB_PANELS, PanelSpec, RemembersSettings
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
 from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel
@@ -76,8 +76,8 @@ class MainWindow(QMainWindow):
         # left: profiles + nodes
         self.profile_list = ProfileList(c)
         self.description = ProfileDescription(c)
-        self.nodes = NodesPanel(c)
-        self.node_table = self.nodes.table
+        self.node_table = NodeTable(controller=c)
+        self.node_buttons = NodeButtons(c, self.node_table)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(6, 6, 6, 6)
@@ -85,7 +85,8 @@ class MainWindow(QMainWindow):
         ll.addWidget(self.profile_list, 3)
         ll.addWidget(self.description)
         ll.addWidget(_heading("Nodes"))
-        ll.addWidget(self.nodes, 2)
+        ll.addWidget(self.node_table, 2)
+        ll.addWidget(self.node_buttons)
 
         # right: graph (or problems) above, tabs below
         self.top_stack = ProfileOverview(c)

@@ -1,5 +1,5 @@
 """The nodes of the loaded profile: a table (state, pids, workers, address, restarts) and the
-per-node start/stop/restart buttons. Given the controller, both connect themselves."""
+per-node start/stop/restart buttons. Given the controller, each connects itself."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -137,23 +136,20 @@ class NodeTable(QTableWidget):
             self.selectRow(r)
 
 
-class NodesPanel(QWidget):
-    """The node table and Start/Stop/Restart node for the selected row."""
+class NodeButtons(QWidget):
+    """Start/Stop/Restart node for the row selected in ``table``."""
 
-    def __init__(self, controller: StackController, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: StackController, table: NodeTable, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._controller = controller
-        self.table = NodeTable(controller=controller)
+        self.table = table
         self.btn_start = QPushButton(icon("start"), "Start node")
         self.btn_stop = QPushButton(icon("stop"), "Stop node")
         self.btn_restart = QPushButton(icon("restart"), "Restart node")
-        buttons = QHBoxLayout()
-        for b in (self.btn_start, self.btn_stop, self.btn_restart):
-            buttons.addWidget(b)
-        lay = QVBoxLayout(self)
+        lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.table, 1)
-        lay.addLayout(buttons)
+        for b in (self.btn_start, self.btn_stop, self.btn_restart):
+            lay.addWidget(b)
         c = controller
         self.btn_start.clicked.connect(lambda: self._on_node(c.start_node))
         self.btn_stop.clicked.connect(lambda: self._on_node(c.stop_node))

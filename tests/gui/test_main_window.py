@@ -217,3 +217,24 @@ def test_failed_start_shows_the_node_and_its_last_lines(qtbot: Any, settings: QS
     assert w.controller.stack_state in (StackState.FAILED, StackState.STOPPED)
     box.close()
     w.close()
+
+
+def test_a_new_panel_is_one_registry_entry_and_connects_itself(qtbot: Any, settings: QSettings) -> None:
+    from PySide6.QtWidgets import QLabel
+
+    from stackpanel.qt.controller import StackController
+    from stackpanel.qt.panels import TAB_PANELS, PanelSpec
+
+    class EntryPanel(QLabel):  # a panel as a later feature would add one: given the controller only
+        def __init__(self, controller: StackController) -> None:
+            super().__init__()
+            controller.profileLoaded.connect(lambda lp: self.setText(lp.profile.entry if lp.profile else "-"))
+
+    w = MainWindow(initial_profile="nginx-split", settings=settings,
+                   panels=(*TAB_PANELS, PanelSpec("entry", "Entry", EntryPanel)))
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: loaded(w) is not None, timeout=10_000)
+    assert w.tabs.tabText(w.tabs.count() - 1) == "Entry" and w.panels["entry"] is w.panel(EntryPanel)
+    assert w.panel(EntryPanel).text() == "edge"
+    assert [w.tabs.tabText(i) for i in range(w.tabs.count() - 1)] == [p.title for p in TAB_PANELS]
+    w.close()
