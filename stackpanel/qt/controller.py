@@ -511,10 +511,9 @@ class StackController(QObject):
             if not p.ok:
                 outer._settle(error=SessionPrepareError(p.error or RuntimeError("cancelled")))
                 return
-            self._attach(p.result())
-            if self.session is None:
-                return
-            self._run(name, self.session, fn).then(outer._settle_like)
+            session = p.result()
+            self._attach(session)
+            self._run(name, session, fn).then(outer._settle_like)
 
         self._prepare().then(prepared)
         return outer
