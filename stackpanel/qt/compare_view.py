@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from stackpanel.core.profiles.library import list_profiles
-from stackpanel.qt.controller import Operation, OperationQueue
+from stackpanel.qt.operations import Operation, OperationQueue
 
 if TYPE_CHECKING:
     from stackpanel.core.loadgen.compare import Comparison

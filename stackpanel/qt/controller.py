@@ -1,27 +1,25 @@
 """The Qt-side owner of a stack's lifecycle: which profile is loaded, which session runs it, and the
 blocking session calls, run off the GUI thread.
 
-Every operation returns an :class:`Operation`, a typed future whose completion callbacks
-(:meth:`Operation.then`) run on the GUI thread. Nothing is routed by name: a caller that wants to
-know how its start ended attaches its own callback to the start it asked for.
+Every operation returns an :class:`~stackpanel.qt.operations.Operation`, a typed future whose
+completion callbacks (``then``) run on the GUI thread. Nothing is routed by name: a caller that
+wants to know how its start ended attaches its own callback to the start it asked for.
 
 The controller is the panels' model (napari style): panels are given it, connect their own slots
 to its signals and to :attr:`StackController.bridge` (core events as Qt signals), and call its
 methods. No widget here, no dialog; the window only lays the panels out.
 
-Threads: :class:`OperationQueue` runs blocking calls one at a time on a worker thread. Two queues:
-``ops`` (prepare, start, stop, restart, node actions, close: one at a time, in order) and
-``reads`` (profile loading, snapshots, last log lines, free-port search: never wait behind a start).
+Threads: an :class:`~stackpanel.qt.operations.OperationQueue` runs blocking calls one at a time on
+a worker thread. Two queues: ``ops`` (prepare, start, stop, restart, node actions, close: one at a
+time, in order) and ``reads`` (profile loading, snapshots, last log lines, free-port search: never
+wait behind a start).
 """
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -40,150 +38,16 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.core.supervise.ports import free_port_offset
 from stackpanel.qt.bridge import SessionBridge
+from stackpanel.qt.operations import Operation, OperationQueue
 
 if TYPE_CHECKING:
     from stackpanel.core.render import RenderedNode, RenderedStack
 
-log = logging.getLogger("stackpanel.qt")
-
 T = TypeVar("T")
-U = TypeVar("U")
 
 ACTIVE_STATES = (StackState.STARTING, StackState.RUNNING, StackState.DEGRADED, StackState.STOPPING)
 #: last log lines fetched for the node details
 LAST_LINES = 60
-
-
-# --------------------------------------------------------------------------------------------------
-# Operations: typed futures with completion on the GUI thread
-# --------------------------------------------------------------------------------------------------
-
-
-class Operation(Generic[T]):
-    """One blocking call off the GUI thread (or a chain of them). ``then(cb)`` runs ``cb(self)`` on
-    the GUI thread once it ended (at once if it already has); ``ok``, ``error`` and ``result()``
-    say how. An operation cancelled before it ran (the queue shut down) never calls back."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name  # for people (the status bar), never parsed
-        self.future: Future[T] = Future()
-        self._callbacks: list[Callable[[Operation[T]], object]] = []
-        self._delivered = False
-
-    def then(self, callback: Callable[[Operation[T]], object]) -> Operation[T]:
-        if self._delivered:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-        return self
-
-    def done(self) -> bool:
-        """True once it ended and its callbacks ran (GUI-thread view)."""
-        return self._delivered
-
-    @property
-    def error(self) -> BaseException | None:
-        if not self.future.done() or self.future.cancelled():
-            return None
-        return self.future.exception()
-
-    @property
-    def ok(self) -> bool:
-        return self.future.done() and not self.future.cancelled() and self.future.exception() is None
-
-    def result(self) -> T:
-        """The value (raises the operation's error; call once it is done)."""
-        return self.future.result(timeout=0)
-
-    # -- completion (GUI thread) ------------------------------------------------------------------
-
-    def _deliver(self) -> None:
-        self._delivered = True
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            try:
-                cb(self)
-            except Exception:  # as for a slot: reported (pytest-qt fails the test), the next one runs
-                sys.excepthook(*sys.exc_info())
-
-    def _settle(self, value: T | None = None, error: BaseException | None = None) -> None:
-        """End a chained operation from the GUI thread."""
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(value)  # type: ignore[arg-type]
-        self._deliver()
-
-    def _settle_like(self, other: Operation[T]) -> None:
-        try:
-            self._settle(other.result())
-        except CancelledError:
-            self.future.cancel()
-        except BaseException as exc:  # the inner operation's error is this one's
-            self._settle(error=exc)
-
-
-class OperationQueue(QObject):
-    """Runs blocking calls one after another on a single background thread.
-
-    ``submit(name, fn)`` returns an :class:`Operation` at once; ``started(name)`` and
-    ``finished(name)`` are emitted on the GUI thread. ``busy`` is true while anything is queued or
-    running; it is already false when the operation's callbacks run (they may submit the next).
-    """
-
-    started = Signal(str)
-    finished = Signal(str)
-    busyChanged = Signal(bool)
-
-    _done = Signal(object)  # Operation, queued from the worker thread to this (GUI) thread
-    _began = Signal(str)
-
-    def __init__(self, name: str = "op", parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stackpanel-gui-{name}")
-        self._shut_down = False
-        self._pending = 0
-        self._done.connect(self._on_done)
-        self._began.connect(self.started)
-
-    @property
-    def busy(self) -> bool:
-        return self._pending > 0
-
-    def submit(self, name: str, fn: Callable[[], T]) -> Operation[T]:
-        op: Operation[T] = Operation(name)
-        if self._shut_down:  # a late timer after the window closed: nothing to do any more
-            op.future.cancel()
-            return op
-        self._pending += 1
-        if self._pending == 1:
-            self.busyChanged.emit(True)
-
-        def run() -> None:
-            if not op.future.set_running_or_notify_cancel():
-                return
-            self._began.emit(name)
-            try:
-                op.future.set_result(fn())
-            except BaseException as exc:  # reported to the GUI, never lost
-                log.info("operation %s failed: %s", name, exc)
-                op.future.set_exception(exc)
-            self._done.emit(op)
-
-        self._pool.submit(run)
-        return op
-
-    @Slot(object)
-    def _on_done(self, op: Operation[object]) -> None:
-        self._pending -= 1
-        self.finished.emit(op.name)
-        op._deliver()
-        if self._pending == 0:
-            self.busyChanged.emit(False)
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._shut_down = True
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -577,6 +441,6 @@ class _SnapshotRelay(QObject):
 
 
 __all__ = [
-    "ACTIVE_STATES", "LoadedProfile", "Operation", "OperationQueue", "SessionPrepareError", "StackController",
-    "find_free_offset", "load_and_preview",
+    "ACTIVE_STATES", "LoadedProfile", "Operation", "SessionPrepareError", "StackController", "find_free_offset",
+    "load_and_preview",
 ]

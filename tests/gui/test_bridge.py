@@ -17,7 +17,7 @@ from stackpanel.core.metrics import MetricsEngine, MetricsSnapshot
 from stackpanel.core.metrics.synthetic import access_line
 from stackpanel.core.supervise.events import NodeState, NodeStateChanged, StackMessage, WorkersChanged
 from stackpanel.qt.bridge import LogFollower, LogSource, SessionBridge
-from stackpanel.qt.controller import Operation, OperationQueue
+from stackpanel.qt.operations import Operation, OperationQueue
 
 pytestmark = pytest.mark.gui
 
