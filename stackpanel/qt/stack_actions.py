@@ -176,8 +176,11 @@ class StackStateLabel(QLabel):
 
     def update_state(self) -> None:
         state = self._controller.stack_state
+        text = f" ● {state} "
+        if text == self.text():  # a style sheet change re-polishes the label: only when it differs
+            return
         colour = STACK_COLOURS.get(state, "#8c959f")
-        self.setText(f" ● {state} ")
+        self.setText(text)
         self.setStyleSheet(f"color: {colour}; font-weight: bold;")
 
 

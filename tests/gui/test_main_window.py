@@ -238,3 +238,38 @@ def test_a_new_panel_is_one_registry_entry_and_connects_itself(qtbot: Any, setti
     assert w.panel(EntryPanel).text() == "edge"
     assert [w.tabs.tabText(i) for i in range(w.tabs.count() - 1)] == [p.title for p in TAB_PANELS]
     w.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_node_buttons_restart_stop_and_start_one_node(qtbot: Any, settings: QSettings,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackpanel.qt.event_log import EventLog
+
+    offset = _offset_for((8000,))
+    w = open_at_offset(qtbot, settings, "uvicorn-workers", offset)
+    b = w.node_buttons
+    try:
+        w.node_table.select_node("app")
+        assert b.btn_start.isEnabled() and not b.btn_stop.isEnabled()
+        w.act_start.trigger()
+        qtbot.waitUntil(lambda: w.controller.stack_state == StackState.RUNNING, timeout=60_000)
+        qtbot.waitUntil(b.btn_restart.isEnabled, timeout=10_000)
+        assert not b.btn_start.isEnabled()
+        pid = w.node_table.item(w.node_table.rows["app"], 3).text()
+        b.btn_restart.click()
+        qtbot.waitUntil(lambda: w.node_table.state_of("app") == NodeState.READY and not w.controller.busy
+                        and w.node_table.item(w.node_table.rows["app"], 3).text() not in ("", pid), timeout=60_000)
+        events = w.panel(EventLog).toPlainText()
+        assert "app: ready → stopping" in events and "app: starting → ready" in events
+        b.btn_stop.click()
+        qtbot.waitUntil(lambda: w.node_table.state_of("app") == NodeState.STOPPED and not w.controller.busy,
+                        timeout=60_000)
+        assert b.btn_start.isEnabled() and not b.btn_stop.isEnabled()
+        b.btn_start.click()  # the same session starts it again
+        qtbot.waitUntil(lambda: w.node_table.state_of("app") == NodeState.READY and not w.controller.busy,
+                        timeout=60_000)
+    finally:
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+        w.close()
+        qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
