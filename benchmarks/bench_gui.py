@@ -18,6 +18,7 @@
   split of those intervals into on-CPU / run-queue wait (schedstat) / asleep (GIL or idle); CPU per
   thread; how busy the machine was; garbage collections by generation and thread. ``--cprofile``
   and ``--catch-slow`` print cProfiles of the GUI thread (per phase / per late tick) to stderr.
+* controls: GUI-thread CPU per state change for every control of the real window (``stateChanged``).
 * memory: the panel (plots + graph) fed ``--minutes`` of 1 Hz snapshots of ``--workers`` processes
   (compressed in time, same amount of data and redraws), then RSS of this process.
 """
@@ -412,6 +413,31 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def bench_controls(args: argparse.Namespace) -> dict[str, object]:
+    """GUI-thread CPU to bring every control of the real window up to date after one state change
+    (the controller's ``stateChanged`` fan-out to the controls that connect themselves)."""
+    from stackpanel.qt.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    tmp = tempfile.mkdtemp()
+    os.environ["XDG_STATE_HOME"] = tmp
+    settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(initial_profile=args.profile, settings=settings)
+    w.show()
+    deadline = time.monotonic() + 20
+    while w.controller.loaded is None and time.monotonic() < deadline:
+        app.processEvents()
+    per_call = []
+    for _ in range(5):
+        t0 = time.thread_time()
+        for _ in range(args.calls):
+            w.controller.stateChanged.emit()
+        per_call.append((time.thread_time() - t0) / args.calls * 1e6)
+    w.close()
+    return {"profile": args.profile, "calls": args.calls, "us_per_state_change_best": round(min(per_call), 1),
+            "us_per_state_change_median": round(statistics.median(per_call), 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -440,8 +466,11 @@ def main() -> int:
     m = sub.add_parser("memory")
     m.add_argument("--workers", type=int, default=16)
     m.add_argument("--minutes", type=int, default=30)
+    c = sub.add_parser("controls")
+    c.add_argument("--profile", default="nginx-gunicorn-uvicorn")
+    c.add_argument("--calls", type=int, default=2000)
     args = ap.parse_args()
-    fn = {"plots": bench_plots, "jitter": bench_jitter, "memory": bench_memory}[args.cmd]
+    fn = {"plots": bench_plots, "jitter": bench_jitter, "memory": bench_memory, "controls": bench_controls}[args.cmd]
     result = fn(args)
     print(json.dumps({"bench": args.cmd, "machine": machine(), **result}, indent=2))
     return 0
