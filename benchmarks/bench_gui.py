@@ -18,6 +18,7 @@
   split of those intervals into on-CPU / run-queue wait (schedstat) / asleep (GIL or idle); CPU per
   thread; how busy the machine was; garbage collections by generation and thread. ``--cprofile``
   and ``--catch-slow`` print cProfiles of the GUI thread (per phase / per late tick) to stderr.
+* controls: GUI-thread CPU per state change for every control of the real window (``stateChanged``).
 * memory: the panel (plots + graph) fed ``--minutes`` of 1 Hz snapshots of ``--workers`` processes
   (compressed in time, same amount of data and redraws), then RSS of this process.
 """
@@ -193,7 +194,10 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     from stackpanel.core.supervise.events import StackState
     from stackpanel.core.supervise.ports import free_port_offset
     from stackpanel.qt.app import freeze_startup_heap
+    from stackpanel.qt.load_panel import LoadPanel
+    from stackpanel.qt.log_view import LogView
     from stackpanel.qt.main_window import MainWindow
+    from stackpanel.qt.plots import PlotsPanel
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = tempfile.mkdtemp()
@@ -326,39 +330,41 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
             profiler.append(prof)
             prof.enable()  # this (the GUI) thread only
 
-    wait(lambda: w.loaded is not None, 20)
-    assert w.loaded is not None and w.loaded.profile is not None
-    offset = free_port_offset([n.port for n in w.loaded.profile.nodes.values()])
+    c = w.controller
+    wait(lambda: c.loaded is not None, 20)
+    assert c.loaded is not None and c.loaded.profile is not None
+    offset = free_port_offset([n.port for n in c.loaded.profile.nodes.values()])
     w.offset_spin.setValue(offset)
-    wait(lambda: w.loaded is not None and w.loaded.port_offset == offset, 20)
-    w.tabs.setCurrentWidget(w.plots)
+    wait(lambda: c.loaded is not None and c.loaded.port_offset == offset, 20)
+    assert c.loaded is not None and c.loaded.profile is not None
+    w.tabs.setCurrentWidget(w.panel(PlotsPanel))
     set_phase("start")
-    w.start_stack()
-    assert wait(lambda: w.stack_state == StackState.RUNNING, 90), "stack did not start"
+    w.act_start.trigger()
+    assert wait(lambda: c.stack_state == StackState.RUNNING, 90), "stack did not start"
     set_phase("idle (running)")
     wait(lambda: False, 3)
     if args.gui_nice:  # experiment: this process's threads (not the stack's) get another priority
         set_threads_nice(args.gui_nice)
     set_phase("under load")
-    lp = w.load_panel
-    url = w.loaded.profile.entry_url.rstrip("/") + args.path
+    lp = w.panel(LoadPanel)
+    url = c.loaded.profile.entry_url.rstrip("/") + args.path
     lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=args.seconds, processes=args.load_processes))
     wait(lp.bridge.run.done, args.seconds + 30)
     result = lp.bridge.run.result()
     set_phase("logs tab under load")
-    w.tabs.setCurrentWidget(w.logs)
+    w.tabs.setCurrentWidget(w.panel(LogView))
     lp.bridge.start(LoadConfig(url=url, connections=32, duration_s=5, processes=args.load_processes))
     wait(lp.bridge.run.done, 35)
-    w.tabs.setCurrentWidget(w.plots)
+    w.tabs.setCurrentWidget(w.panel(PlotsPanel))
     if args.gui_nice:
         set_threads_nice(0)
     set_phase("restart")
-    w.restart_stack()
-    wait(lambda: w.worker.busy, 5)
-    assert wait(lambda: not w.worker.busy and w.stack_state == StackState.RUNNING, 90)
+    w.act_restart.trigger()
+    wait(lambda: c.busy, 5)
+    assert wait(lambda: not c.busy and c.stack_state == StackState.RUNNING, 90)
     set_phase("stop")
-    w.stop_stack()
-    assert wait(lambda: not w.worker.busy and w.stack_state == StackState.STOPPED, 90)
+    w.act_stop.trigger()
+    assert wait(lambda: not c.busy and c.stack_state == StackState.STOPPED, 90)
     set_phase("closing")
     end_phase()
     w._close_confirmed = True
@@ -407,6 +413,31 @@ def bench_jitter(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def bench_controls(args: argparse.Namespace) -> dict[str, object]:
+    """GUI-thread CPU to bring every control of the real window up to date after one state change
+    (the controller's ``stateChanged`` fan-out to the controls that connect themselves)."""
+    from stackpanel.qt.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    tmp = tempfile.mkdtemp()
+    os.environ["XDG_STATE_HOME"] = tmp
+    settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(initial_profile=args.profile, settings=settings)
+    w.show()
+    deadline = time.monotonic() + 20
+    while w.controller.loaded is None and time.monotonic() < deadline:
+        app.processEvents()
+    per_call = []
+    for _ in range(5):
+        t0 = time.thread_time()
+        for _ in range(args.calls):
+            w.controller.stateChanged.emit()
+        per_call.append((time.thread_time() - t0) / args.calls * 1e6)
+    w.close()
+    return {"profile": args.profile, "calls": args.calls, "us_per_state_change_best": round(min(per_call), 1),
+            "us_per_state_change_median": round(statistics.median(per_call), 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -435,8 +466,11 @@ def main() -> int:
     m = sub.add_parser("memory")
     m.add_argument("--workers", type=int, default=16)
     m.add_argument("--minutes", type=int, default=30)
+    c = sub.add_parser("controls")
+    c.add_argument("--profile", default="nginx-gunicorn-uvicorn")
+    c.add_argument("--calls", type=int, default=2000)
     args = ap.parse_args()
-    fn = {"plots": bench_plots, "jitter": bench_jitter, "memory": bench_memory}[args.cmd]
+    fn = {"plots": bench_plots, "jitter": bench_jitter, "memory": bench_memory, "controls": bench_controls}[args.cmd]
     result = fn(args)
     print(json.dumps({"bench": args.cmd, "machine": machine(), **result}, indent=2))
     return 0

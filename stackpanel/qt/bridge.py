@@ -5,8 +5,8 @@
   so every emit from a core thread is a queued connection: widgets always run on the GUI thread.
   Metrics are coalesced: if the GUI thread has not yet picked up the previous snapshot, the newer
   one replaces it (a busy GUI never builds up a backlog of snapshots).
-* :class:`SessionWorker` runs the blocking session calls (create, start, stop, restart, per node)
-  one at a time on a dedicated thread and reports each outcome with a signal.
+* Blocking session calls run on :class:`~stackpanel.qt.controller.OperationQueue`s owned by the
+  :class:`~stackpanel.qt.controller.StackController`.
 * :class:`LogFollower` tails the nodes' log files on a background thread with the core's
   :class:`~stackpanel.core.metrics.ingest.LogTailer` and emits batches of new lines.
 
@@ -16,23 +16,25 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from stackpanel.core.metrics import MetricsSnapshot
 from stackpanel.core.metrics.ingest import LogTailer
 from stackpanel.core.supervise.events import (
+    Event,
     NodeStateChanged,
     StackMessage,
-    StackSnapshot,
     StackStateChanged,
     WorkersChanged,
 )
+
+if TYPE_CHECKING:
+    from stackpanel.core.loadgen import LoadConfig, LoadRun
 
 log = logging.getLogger("stackpanel.qt")
 
@@ -40,22 +42,18 @@ log = logging.getLogger("stackpanel.qt")
 class SessionLike(Protocol):
     """What the bridge needs from :class:`stackpanel.core.session.StackSession`."""
 
-    def subscribe(self, on_event: Callable[[Any], None]) -> Callable[[], None]: ...
+    def subscribe(self, on_event: Callable[[Event], None]) -> Callable[[], None]: ...
 
-    def subscribe_metrics(self, on_snapshot: Callable[[Any], None]) -> Callable[[], None]: ...
+    def subscribe_metrics(self, on_snapshot: Callable[[MetricsSnapshot], None]) -> Callable[[], None]: ...
 
 
 class SessionBridge(QObject):
     """Core events and snapshots in, Qt signals (on the GUI thread) out."""
 
-    #: every supervisor event, whatever its type
-    event = Signal(object)  # type: ignore[assignment]  # shadows QObject.event(); the name reads best
     nodeStateChanged = Signal(object)  # NodeStateChanged
     workersChanged = Signal(object)  # WorkersChanged
     stackStateChanged = Signal(object)  # StackStateChanged
     message = Signal(object)  # StackMessage
-    #: a whole-stack snapshot (after attaching and after every operation)
-    stackSnapshot = Signal(object)  # StackSnapshot
     #: the newest MetricsSnapshot (older ones the GUI had no time for are dropped)
     metrics = Signal(object)
 
@@ -66,7 +64,7 @@ class SessionBridge(QObject):
         super().__init__(parent)
         self._unsubscribe: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self._pending_metrics: Any = None
+        self._pending_metrics: MetricsSnapshot | None = None
         self._generation = 0
         self.metrics_received = 0
         self.metrics_dropped = 0
@@ -98,11 +96,11 @@ class SessionBridge(QObject):
 
     # -- called on core threads: cheap, never block ---------------------------------------------------
 
-    def _on_core_event(self, gen: int, ev: object) -> None:
+    def _on_core_event(self, gen: int, ev: Event) -> None:
         if gen == self._generation:
             self._eventQueued.emit(ev)
 
-    def _on_core_metrics(self, gen: int, snap: object) -> None:
+    def _on_core_metrics(self, gen: int, snap: MetricsSnapshot) -> None:
         with self._lock:
             if gen != self._generation:
                 return
@@ -116,19 +114,8 @@ class SessionBridge(QObject):
 
     # -- GUI thread ---------------------------------------------------------------------------------
 
-    def publish_event(self, ev: object) -> None:
-        """Deliver an event as if it came from the core (GUI thread; used for synthetic events)."""
-        self._deliver_event(ev)
-
-    def publish_metrics(self, snap: object) -> None:
-        self.metrics.emit(snap)
-
-    def publish_snapshot(self, snap: StackSnapshot) -> None:
-        self.stackSnapshot.emit(snap)
-
     @Slot(object)
     def _deliver_event(self, ev: object) -> None:
-        self.event.emit(ev)
         if isinstance(ev, NodeStateChanged):
             self.nodeStateChanged.emit(ev)
         elif isinstance(ev, WorkersChanged):
@@ -144,85 +131,6 @@ class SessionBridge(QObject):
             snap, self._pending_metrics = self._pending_metrics, None
         if snap is not None:
             self.metrics.emit(snap)
-
-
-# --------------------------------------------------------------------------------------------------
-# Blocking session calls, off the GUI thread
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OperationResult:
-    """How one background operation ended."""
-
-    name: str  # "start", "stop", "restart_node:app", ...
-    value: Any = None
-    error: BaseException | None = None
-    traceback: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class SessionWorker(QObject):
-    """Runs blocking calls one after another on a single background thread.
-
-    ``submit(name, fn)`` returns at once; ``started(name)`` and ``finished(OperationResult)`` are
-    delivered on the GUI thread. ``busy`` is true while anything is queued or running.
-    """
-
-    started = Signal(str)
-    finished = Signal(object)  # OperationResult
-    busyChanged = Signal(bool)
-
-    _done = Signal(object)
-    _began = Signal(str)
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackpanel-gui-op")
-        self._shut_down = False
-        self._pending = 0
-        self._done.connect(self._on_done)
-        self._began.connect(self.started)
-
-    @property
-    def busy(self) -> bool:
-        return self._pending > 0
-
-    def submit(self, name: str, fn: Callable[[], Any]) -> Future[Any]:
-        if self._shut_down:  # a late timer after the window closed: nothing to do any more
-            cancelled: Future[Any] = Future()
-            cancelled.cancel()
-            return cancelled
-        self._pending += 1
-        if self._pending == 1:
-            self.busyChanged.emit(True)
-
-        def run() -> Any:
-            self._began.emit(name)
-            try:
-                value = fn()
-            except BaseException as exc:  # reported to the GUI, never lost
-                log.info("operation %s failed: %s", name, exc)
-                self._done.emit(OperationResult(name, None, exc, traceback.format_exc()))
-                raise
-            self._done.emit(OperationResult(name, value))
-            return value
-
-        return self._pool.submit(run)
-
-    @Slot(object)
-    def _on_done(self, result: OperationResult) -> None:
-        self._pending -= 1
-        self.finished.emit(result)
-        if self._pending == 0:
-            self.busyChanged.emit(False)
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._shut_down = True
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,13 +258,13 @@ class LoadBridge(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.run: Any = None
+        self.run: LoadRun | None = None
 
     @property
     def running(self) -> bool:
         return self.run is not None and not self.run.done()
 
-    def start(self, config: Any) -> None:
+    def start(self, config: LoadConfig) -> None:
         from stackpanel.core.loadgen import LoadRun
 
         self.stop()

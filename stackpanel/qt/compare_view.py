@@ -6,7 +6,7 @@ loads it, stops it); it runs on a worker thread and its progress lines hop to th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QPixmap
@@ -30,7 +30,11 @@ from PySide6.QtWidgets import (
 )
 
 from stackpanel.core.profiles.library import list_profiles
-from stackpanel.qt.bridge import OperationResult, SessionWorker
+from stackpanel.qt.operations import Operation, OperationQueue
+
+if TYPE_CHECKING:
+    from stackpanel.core.loadgen.compare import Comparison
+    from stackpanel.qt.controller import StackController
 
 LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5")
 DEFAULT_SELECTION = ("uvicorn-workers", "nginx-uvicorn", "nginx-gunicorn-uvicorn")
@@ -46,11 +50,10 @@ class CompareView(QWidget):
 
     finished = Signal(object)  # Comparison
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, controller: StackController | None = None) -> None:
         super().__init__(parent)
-        self.comparison: Any = None
-        self._worker = SessionWorker(self)
-        self._worker.finished.connect(self._on_finished)
+        self.comparison: Comparison | None = None
+        self._worker = OperationQueue("compare", self)
         self._progress = _Progress(self)
         self._progress.line.connect(self._on_progress)
 
@@ -116,6 +119,8 @@ class CompareView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(split)
+        if controller is not None:
+            controller.shuttingDown.connect(self.shutdown)
 
     def selected_profiles(self) -> list[str]:
         out = []
@@ -142,20 +147,20 @@ class CompareView(QWidget):
         emit = self._progress.line.emit  # called on the worker thread; the signal hops to the GUI
         self._worker.submit("compare", lambda: compare_profiles(
             profiles, connections=connections, duration_s=duration, warmup_s=warmup, path=path, workers=workers,
-            progress=lambda p: emit(str(p))))
+            progress=lambda p: emit(str(p)))).then(self._on_finished)
 
     def _on_progress(self, line: str) -> None:
         self.log.appendPlainText(line)
 
-    def _on_finished(self, result: OperationResult) -> None:
+    def _on_finished(self, op: Operation[Comparison]) -> None:
         self.run_button.setEnabled(True)
-        if not result.ok:
-            self.log.appendPlainText(f"comparison failed: {result.error}")
+        if not op.ok:
+            self.log.appendPlainText(f"comparison failed: {op.error}")
             return
-        self.show_comparison(result.value)
-        self.finished.emit(result.value)
+        self.show_comparison(op.result())
+        self.finished.emit(op.result())
 
-    def show_comparison(self, comparison: Any) -> None:
+    def show_comparison(self, comparison: Comparison) -> None:
         from stackpanel.qt.chart import render_chart
 
         self.comparison = comparison

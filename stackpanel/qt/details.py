@@ -1,6 +1,8 @@
 """Details of one node: what runs (command line, rendered config), its processes, its last log lines."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
@@ -15,7 +17,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stackpanel.core.supervise.events import NodeSnapshot
+from stackpanel.core.supervise.events import NodeSnapshot, NodeStateChanged, StackSnapshot, WorkersChanged
+
+if TYPE_CHECKING:
+    from stackpanel.qt.controller import StackController
 
 
 def _mono(widget: QWidget) -> None:
@@ -23,13 +28,15 @@ def _mono(widget: QWidget) -> None:
 
 
 class NodeDetails(QWidget):
-    """Fed by the main window: ``show_node`` (static facts), ``set_snapshot`` (live), ``set_last_lines``."""
+    """``show_node`` (static facts), ``set_snapshot`` (live), ``set_last_lines``; given a controller,
+    it follows the selected node itself."""
 
     refreshLogRequested = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, controller: StackController | None = None) -> None:
         super().__init__(parent)
         self.node: str | None = None
+        self._controller: StackController | None = None
         self._files: dict[str, str] = {}
         self.title = QLabel("Click a node in the graph")
         f = self.title.font()
@@ -97,6 +104,36 @@ class NodeDetails(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(split)
+        if controller is not None:
+            self.bind(controller)
+
+    def bind(self, controller: StackController) -> None:
+        """Show the selected node; live state from snapshots, asked for when its events arrive."""
+        self._controller = controller
+        controller.nodeSelected.connect(self._on_selected)
+        controller.snapshotChanged.connect(self._on_snapshot)
+        controller.lastLines.connect(self.set_last_lines)
+        controller.bridge.nodeStateChanged.connect(self._on_node_event)
+        controller.bridge.workersChanged.connect(self._on_node_event)
+        self.refreshLogRequested.connect(controller.fetch_last_lines)
+
+    def _on_selected(self, name: str) -> None:
+        c = self._controller
+        if c is None or c.profile is None or name not in c.profile.nodes:
+            return
+        node = c.profile.nodes[name]
+        rendered = c.rendered_node(name)
+        files = {str(p): text for p, text in rendered.files.items()} if rendered is not None else {}
+        self.show_node(name, node.kind, node.address, rendered.command_line if rendered is not None else "", files)
+        self.set_snapshot(c.node_snapshot(name))
+
+    def _on_snapshot(self, snap: StackSnapshot) -> None:
+        if self.node:
+            self.set_snapshot(next((n for n in snap.nodes if n.name == self.node), None))
+
+    def _on_node_event(self, ev: NodeStateChanged | WorkersChanged) -> None:
+        if self._controller is not None and ev.node == self.node:
+            self._controller.refresh_snapshot()
 
     def show_node(self, name: str, kind: str, address: str, command_line: str,
                   files: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ text, pens and colours.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stackpanel.core.logformat import APP_ROUTE, STATIC_ROUTE
 from stackpanel.core.metrics.engine import MetricsSnapshot
 from stackpanel.core.profiles.schema import APP_SERVER_KINDS, Profile
 from stackpanel.core.supervise.events import (
@@ -43,6 +44,9 @@ from stackpanel.core.supervise.events import (
     WorkersChanged,
 )
 from stackpanel.qt.theme import ERROR_COLOUR, state_colour
+
+if TYPE_CHECKING:
+    from stackpanel.qt.controller import LoadedProfile, StackController
 
 NODE_W, NODE_H = 220.0, 76.0
 LEAF_W, LEAF_H = 150.0, 48.0
@@ -210,11 +214,16 @@ class WorkerChip(QGraphicsItem):
 
 
 class EdgeItem(QGraphicsPathItem):
-    """source -> target with an arrow head and a label: route(s), req/s, 5xx rate."""
+    """source -> target with an arrow head and a label: route(s), req/s, 5xx rate.
 
-    def __init__(self, source: str, target: str, routes: list[str]) -> None:
+    ``route_tag`` is the tag the source writes to its access log for requests that leave by this
+    edge (:mod:`stackpanel.core.logformat`): the target node's name, ``STATIC_ROUTE`` or
+    ``APP_ROUTE``; None for the client's edge (its traffic is the entry node's)."""
+
+    def __init__(self, source: str, target: str, routes: list[str], route_tag: str | None = None) -> None:
         super().__init__()
         self.source, self.target, self.routes = source, target, routes
+        self.route_tag = route_tag
         self.rps = 0.0
         self.error_rps = 0.0
         self.label = QGraphicsSimpleTextItem()
@@ -291,17 +300,12 @@ def _polygon_path(points: list[QPointF]) -> QPainterPath:
     return p
 
 
-@dataclass
-class _Column:
-    keys: list[str] = field(default_factory=list)
-
-
 class GraphView(QGraphicsView):
     """The request path of one profile, updated live. ``nodeClicked(name)`` on a click."""
 
     nodeClicked = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, controller: StackController | None = None) -> None:
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -314,6 +318,22 @@ class GraphView(QGraphicsView):
         self.workers: dict[str, dict[int, WorkerChip]] = {}
         self._depth: dict[str, int] = {}
         self._selected: str | None = None
+        if controller is not None:
+            self.bind(controller)
+
+    def bind(self, controller: StackController) -> None:
+        """Follow the controller's profile, selection and snapshots and the bridge's live events."""
+
+        def loaded(lp: LoadedProfile) -> None:
+            self.set_profile(lp.profile)
+
+        controller.profileLoaded.connect(loaded)
+        controller.snapshotChanged.connect(self.apply_stack_snapshot)
+        controller.nodeSelected.connect(self.select)
+        controller.bridge.nodeStateChanged.connect(self.apply_event)
+        controller.bridge.workersChanged.connect(self.apply_event)
+        controller.bridge.metrics.connect(self.apply_metrics)
+        self.nodeClicked.connect(controller.select_node)
 
     # -- topology -----------------------------------------------------------------------------------
 
@@ -335,10 +355,12 @@ class GraphView(QGraphicsView):
             self.workers[name] = {}
         # group routes by (source, target): two paths to the same node share one edge
         grouped: dict[tuple[str, str], list[str]] = {("client", entry): []}
-        for e in profile.edges():
-            target = e.target if e.target != "static" else f"static:{e.source}"
+        tags: dict[tuple[str, str], str | None] = {("client", entry): None}
+        for e in profile.edges():  # an edge's target is the route tag its source logs
+            target = e.target if e.target != STATIC_ROUTE else f"static:{e.source}"
             grouped.setdefault((e.source, target), []).append(e.path)
-            if e.target == "static":
+            tags[(e.source, target)] = e.target
+            if e.target == STATIC_ROUTE:
                 route = next(r for r in profile.nodes[e.source].routes if r.path == e.path)  # type: ignore[union-attr]
                 self.leaves[target] = LeafItem(target, "static files", [_short_dir(route.static or "")])
         for name, node in profile.nodes.items():
@@ -348,11 +370,12 @@ class GraphView(QGraphicsView):
                 iface = node.app.interface  # type: ignore[union-attr]
                 self.leaves[key] = LeafItem(key, "application", [module, iface.upper()])
                 grouped[(name, key)] = []
+                tags[(name, key)] = APP_ROUTE
         for item in [*self.nodes.values(), *self.leaves.values()]:
             scene.addItem(item)
         pal = self.palette()
         for (src, dst), routes in grouped.items():
-            edge = EdgeItem(src, dst, routes)
+            edge = EdgeItem(src, dst, routes, tags[(src, dst)])
             edge.set_palette(pal)
             edge.add_to(scene)
             self.edges.append(edge)
@@ -495,19 +518,13 @@ class GraphView(QGraphicsView):
                               f"{w.rss_bytes / 2**20:.0f} MB · {w.requests_total} requests")
         entry = self.profile.entry
         for e in self.edges:
-            if e.source == "client":
+            if e.route_tag is None:  # the client's edge carries what the entry node serves
                 nm = snap.node(entry)
                 if nm is not None:
                     e.set_traffic(nm.rps, nm.status_rates.get("5xx", 0.0))
                 continue
-            if e.target.startswith("app:"):
-                route = "-"
-            elif e.target.startswith("static:"):
-                route = "static"
-            else:
-                route = e.target
-            em = snap.edge(e.source, route)
-            if em is None and route == "-":  # app servers may not tag a route: the node's own rate
+            em = snap.edge(e.source, e.route_tag)
+            if em is None and e.route_tag == APP_ROUTE:  # app servers may not tag a route: the node's own rate
                 nm = snap.node(e.source)
                 if nm is not None:
                     e.set_traffic(nm.rps, nm.status_rates.get("5xx", 0.0))

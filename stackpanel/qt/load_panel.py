@@ -1,6 +1,8 @@
 """A small load panel: put load on the running stack's entry URL with the core's generator."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -15,8 +17,12 @@ from PySide6.QtWidgets import (
 )
 
 from stackpanel.core.loadgen import LoadConfig, LoadgenError, LoadProgress, LoadResult
+from stackpanel.core.supervise.events import StackState
 from stackpanel.qt.bridge import LoadBridge
 from stackpanel.qt.theme import icon
+
+if TYPE_CHECKING:
+    from stackpanel.qt.controller import StackController
 
 LOAD_PROCESSES = 1
 LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5", "/")
@@ -25,7 +31,7 @@ LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5", "/")
 class LoadPanel(QWidget):
     runningChanged = Signal(bool)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, controller: StackController | None = None) -> None:
         super().__init__(parent)
         self.base_url: str | None = None
         self.bridge = LoadBridge(self)
@@ -61,6 +67,19 @@ class LoadPanel(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
         self.set_target(None)
+        if controller is not None:
+            self.bind(controller)
+
+    def bind(self, controller: StackController) -> None:
+        """Load targets the entry URL while the stack runs; a closing stack ends the load run."""
+
+        def state_changed() -> None:
+            url = controller.entry_url
+            self.set_target(url if controller.stack_state == StackState.RUNNING and url else None)
+
+        controller.stateChanged.connect(state_changed)
+        controller.closing.connect(self.bridge.stop)
+        controller.shuttingDown.connect(self.bridge.stop)
 
     def set_target(self, base_url: str | None) -> None:
         """The entry URL of a running stack, or None (load disabled)."""

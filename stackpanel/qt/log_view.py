@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import (
@@ -47,6 +48,11 @@ from PySide6.QtWidgets import (
 
 from stackpanel.qt.bridge import LogFollower, LogSource
 from stackpanel.qt.theme import ERROR_COLOUR, WARNING_COLOUR
+
+if TYPE_CHECKING:
+    from stackpanel.core.render import RenderedStack
+    from stackpanel.core.session import StackSession
+    from stackpanel.qt.controller import StackController
 
 ERROR_RE = re.compile(
     r"\b(error|crit|critical|alert|emerg|fatal|exception|traceback)\b|\b\w+(Error|Exception):"
@@ -95,7 +101,7 @@ class LogHighlighter(QSyntaxHighlighter):
 
 class LogView(QWidget):
     def __init__(self, parent: QWidget | None = None, backlog_lines: int = 20000,
-                 shown_lines: int = 5000) -> None:
+                 shown_lines: int = 5000, controller: StackController | None = None) -> None:
         super().__init__(parent)
         self.lines: deque[tuple[str, str]] = deque(maxlen=backlog_lines)
         self.follower = LogFollower(parent=self)
@@ -151,6 +157,18 @@ class LogView(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(bar)
         lay.addWidget(self.text, 1)
+        if controller is not None:
+            self.bind(controller)
+
+    def bind(self, controller: StackController) -> None:
+        """Follow the logs of each new session's stack; stop the follower when the window goes."""
+
+        def session_changed(session: StackSession | None) -> None:
+            if session is not None:
+                self.set_sources(sources_for(session.stack))
+
+        controller.sessionChanged.connect(session_changed)
+        controller.shuttingDown.connect(self.stop)
 
     # -- sources ------------------------------------------------------------------------------------
 
@@ -342,10 +360,10 @@ class LogView(QWidget):
             self.follow.setChecked(at_end)
 
 
-def sources_for(stack: object) -> list[LogSource]:
+def sources_for(stack: RenderedStack) -> list[LogSource]:
     """Log sources of a :class:`~stackpanel.core.render.stack.RenderedStack` (access, error, output)."""
     out: list[LogSource] = []
-    for name, node in getattr(stack, "nodes", {}).items():
+    for name, node in stack.nodes.items():
         out.append(LogSource(name, "out", node.output_log))
         if node.error_log is not None and node.error_log != node.output_log:
             out.append(LogSource(name, "error", node.error_log))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -19,6 +20,11 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPush
 
 from stackpanel.core.metrics.engine import MetricsSnapshot
 from stackpanel.qt.theme import SERIES_COLOURS, icon
+
+if TYPE_CHECKING:
+    from PySide6.QtCore import QSettings
+
+    from stackpanel.qt.controller import LoadedProfile, StackController
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900)
 #: grid strength: the grid colour is this blend of text over background, drawn opaque and only at
@@ -230,7 +236,8 @@ class PlotsPanel(QWidget):
 
     pausedChanged = Signal(bool)
 
-    def __init__(self, parent: QWidget | None = None, redraw_ms: int = 250) -> None:
+    def __init__(self, parent: QWidget | None = None, redraw_ms: int = 250,
+                 controller: StackController | None = None) -> None:
         super().__init__(parent)
         self.cpu = _SeriesPlot("CPU per worker", "%")
         self.rps = _SeriesPlot("Requests per worker", "req/s")
@@ -279,6 +286,27 @@ class PlotsPanel(QWidget):
         self.timer.setInterval(redraw_ms)
         self.timer.timeout.connect(self._on_timer)
         self.timer.start()
+        if controller is not None:
+            self.bind(controller)
+
+    def bind(self, controller: StackController) -> None:
+        """Metrics from the bridge; a new session starts with empty plots; the entry node's rate."""
+
+        def loaded(lp: LoadedProfile) -> None:
+            if lp.profile is not None:
+                self.entry = lp.profile.entry
+
+        controller.bridge.metrics.connect(self.apply_metrics)
+        controller.sessionChanged.connect(lambda _s: self.clear())
+        controller.profileLoaded.connect(loaded)
+
+    def restore_settings(self, settings: QSettings) -> None:
+        """The time window from ``settings``; every change is written back at once."""
+        self.set_window(float(str(settings.value("plots/window", 300))))
+        self.window_box.currentIndexChanged.connect(lambda _i: settings.setValue("plots/window", self.window_s))
+
+    def save_settings(self, settings: QSettings) -> None:
+        settings.setValue("plots/window", self.window_s)
 
     # -- inputs -------------------------------------------------------------------------------------
 

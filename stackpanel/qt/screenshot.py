@@ -17,7 +17,9 @@ from PySide6.QtWidgets import QApplication
 
 from stackpanel.core.supervise.events import StackState
 from stackpanel.core.supervise.ports import free_port_offset
+from stackpanel.qt.load_panel import LoadPanel
 from stackpanel.qt.main_window import MainWindow
+from stackpanel.qt.plots import PlotsPanel
 from stackpanel.qt.theme import apply_theme
 
 
@@ -43,18 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     phase: dict[str, Any] = {"name": "load-profile"}
 
+    c = w.controller
+
     def step() -> None:
-        loaded = w.loaded
+        loaded = c.loaded
         if phase["name"] == "load-profile" and loaded is not None:
             assert loaded.profile is not None
             offset = free_port_offset([n.port for n in loaded.profile.nodes.values()])
             w.offset_spin.setValue(offset)
             phase["name"], phase["offset"] = "offset", offset
         elif phase["name"] == "offset" and loaded is not None and loaded.port_offset == phase["offset"]:
-            w.start_stack()
+            w.act_start.trigger()
             phase["name"] = "starting"
-        elif phase["name"] == "starting" and w.stack_state == StackState.RUNNING:
-            lp = w.load_panel
+        elif phase["name"] == "starting" and c.stack_state == StackState.RUNNING:
+            lp = w.panel(LoadPanel)
             lp.path_box.setCurrentText(args.path)
             lp.rate.setValue(args.rate)
             lp.duration.setValue(args.seconds + 30)
@@ -62,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             lp.start_load()
             phase["name"], phase["load_t"] = "loading", time.monotonic()
         elif phase["name"] == "loading" and time.monotonic() - phase["load_t"] > args.seconds:
-            w.tabs.setCurrentWidget(w.plots)
-            w.plots.set_window(args.window)
-            w.show_node("app")
-            w.plots.redraw()
+            plots = w.panel(PlotsPanel)
+            w.tabs.setCurrentWidget(plots)
+            plots.set_window(args.window)
+            c.select_node("app")
+            plots.redraw()
             app.processEvents()
             w.grab().save(args.out)
             print(f"saved {args.out}")

@@ -5,7 +5,7 @@ from functools import cache
 from pathlib import Path
 
 from PySide6.QtGui import QColor, QIcon, QPalette
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication
 
 from stackpanel.core.supervise.events import NodeState, StackState
 
@@ -60,11 +60,6 @@ def icon(name: str) -> QIcon:
     """An icon from ``resources/icons/<name>.svg`` (an empty icon if it is missing)."""
     path = resource_path(f"icons/{name}.svg")
     return QIcon(str(path)) if path is not None else QIcon()
-
-
-def is_dark(widget: QWidget | None = None) -> bool:
-    pal = widget.palette() if widget is not None else QApplication.palette()
-    return pal.color(QPalette.ColorRole.Window).lightness() < 128
 
 
 def _dark_palette() -> QPalette:

@@ -1,4 +1,6 @@
-"""The bridge: core-thread callbacks arrive as signals on the GUI thread; metrics are coalesced."""
+"""The bridge: core-thread callbacks arrive as signals on the GUI thread; metrics are coalesced.
+The operation queue: blocking calls off the GUI thread, completions back on it. No sleeps: every
+wait is on a signal or a condition."""
 from __future__ import annotations
 
 import os
@@ -14,7 +16,8 @@ from PySide6.QtWidgets import QApplication
 from stackpanel.core.metrics import MetricsEngine, MetricsSnapshot
 from stackpanel.core.metrics.synthetic import access_line
 from stackpanel.core.supervise.events import NodeState, NodeStateChanged, StackMessage, WorkersChanged
-from stackpanel.qt.bridge import LogFollower, LogSource, SessionBridge, SessionWorker
+from stackpanel.qt.bridge import LogFollower, LogSource, SessionBridge
+from stackpanel.qt.operations import Operation, OperationQueue
 
 pytestmark = pytest.mark.gui
 
@@ -86,8 +89,9 @@ def test_metrics_are_coalesced_newest_wins(qtbot: Any, tmp_path: Path) -> None:
     t = threading.Thread(target=tick_many)
     t.start()
     t.join()
-    qtbot.waitUntil(lambda: bool(received), timeout=2000)
-    qtbot.wait(50)
+    # the newest snapshot always arrives, and last: once it is in, nothing is left queued
+    qtbot.waitUntil(lambda: bool(received) and received[-1].node("app").requests_total == 50,  # type: ignore[union-attr]
+                    timeout=2000)
     assert 1 <= len(received) < 50
     assert bridge.metrics_received == 50
     assert bridge.metrics_dropped == 50 - len(received)
@@ -96,17 +100,46 @@ def test_metrics_are_coalesced_newest_wins(qtbot: Any, tmp_path: Path) -> None:
     engine.close()
 
 
-def test_worker_runs_off_the_gui_thread_and_reports_errors(qtbot: Any) -> None:
-    worker = SessionWorker()
+def test_operations_run_off_the_gui_thread_and_complete_on_it(qtbot: Any) -> None:
+    queue = OperationQueue()
     gui_thread = threading.get_ident()
-    with qtbot.waitSignal(worker.finished, timeout=2000) as ok:
-        worker.submit("ident", threading.get_ident)
-    assert ok.args[0].ok and ok.args[0].value != gui_thread
-    with qtbot.waitSignal(worker.finished, timeout=2000) as bad:
-        worker.submit("boom", lambda: 1 / 0)
-    assert bad.args[0].name == "boom" and isinstance(bad.args[0].error, ZeroDivisionError)
-    assert not worker.busy
-    worker.shutdown()
+    calls: list[tuple[str, int, bool]] = []
+
+    def record(op: Operation[Any]) -> None:  # completion: on the GUI thread, queue no longer busy
+        calls.append((op.name, threading.get_ident(), queue.busy))
+
+    with qtbot.waitSignal(queue.finished, timeout=2000) as finished:
+        ok = queue.submit("ident", threading.get_ident).then(record)
+        assert queue.busy
+    assert finished.args == ["ident"]
+    assert ok.done() and ok.ok and ok.error is None and ok.result() != gui_thread
+    assert calls == [("ident", gui_thread, False)]
+    ok.then(record)  # added after completion: called at once
+    assert len(calls) == 2
+
+    bad = queue.submit("boom", lambda: 1 / 0).then(record)
+    qtbot.waitUntil(bad.done, timeout=2000)
+    assert not bad.ok and isinstance(bad.error, ZeroDivisionError)
+    with pytest.raises(ZeroDivisionError):
+        bad.result()
+    assert not queue.busy
+    queue.shutdown()
+    late = queue.submit("late", lambda: 1).then(record)  # after shutdown: cancelled, never calls back
+    assert late.future.cancelled() and not late.done() and len(calls) == 3
+
+
+def test_operations_run_one_at_a_time_in_order(qtbot: Any) -> None:
+    queue = OperationQueue()
+    release = threading.Event()
+    order: list[str] = []
+    first = queue.submit("first", lambda: release.wait(5) and order.append("first"))
+    second = queue.submit("second", lambda: order.append("second"))
+    assert queue.busy and not first.done()
+    release.set()
+    qtbot.waitUntil(second.done, timeout=2000)
+    assert order == ["first", "second"] and first.done()
+    assert not queue.busy
+    queue.shutdown()
 
 
 def test_log_follower_reads_backlog_then_new_lines(qtbot: Any, tmp_path: Path) -> None:

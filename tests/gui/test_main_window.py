@@ -15,7 +15,11 @@ from stackpanel.core.profiles.library import user_dir
 from stackpanel.core.supervise.events import NodeState, StackState
 from stackpanel.core.supervise.ports import free_port_offset
 from stackpanel.core.supervise.process import alive_pids
+from stackpanel.qt.controller import LoadedProfile
+from stackpanel.qt.details import NodeDetails
+from stackpanel.qt.log_view import LogView
 from stackpanel.qt.main_window import MainWindow
+from stackpanel.qt.plots import PlotsPanel
 
 pytestmark = pytest.mark.gui
 
@@ -33,11 +37,15 @@ nodes:
 """
 
 
+def loaded(w: MainWindow) -> LoadedProfile | None:
+    return w.controller.loaded
+
+
 def open_window(qtbot: Any, settings: QSettings, profile: str | None = None) -> MainWindow:
     w = MainWindow(initial_profile=profile, settings=settings)
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitUntil(lambda: w.loaded is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: loaded(w) is not None, timeout=10_000)
     return w
 
 
@@ -45,7 +53,7 @@ def open_at_offset(qtbot: Any, settings: QSettings, profile: str, offset: int) -
     """The window with `profile` loaded and every port shifted by `offset`."""
     w = open_window(qtbot, settings, profile)
     w.offset_spin.setValue(offset)
-    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.port_offset == offset, timeout=10_000)
+    qtbot.waitUntil(lambda: loaded(w) is not None and loaded(w).port_offset == offset, timeout=10_000)
     return w
 
 
@@ -54,7 +62,7 @@ def test_broken_profile_shows_every_problem_with_file_line_and_fix(qtbot: Any, s
     d.mkdir(parents=True)
     (d / "broken.yaml").write_text(BROKEN)
     w = open_window(qtbot, settings, "broken")
-    assert w.loaded is not None and w.loaded.error is not None
+    assert loaded(w) is not None and loaded(w).error is not None
     assert w.top_stack.currentWidget() is w.problems
     text = w.problems.text()
     assert f"{d / 'broken.yaml'}:7:5" in text
@@ -62,8 +70,8 @@ def test_broken_profile_shows_every_problem_with_file_line_and_fix(qtbot: Any, s
     assert "problem" in w.problems.headline.text()
     assert not w.act_start.isEnabled()
     # a valid one brings the graph back
-    w.select_profile("nginx-uvicorn")
-    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.name == "nginx-uvicorn", timeout=10_000)
+    w.profile_list.select_profile("nginx-uvicorn")
+    qtbot.waitUntil(lambda: loaded(w) is not None and loaded(w).name == "nginx-uvicorn", timeout=10_000)
     assert w.top_stack.currentWidget() is w.graph
     assert set(w.graph.nodes) == {"web", "app"} and w.act_start.isEnabled()
     assert w.node_table.rowCount() == 2
@@ -71,26 +79,27 @@ def test_broken_profile_shows_every_problem_with_file_line_and_fix(qtbot: Any, s
 
 def test_details_show_rendered_config_and_command_before_start(qtbot: Any, settings: QSettings) -> None:
     w = open_window(qtbot, settings, "nginx-gunicorn-uvicorn")
-    w.show_node("app")
-    assert "gunicorn" in w.details.command.toPlainText()
-    assert "uvicorn_worker.UvicornWorker" in w.details.command.toPlainText()
-    w.show_node("web")
-    assert "upstream" in w.details.config.toPlainText() and w.details.config.isReadOnly()
-    assert w.details.kind.text() == "nginx"
+    details = w.panel(NodeDetails)
+    w.controller.select_node("app")
+    assert "gunicorn" in details.command.toPlainText()
+    assert "uvicorn_worker.UvicornWorker" in details.command.toPlainText()
+    w.controller.select_node("web")
+    assert "upstream" in details.config.toPlainText() and details.config.isReadOnly()
+    assert details.kind.text() == "nginx"
 
 
 def test_last_profile_and_port_offset_are_remembered(qtbot: Any, settings: QSettings) -> None:
     w = open_window(qtbot, settings)
-    assert w.loaded is not None and w.loaded.name == "nginx-uvicorn"  # the default
-    w.select_profile("nginx-split")
-    qtbot.waitUntil(lambda: w.loaded is not None and w.loaded.name == "nginx-split", timeout=10_000)
+    assert loaded(w) is not None and loaded(w).name == "nginx-uvicorn"  # the default
+    w.profile_list.select_profile("nginx-split")
+    qtbot.waitUntil(lambda: loaded(w) is not None and loaded(w).name == "nginx-split", timeout=10_000)
     w.offset_spin.setValue(300)
     w.resize(1000, 700)
     w.close()
     w2 = open_window(qtbot, settings)
-    qtbot.waitUntil(lambda: w2.loaded is not None and w2.loaded.port_offset == 300, timeout=10_000)
-    assert w2.loaded.name == "nginx-split"
-    assert w2.loaded.profile is not None and w2.loaded.profile.nodes["edge"].port == 8080 + 300
+    qtbot.waitUntil(lambda: loaded(w2) is not None and loaded(w2).port_offset == 300, timeout=10_000)
+    assert loaded(w2).name == "nginx-split"
+    assert loaded(w2).profile is not None and loaded(w2).profile.nodes["edge"].port == 8080 + 300
     assert w2.height() == 700  # restored (the default is 920; offscreen clamps widths to its 800 px screen)
     w2.close()
 
@@ -109,10 +118,10 @@ def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
     offset = _offset_for()
     w = open_at_offset(qtbot, settings, "nginx-uvicorn", offset)
     snaps: list[MetricsSnapshot] = []
-    w.bridge.metrics.connect(snaps.append)
+    w.controller.bridge.metrics.connect(snaps.append)
     try:
-        w.start_stack()
-        qtbot.waitUntil(lambda: w.stack_state == StackState.RUNNING, timeout=90_000)
+        w.act_start.trigger()
+        qtbot.waitUntil(lambda: w.controller.stack_state == StackState.RUNNING, timeout=90_000)
         assert all(n.state == NodeState.READY for n in w.graph.nodes.values())
         assert w.node_table.state_of("app") == NodeState.READY
         qtbot.waitUntil(lambda: len(w.graph.workers["app"]) == 2, timeout=10_000)
@@ -121,8 +130,8 @@ def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
 
         # plots receive data
         qtbot.waitUntil(lambda: len(snaps) >= 2, timeout=10_000)
-        w.plots.redraw()
-        assert ("app", next(iter(w.graph.workers["app"]))) in w.plots.cpu.curves
+        w.panel(PlotsPanel).redraw()
+        assert ("app", next(iter(w.graph.workers["app"]))) in w.panel(PlotsPanel).cpu.curves
         before = snaps[-1].node("web").requests_total  # type: ignore[union-attr]
 
         # a request through the entry moves the counters
@@ -134,10 +143,10 @@ def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
         assert snaps[-1].node("app").requests_total >= 25  # type: ignore[union-attr]
         assert f"{snaps[-1].node('web').requests_total} req" in w.graph.nodes["web"].metric_line  # type: ignore[union-attr]
         assert any(s.edge("web", "app") and s.edge("web", "app").rps > 0 for s in snaps)  # type: ignore[union-attr]
-        qtbot.waitUntil(lambda: any("/api/hello" in t for _, t in w.logs.lines), timeout=10_000)
+        qtbot.waitUntil(lambda: any("/api/hello" in t for _, t in w.panel(LogView).lines), timeout=10_000)
 
         pids: set[int] = set()
-        snap = w.session.snapshot()
+        snap = w.controller.session.snapshot()  # type: ignore[union-attr]
         for n in snap.nodes:
             pids.update([n.pid, *n.worker_pids] if n.pid else n.worker_pids)
         assert len(pids) >= 4
@@ -149,7 +158,7 @@ def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
         w.close()
         qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
     assert asked == ["Stop the stack?"]
-    assert w.stack_state == StackState.STOPPED
+    assert w.controller.stack_state == StackState.STOPPED
     assert _alive(pids) == []
     for port in (8000 + offset, 8080 + offset):
         with socket.socket() as s:
@@ -171,22 +180,22 @@ def test_port_conflict_names_the_holder_and_offers_a_free_offset(qtbot: Any, set
     holder.bind(("127.0.0.1", 8000 + offset))
     holder.listen()
     try:
-        w.start_stack()
+        w.act_start.trigger()
         qtbot.waitUntil(lambda: _message_box(w, "Port already in use") is not None, timeout=30_000)
         box = _message_box(w, "Port already in use")
         assert box is not None
         assert f"port {8000 + offset} on 127.0.0.1 is taken by pid {os.getpid()}" in box.informativeText()
         retry = next(b for b in box.buttons() if b.text().startswith("Start with port offset"))
-        assert w.stack_state != StackState.RUNNING  # nothing was started
+        assert w.controller.stack_state != StackState.RUNNING  # nothing was started
         retry.click()  # moves the stack to the offered offset and starts it
-        qtbot.waitUntil(lambda: w.stack_state == StackState.RUNNING, timeout=90_000)
+        qtbot.waitUntil(lambda: w.controller.stack_state == StackState.RUNNING, timeout=90_000)
         assert w.offset_spin.value() != offset
     finally:
         holder.close()
         monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
         w.close()
         qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
-    assert w.stack_state == StackState.STOPPED
+    assert w.controller.stack_state == StackState.STOPPED
 
 
 @pytest.mark.integration
@@ -199,12 +208,68 @@ def test_failed_start_shows_the_node_and_its_last_lines(qtbot: Any, settings: QS
         f"version: 1\nname: crashy\nnodes:\n  app:\n    kind: uvicorn\n    port: {8000 + offset}\n"
         f"    app: {{module: 'crashy:app', working_dir: '{tmp_path}'}}\n    availability: {{restart: 'no'}}\n")
     w = open_window(qtbot, settings, "crashy")
-    w.start_stack()
+    w.act_start.trigger()
     qtbot.waitUntil(lambda: _message_box(w, "The stack did not start") is not None, timeout=60_000)
     box = _message_box(w, "The stack did not start")
     assert box is not None
     assert "Node <b>app</b> did not start" in box.text() and "while starting" in box.text()
     assert "config file missing" in box.detailedText()
-    assert w.stack_state in (StackState.FAILED, StackState.STOPPED)
+    assert w.controller.stack_state in (StackState.FAILED, StackState.STOPPED)
     box.close()
     w.close()
+
+
+def test_a_new_panel_is_one_registry_entry_and_connects_itself(qtbot: Any, settings: QSettings) -> None:
+    from PySide6.QtWidgets import QLabel
+
+    from stackpanel.qt.controller import StackController
+    from stackpanel.qt.panels import TAB_PANELS, PanelSpec
+
+    class EntryPanel(QLabel):  # a panel as a later feature would add one: given the controller only
+        def __init__(self, controller: StackController) -> None:
+            super().__init__()
+            controller.profileLoaded.connect(lambda lp: self.setText(lp.profile.entry if lp.profile else "-"))
+
+    w = MainWindow(initial_profile="nginx-split", settings=settings,
+                   panels=(*TAB_PANELS, PanelSpec("entry", "Entry", EntryPanel)))
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: loaded(w) is not None, timeout=10_000)
+    assert w.tabs.tabText(w.tabs.count() - 1) == "Entry" and w.panels["entry"] is w.panel(EntryPanel)
+    assert w.panel(EntryPanel).text() == "edge"
+    assert [w.tabs.tabText(i) for i in range(w.tabs.count() - 1)] == [p.title for p in TAB_PANELS]
+    w.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_node_buttons_restart_stop_and_start_one_node(qtbot: Any, settings: QSettings,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackpanel.qt.event_log import EventLog
+
+    offset = _offset_for((8000,))
+    w = open_at_offset(qtbot, settings, "uvicorn-workers", offset)
+    b = w.node_buttons
+    try:
+        w.node_table.select_node("app")
+        assert b.btn_start.isEnabled() and not b.btn_stop.isEnabled()
+        w.act_start.trigger()
+        qtbot.waitUntil(lambda: w.controller.stack_state == StackState.RUNNING, timeout=60_000)
+        qtbot.waitUntil(b.btn_restart.isEnabled, timeout=10_000)
+        assert not b.btn_start.isEnabled()
+        pid = w.node_table.item(w.node_table.rows["app"], 3).text()
+        b.btn_restart.click()
+        qtbot.waitUntil(lambda: w.node_table.state_of("app") == NodeState.READY and not w.controller.busy
+                        and w.node_table.item(w.node_table.rows["app"], 3).text() not in ("", pid), timeout=60_000)
+        events = w.panel(EventLog).toPlainText()
+        assert "app: ready → stopping" in events and "app: starting → ready" in events
+        b.btn_stop.click()
+        qtbot.waitUntil(lambda: w.node_table.state_of("app") == NodeState.STOPPED and not w.controller.busy,
+                        timeout=60_000)
+        assert b.btn_start.isEnabled() and not b.btn_stop.isEnabled()
+        b.btn_start.click()  # the same session starts it again
+        qtbot.waitUntil(lambda: w.node_table.state_of("app") == NodeState.READY and not w.controller.busy,
+                        timeout=60_000)
+    finally:
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+        w.close()
+        qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
