@@ -67,6 +67,10 @@ class LoadedProfile:
     error: ProfileError | None = None
     preview: RenderedStack | None = None
     preview_error: str = ""
+    #: what the user must know before running it (exposed nodes, an untrusted local CA)
+    notices: tuple[str, ...] = ()
+    #: the entry serves https with a CA browsers do not trust yet (the panel offers `trust`)
+    tls_untrusted: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -84,10 +88,21 @@ def load_and_preview(name: str, path: Path, port_offset: int) -> LoadedProfile:
         from stackpanel.core.render import render_stack
         from stackpanel.core.session import default_run_dir
 
+        notices, untrusted = profile_notices(profile)
         preview = render_stack(profile, default_run_dir(profile))
-        return LoadedProfile(name, path, port_offset, profile, preview=preview)
+        return LoadedProfile(name, path, port_offset, profile, preview=preview, notices=notices,
+                             tls_untrusted=untrusted)
     except StackpanelError as exc:
         return LoadedProfile(name, path, port_offset, profile, preview_error=str(exc))
+
+
+def profile_notices(profile: Profile) -> tuple[tuple[str, ...], bool]:
+    """Worker-thread job: the exposure warnings, and why a browser would warn about https."""
+    from stackpanel.core.headless import trust_notice
+    from stackpanel.core.profiles.exposure import exposure_warnings
+
+    trust = trust_notice(profile)
+    return tuple(exposure_warnings(profile)) + ((trust.strip().removeprefix("note: "),) if trust else ()), bool(trust)
 
 
 def find_free_offset(ports: list[int]) -> int | None:
@@ -195,8 +210,15 @@ class StackController(QObject):
 
     @property
     def entry_url(self) -> str:
+        """The plain URL of the entry (load, bench)."""
         p = self.profile
         return p.entry_url if p is not None else ""
+
+    @property
+    def browser_url(self) -> str:
+        """What a person opens: https when the entry has tls."""
+        p = self.profile
+        return p.browser_url if p is not None else ""
 
     def session_matches(self) -> bool:
         """True if the attached session runs the loaded profile at its port offset."""

@@ -226,6 +226,7 @@ class EdgeItem(QGraphicsPathItem):
         self.route_tag = route_tag
         self.rps = 0.0
         self.error_rps = 0.0
+        self.limited_rps = 0.0
         self.label = QGraphicsSimpleTextItem()
         self.arrow = QGraphicsPathItem()
         self.setZValue(-1)
@@ -248,14 +249,14 @@ class EdgeItem(QGraphicsPathItem):
         self._base_colour = pal.color(QPalette.ColorRole.Text)
         self._base_colour.setAlpha(150)
         self.label.setBrush(pal.color(QPalette.ColorRole.Text))
-        self.set_traffic(self.rps, self.error_rps)
+        self.set_traffic(self.rps, self.error_rps, self.limited_rps)
 
     @property
     def label_text(self) -> str:
         return self.label.text()
 
-    def set_traffic(self, rps: float, error_rps: float) -> None:
-        self.rps, self.error_rps = rps, error_rps
+    def set_traffic(self, rps: float, error_rps: float, limited_rps: float = 0.0) -> None:
+        self.rps, self.error_rps, self.limited_rps = rps, error_rps, limited_rps
         err = error_rps / rps if rps > 0 else 0.0
         colour = QColor(ERROR_COLOUR) if err >= 0.01 else (
             QColor("#1f6feb") if rps > 0 else self._base_colour)
@@ -266,6 +267,8 @@ class EdgeItem(QGraphicsPathItem):
         self.arrow.setBrush(colour)
         route = ", ".join(self.routes)
         traffic = format_rate(rps) + (f" · {err * 100:.1f}% 5xx" if rps > 0 else "")
+        if limited_rps > 0 and rps > 0:  # a rate limit at work: its own kind, not an error of the app
+            traffic += f" · {limited_rps / rps * 100:.1f}% 429"
         self.label.setText(f"{route}\n{traffic}" if route else traffic)
         self._place_label()
         self._rebuild_arrow()
@@ -530,7 +533,7 @@ class GraphView(QGraphicsView):
                     e.set_traffic(nm.rps, nm.status_rates.get("5xx", 0.0))
                 continue
             if em is not None:
-                e.set_traffic(em.rps, em.error_rps)
+                e.set_traffic(em.rps, em.error_rps, em.limited_rps)
 
     def edge(self, source: str, target: str) -> EdgeItem | None:
         return next((e for e in self.edges if e.source == source and e.target == target), None)

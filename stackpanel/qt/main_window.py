@@ -30,6 +30,7 @@ from stackpanel.core.profiles.library import DEFAULT_PROFILE, user_dir
 from stackpanel.qt.controller import LoadedProfile, StackController
 from stackpanel.qt.event_log import StackStatusBar
 from stackpanel.qt.nodes_view import NodeButtons, NodeTable
+from stackpanel.qt.notices import ProfileNotices
 from stackpanel.qt.panels import TAB_PANELS, PanelSpec, RemembersSettings
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
 from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel
@@ -84,6 +85,8 @@ class MainWindow(QMainWindow):
         ll.addWidget(_heading("Profiles"))
         ll.addWidget(self.profile_list, 3)
         ll.addWidget(self.description)
+        self.notices = ProfileNotices(c)
+        ll.addWidget(self.notices)
         ll.addWidget(_heading("Nodes"))
         ll.addWidget(self.node_table, 2)
         ll.addWidget(self.node_buttons)

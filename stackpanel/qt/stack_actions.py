@@ -197,7 +197,7 @@ class EntryUrlLabel(QLabel):
 
     def update_url(self) -> None:
         c = self._controller
-        url = c.entry_url
+        url = c.browser_url
         if url and c.active:
             self.setText(f'<a href="{url}">{url}</a>')
         else:
