@@ -74,7 +74,7 @@ class LoadPanel(QWidget):
         """Load targets the entry URL while the stack runs; a closing stack ends the load run."""
 
         def state_changed() -> None:
-            url = controller.entry_url
+            url = controller.browser_url
             self.set_target(url if controller.stack_state == StackState.RUNNING and url else None)
 
         controller.stateChanged.connect(state_changed)

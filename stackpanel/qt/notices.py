@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QVB
 from stackpanel.core.errors import StackpanelError
 from stackpanel.core.supervise.events import NodeState
 from stackpanel.core.tls import TrustStep, apply_trust, trust_plan
-from stackpanel.qt.controller import LoadedProfile, StackController
+from stackpanel.qt.controller import LoadedProfile, StackController, profile_notices
 from stackpanel.qt.operations import Operation
 from stackpanel.qt.theme import STATE_COLOURS
 
@@ -33,12 +33,25 @@ class ProfileNotices(QWidget):
         row.addStretch(1)
         layout.addLayout(row)
         controller.profileLoaded.connect(self.show_loaded)
+        # the first https start makes the CA: what the notice said before may no longer be true
+        controller.stateChanged.connect(self._refresh_if_tls)
         self.setVisible(False)
 
     def show_loaded(self, loaded: LoadedProfile) -> None:
-        self.text.setText("\n".join(f"⚠ {n}" for n in loaded.notices))
-        self.trust_button.setVisible(loaded.tls_untrusted)
-        self.setVisible(bool(loaded.notices))
+        self._show(loaded.notices, loaded.tls_untrusted)
+
+    def _show(self, notices: tuple[str, ...], untrusted: bool) -> None:
+        self.text.setText("\n".join(f"⚠ {n}" for n in notices))
+        self.trust_button.setVisible(untrusted)
+        self.setVisible(bool(notices))
+
+    def _refresh_if_tls(self) -> None:
+        loaded = self._controller.loaded
+        if loaded is None or loaded.profile is None or not loaded.tls_untrusted:
+            return
+        profile = loaded.profile
+        self._controller.reads.submit("notices", lambda: profile_notices(profile)).then(
+            lambda op: self._show(*op.result()) if op.ok and self._controller.loaded is loaded else None)
 
     def ask_to_trust(self) -> None:
         self._controller.reads.submit("trust plan", trust_plan).then(self._confirm)
@@ -62,7 +75,7 @@ class ProfileNotices(QWidget):
         if op.ok:
             QMessageBox.information(self, "Trust the local CA", "Done:\n" + "\n".join(op.result()) +
                                     "\n\nRestart the browser so it reads its certificate store again.")
-            self.trust_button.setVisible(False)
+            self._refresh_if_tls()
         else:
             error = op.error
             text = str(error) if isinstance(error, StackpanelError) else f"unexpected error: {error!r}"

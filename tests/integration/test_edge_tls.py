@@ -98,3 +98,20 @@ def test_builtin_tls_profile_serves_static_api_and_websocket_over_https(tmp_path
             assert ws.recv(timeout=10) == "over tls"
     finally:
         session.close()
+
+
+def test_load_through_the_https_entry(tmp_path: Path, user_data: Path) -> None:
+    """The built-in generator speaks TLS to the local CA's leaf: load on a redirecting https entry
+    measures the app, not 308 redirects."""
+    from stackpanel.core.loadgen import LoadConfig, run_load
+
+    profile = builtin("nginx-tls-uvicorn")
+    session = StackSession(profile, run_dir=tmp_path / "run")
+    try:
+        session.start()
+        result = run_load(LoadConfig(url=profile.browser_url + "api/hello", connections=4, requests=400,
+                                     duration_s=60))
+        assert result.requests_ok == 400 and sum(result.errors.values()) == 0
+        assert result.responses == 400
+    finally:
+        session.close()

@@ -15,7 +15,7 @@ from stackpanel.core.loadgen.wrk import wrk_command
         "http://192.168.1.1/",
         "http://example.com/",
         "http://8.8.8.8:80/",
-        "https://127.0.0.1:8443/",
+        "https://10.0.0.1:8443/",
         "ftp://127.0.0.1/",
         "127.0.0.1:8080/no-scheme",
         "http://[::2]:8080/",
@@ -40,8 +40,8 @@ def test_refuses_anything_but_http_to_loopback(url: str) -> None:
 def test_refusal_message_says_what_to_do() -> None:
     with pytest.raises(LoadTargetError, match=r"not a loopback address.*127\.0\.0\.1"):
         parse_target("http://10.0.0.1:8080/api")
-    with pytest.raises(LoadTargetError, match=r"'https://'.*only plain http://"):
-        parse_target("https://127.0.0.1/")
+    with pytest.raises(LoadTargetError, match=r"'ftp://'.*only http:// and https://"):
+        parse_target("ftp://127.0.0.1/")
     with pytest.raises(LoadTargetError, match="not this machine"):
         parse_target("http://example.com/")
 
@@ -100,3 +100,10 @@ def test_wrk_is_handed_the_checked_address_not_the_name(monkeypatch: pytest.Monk
 def test_wrk_gets_a_literal_address_unchanged() -> None:
     assert wrk_command("http://[::1]:9000/p", threads=1)[-1] == "http://[::1]:9000/p"
     assert "-H" not in wrk_command("http://127.0.0.2:9000/p", threads=1)
+
+
+def test_https_to_loopback_is_a_tls_target() -> None:
+    target = parse_target("https://localhost:8443/api?x=1")
+    assert target.tls and target.port == 8443 and target.address_url == "https://127.0.0.1:8443/api?x=1"
+    default = parse_target("https://127.0.0.1/")
+    assert default.port == 443 and default.host_header == "127.0.0.1"

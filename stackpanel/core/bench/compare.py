@@ -147,7 +147,7 @@ def _prepare(spec: ProfileSpec, settings: CompareSettings) -> _Prepared | Profil
         profile = spec if isinstance(spec, Profile) else load_profile(resolve_profile(str(spec)))
         if settings.workers:
             profile = with_app_workers(profile, settings.workers)
-        parse_target(join_url(profile.entry_url, settings.path))
+        parse_target(join_url(profile.browser_url, settings.path))
     except StackpanelError as exc:
         return ProfileRun(name=name, reason=str(exc))
     return _Prepared(name, profile)
@@ -245,7 +245,7 @@ def _run_one(prepared: _Prepared, settings: CompareSettings, load: LoadConfig, r
         report("failed", f"cannot load: {one_line(str(exc))}")
         return ProfileRun(name=name, reason=str(exc))
 
-    url = join_url(profile.entry_url, settings.path)
+    url = join_url(profile.browser_url, settings.path)
     run = ProfileRun(name=name, title=profile.name, port_offset=offset, entry_node=profile.entry,
                      app_workers=app_worker_count(profile), url=url, generator=settings.generator)
     load = replace(load, url=url)

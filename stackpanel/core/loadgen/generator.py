@@ -42,6 +42,7 @@ import logging
 import math
 import multiprocessing
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from stackpanel.core.loadgen.result import (
     LoadResult,
 )
 from stackpanel.core.loadgen.target import LoadTarget, parse_target
+from stackpanel.core.tls import ca_dir
 
 log = logging.getLogger("stackpanel.loadgen")
 
@@ -307,6 +309,8 @@ class _Engine:
         cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.target = target
+        # https: verified against stackpanel's local CA (the only CA a loopback stack's leaf has)
+        self._tls = ssl.create_default_context(cafile=str(ca_dir() / "ca.pem")) if target.tls else None
         self.target_text = f"{target.address}:{target.port}"
         self.request = build_request(target, config.method, config.headers)
         self.head_only = config.method == "HEAD"
@@ -454,7 +458,7 @@ class _Engine:
             kind: ErrorKind | None = None
             try:
                 await asyncio.wait_for(
-                    loop.create_connection(conn.as_factory, target.address, target.port),
+                    loop.create_connection(conn.as_factory, target.address, target.port, ssl=self._tls),
                     self.connect_timeout_s,
                 )
             except TimeoutError:

@@ -1,6 +1,6 @@
 """The loopback guard: the only place a load URL becomes an address to connect to.
 
-Only ``http://`` URLs whose host is a literal loopback address (127.0.0.0/8, ::1) or the name
+Only ``http://`` and ``https://`` URLs whose host is a literal loopback address (127.0.0.0/8, ::1) or the name
 ``localhost`` are accepted. ``localhost`` is resolved through the system resolver but only its
 loopback answers are kept, so a hosts-file entry pointing elsewhere cannot redirect the load.
 Literal forms other than dotted quads (``127.1``, ``2130706433``) are not addresses to
@@ -28,18 +28,23 @@ class LoadTarget:
     address: str  # the loopback IP actually connected to
     port: int
     path: str  # path + query, never empty ("/")
+    tls: bool = False  # https: verified against stackpanel's local CA
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 80 else f"{host}:{self.port}"
+        return host if self.port == (443 if self.tls else 80) else f"{host}:{self.port}"
 
     @property
     def address_url(self) -> str:
         """The URL with the checked loopback address in place of the host name, for tools that
         would resolve the name themselves (wrk): a hosts entry cannot send them elsewhere."""
         address = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{address}:{self.port}{self.path}"
+        return f"{self.scheme}://{address}:{self.port}{self.path}"
 
     @property
     def family(self) -> int:
@@ -79,10 +84,10 @@ def parse_target(url: str) -> LoadTarget:
     url = url.strip()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme != "http":
+    if scheme not in ("http", "https"):
         what = f"'{scheme}://'" if scheme else "no scheme"
         raise LoadTargetError(
-            f"load target {url!r} has {what}; only plain http:// to this machine is supported; {_HINT}"
+            f"load target {url!r} has {what}; only http:// and https:// to this machine are supported; {_HINT}"
         )
     if "@" in parts.netloc:
         raise LoadTargetError(f"load target {url!r} contains credentials (user@host); remove them")
@@ -94,7 +99,7 @@ def parse_target(url: str) -> LoadTarget:
     except ValueError:
         raise LoadTargetError(f"load target {url!r} has an invalid port (must be 1-65535)") from None
     if port is None:
-        port = 80
+        port = 443 if scheme == "https" else 80
     if not 1 <= port <= 65535:
         raise LoadTargetError(f"load target {url!r} has an invalid port (must be 1-65535)")
     if "%" in host:
@@ -122,4 +127,4 @@ def parse_target(url: str) -> LoadTarget:
         path = f"{path}?{parts.query}"
     if any(c in path for c in "\r\n \t"):
         raise LoadTargetError(f"load target {url!r}: the path contains whitespace; percent-encode it")
-    return LoadTarget(url=url, host=host, address=address, port=port, path=path)
+    return LoadTarget(url=url, host=host, address=address, port=port, path=path, tls=scheme == "https")
