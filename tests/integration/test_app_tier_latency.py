@@ -2,6 +2,7 @@
 UvicornWorker and gunicorn sync, behind nginx; a request id from the client reaches every tier."""
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +26,15 @@ def test_the_app_tier_logs_duration_and_request_id(name: str, tmp_path: Path) ->
             with urllib.request.urlopen(req, timeout=10) as response:
                 assert response.status == 200
         app_log = session.stack.paths.access_log("app")
-        lines = {line.split(" ")[4]: line.split(" ") for line in app_log.read_text().splitlines()}
+
+        def logged() -> dict[str, list[str]]:
+            return {line.split(" ")[4]: line.split(" ") for line in app_log.read_text().splitlines()}
+
+        # a tier writes its line after it sent the response: wait for the last one to land
+        deadline = time.monotonic() + 10
+        while not set(ids) <= set(lines := logged()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert all(len([ln for ln in app_log.read_text().splitlines() if rid in ln]) == 1 for rid in ids)
         for rid in ids:
             pid, status, seconds, route = lines[rid][:4]
             assert status == "200" and route == "-" and int(pid) > 0

@@ -113,7 +113,12 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
                                 "qualname": "gunicorn.access"},
         },
     }
-    return _with_wrapper(config, paths, name) if uvicorn_workers else config
+    if not uvicorn_workers:
+        return config
+    # UvicornWorker hands gunicorn.access's handlers and level to uvicorn.access: WARNING keeps
+    # uvicorn's own lines out (the wrapper writes the access line).
+    config["loggers"]["gunicorn.access"]["level"] = "WARNING"
+    return _with_wrapper(config, paths, name)
 
 
 def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
