@@ -7,7 +7,8 @@ PID 1 on these machines, so nothing exported is *run* here. They prove that
   and the file validates against the compose-spec JSON schema that check-jsonschema vendors;
 - each exported proxy config passes Debian's own `nginx -t` / `apache2 -t` laid out at the
   container paths (a private mount namespace puts the export at /srv/stackpanel and the official
-  httpd image's module and mime.types paths at /usr/local/apache2, bound to Debian's), with an
+  httpd image's module and mime.types paths at /usr/local/apache2, bound to Debian's; the
+  LoadModule lines of modules Debian's apache2 has compiled in are dropped for the test), with an
   /etc/hosts of that namespace naming every compose service (127.0.0.1): the upstream names
   resolve as they are written, which is what a compose network's DNS does;
 - every exported unit passes `systemd-analyze verify` (syntax, dependencies, executables).
@@ -62,7 +63,8 @@ def test_compose_export_passes_docker_compose_config(entry, tmp_path: Path) -> N
     # Only the entry is published, on loopback.
     published = {name for name, s in normalised["services"].items() if s.get("ports")}
     assert published == {profile.entry}
-    assert all(p["host_ip"] == "127.0.0.1" for p in normalised["services"][profile.entry]["ports"])
+    for port in normalised["services"][profile.entry]["ports"]:  # 1.29 keeps the short form
+        assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1", port
 
 
 @pytest.mark.parametrize("entry", BUILTINS, ids=[e.name for e in BUILTINS])
@@ -113,6 +115,13 @@ def test_exported_proxy_configs_pass_nginx_and_apache_tests(entry, tmp_path: Pat
 
             issue_leaf(node.certificate_names(profile.accepted_host_names(name)), export / "tls" / name,
                        ca_directory=tmp_path / "ca")
+    if apache is not None:
+        # Debian compiles log_config, unixd, ... into apache2; the httpd image has them as modules,
+        # and loading a compiled-in module is an error: drop those LoadModule lines (only those).
+        for conf in (export / "conf").glob("httpd-*.conf"):
+            lines = conf.read_text(encoding="utf-8").splitlines(keepends=True)
+            conf.write_text("".join(line for line in lines if not any(
+                line.startswith(f"LoadModule {m}_module ") for m in apache.compiled_in)), encoding="utf-8")
     compose = yaml.safe_load((export / "compose.yaml").read_text(encoding="utf-8"))
     tests = []
     for name, service in compose["services"].items():
@@ -126,6 +135,7 @@ def test_exported_proxy_configs_pass_nginx_and_apache_tests(entry, tmp_path: Pat
     assert tests
     modules = apache.modules_dir if apache is not None and apache.modules_dir else Path("/usr/lib/apache2/modules")
     script = _namespace_script(export, list(compose["services"]), modules)
+    script += "".join(f"mkdir -p {t}\n" for s in compose["services"].values() for t in s.get("tmpfs", []))
     script += "\n".join(" ".join(f"'{a}'" for a in t) + " 2>&1" for t in tests) + "\n"
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
     if done.returncode != 0 and "unshare failed" in done.stderr:
@@ -144,8 +154,8 @@ def test_systemd_units_pass_systemd_analyze_verify(entry, tmp_path: Path) -> Non
     units = sorted(str(p) for p in (tmp_path / "units").iterdir())
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Unknown" not in done.stderr and "Invalid" not in done.stderr, done.stderr
+    # verify exits 0 on unknown keys and unparsable values (it only warns): any output is a failure.
+    assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("entry", BUILTINS, ids=[e.name for e in BUILTINS])
