@@ -21,6 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
+from stackpanel.core import discovery
 from stackpanel.core.export.common import (
     RENDER_ROOT,
     ExportError,
@@ -182,12 +183,14 @@ def _unit(profile: Profile, name: str, rendered: RenderedNode, layout: Layout, p
     return "\n".join(lines)
 
 
-def export_systemd(profile: Profile, name: str, *, probe_python: str | None = None) -> ExportPlan:
+def export_systemd(profile: Profile, name: str, *, probe_python: str | None = None,
+                   nginx: discovery.NginxInfo | None = None, apache: discovery.ApacheInfo | None = None) -> ExportPlan:
     """Units in `units/`, the files for /etc/stackpanel/<name>/ in `etc/`, static sites in `share/`,
-    and a README with the install commands. Renders for root (the proxies drop their workers)."""
+    and a README with the install commands. Renders for root (the proxies drop their workers);
+    nginx/apache: this machine's unless given."""
     layout = Layout(slug(name))
     dprofile = _deployment_profile(profile, layout)
-    stack = render_stack(dprofile, RENDER_ROOT, as_root=True)
+    stack = render_stack(dprofile, RENDER_ROOT, as_root=True, nginx=nginx, apache=apache)
     plan = ExportPlan()
     probe_python = probe_python or sys.executable
     plan.add("etc/stackpanel-probe.py", PROBE_SCRIPT)
