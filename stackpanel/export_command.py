@@ -7,8 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stackpanel.core.errors import StackpanelError
+
+if TYPE_CHECKING:
+    from stackpanel.core.profiles.schema import Profile
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -65,7 +69,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _issue_local_certs(profile, out: Path) -> None:  # type: ignore[no-untyped-def]
+def _issue_local_certs(profile: Profile, out: Path) -> None:
     from stackpanel.core.profiles.schema import ProxyNode
     from stackpanel.core.tls import issue_leaf
 

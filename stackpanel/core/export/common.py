@@ -111,7 +111,7 @@ class AppSource:
 
 def server_requirements(node: AppServerNode) -> list[str]:
     """The server packages the node's command line needs, pinned to the versions installed here."""
-    names: list[str] = [node.kind]
+    names: list[str] = ["gunicorn" if isinstance(node, GunicornNode) else "uvicorn"]
     if isinstance(node, GunicornNode) and node.effective_worker_class == "uvicorn":
         names += ["uvicorn", "uvicorn-worker"]
     if isinstance(node, UvicornNode):
@@ -140,7 +140,7 @@ def app_source(node: AppServerNode) -> AppSource:
         lines = _requirement_lines(req) if req.is_file() else _imported_distributions(_python_files(workdir), {top})
         return AppSource(workdir, (), tuple(lines), f"{workdir} (the app's working directory)")
     spec = importlib.util.find_spec(top)
-    if spec is None or not spec.submodule_search_locations and spec.origin is None:
+    if spec is None or (not spec.submodule_search_locations and spec.origin is None):
         raise ExportError(f"cannot find the code of {node.app.module}: it is neither in {workdir} nor importable "
                           "here; set app.working_dir to the directory that holds it")
     if spec.submodule_search_locations is None:  # a single-file top-level module

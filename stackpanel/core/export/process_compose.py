@@ -43,7 +43,8 @@ def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
             "timeout_seconds": max(1, min(5, int(probe.timeout_seconds))),
             "failure_threshold": max(1, int(probe.timeout_seconds / max(1.0, probe.period_seconds))),
         }
-        proc["availability"] = {"restart": RESTART[avail.restart], "backoff_seconds": max(1, round(avail.backoff_seconds)),
+        proc["availability"] = {"restart": RESTART[avail.restart],
+                                "backoff_seconds": max(1, round(avail.backoff_seconds)),
                                 "max_restarts": avail.max_restarts}
         proc["shutdown"] = {"signal": int(rendered.stop_signal),
                             "timeout_seconds": max(1, round(node.stop_deadline_seconds))}

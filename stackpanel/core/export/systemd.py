@@ -30,7 +30,7 @@ from stackpanel.core.export.common import (
     relocate,
     slug,
 )
-from stackpanel.core.profiles.schema import AppServerNode, NodeBase, Profile, ProxyNode
+from stackpanel.core.profiles.schema import AppServerNode, Profile, ProxyNode
 from stackpanel.core.render import RenderedNode, render_stack
 
 #: The probe ExecStartPost runs: GET until a status below 500 or the timeout (stdlib only).
@@ -58,7 +58,8 @@ while True:
     time.sleep(period)
 '''
 
-SYSUSERS = "# Rendered by stackpanel export: the user the app servers run as.\nu stackpanel - \"stackpanel app servers\" - -\n"
+SYSUSERS = ("# Rendered by stackpanel export: the user the app servers run as.\n"
+            'u stackpanel - "stackpanel app servers" - -\n')
 
 
 def _esc(value: str) -> str:
@@ -108,7 +109,7 @@ def _deployment_profile(profile: Profile, layout: Layout) -> Profile:
 
 
 def _unit(profile: Profile, name: str, rendered: RenderedNode, layout: Layout, probe_python: str) -> str:
-    node: NodeBase = profile.nodes[name]
+    node = profile.nodes[name]
     mapping = layout.mapping(name)
     deps = [layout.unit(d) for d in profile.dependencies(name) if d in profile.nodes]
     a = node.availability
@@ -126,13 +127,15 @@ def _unit(profile: Profile, name: str, rendered: RenderedNode, layout: Layout, p
     if deps:
         lines.append("Requires=" + " ".join(deps))
     # systemd counts starts in a window; the profile counts restarts: allow max_restarts + 1 starts.
-    lines += [f"StartLimitIntervalSec={max(60, int((a.backoff_seconds + probe.timeout_seconds) * (a.max_restarts + 1)))}",
+    window = max(60, int((a.backoff_seconds + probe.timeout_seconds) * (a.max_restarts + 1)))
+    lines += [f"StartLimitIntervalSec={window}",
               f"StartLimitBurst={a.max_restarts + 1}", "", "[Service]", "Type=simple"]
     lines.append("ExecStart=" + " ".join(_esc(relocate(arg, mapping)) for arg in rendered.argv))
     lines.append(f"ExecStartPost={_esc(probe_python)} {_esc(layout.etc + '/stackpanel-probe.py')} "
                  f"{_esc(probe_url)} {probe.timeout_seconds:g} {probe.period_seconds:g}")
     if rendered.reload_signal is not None:
-        lines.append(f"ExecReload=/bin/kill -{signal.Signals(rendered.reload_signal).name.removeprefix('SIG')} $MAINPID")
+        reload = signal.Signals(rendered.reload_signal).name.removeprefix("SIG")
+        lines.append(f"ExecReload=/bin/kill -{reload} $MAINPID")
     lines.append(f"WorkingDirectory={relocate(str(rendered.cwd), mapping)}")
     for key, value in rendered.env.items():
         lines.append(f"Environment={_esc(f'{key}={relocate(value, mapping)}')}")
