@@ -175,3 +175,31 @@ def test_names_become_slugs() -> None:
     assert slug("Nginx → Uvicorn") == "nginx-uvicorn"
     with pytest.raises(ExportError):
         slug("→")
+
+
+def test_an_app_in_its_working_dir_is_copied_whole_with_its_requirements(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "shop").mkdir(parents=True)
+    (src / "shop" / "__init__.py").write_text("", encoding="utf-8")
+    (src / "shop" / "main.py").write_text("from fastapi import FastAPI\napp = FastAPI()\n", encoding="utf-8")
+    (src / "requirements.txt").write_text("# pinned by the team\nfastapi>=0.100\n", encoding="utf-8")
+    text = f"""version: 1
+name: Shop
+nodes:
+  web:
+    kind: nginx
+    port: 8080
+    routes: [{{path: /, to: api}}]
+  api:
+    kind: uvicorn
+    port: 8000
+    app: {{module: shop.main:app, working_dir: {src}}}
+"""
+    profile = load_profile_text(text, tmp_path / "shop.yaml", check_files=False)
+    plan = export_compose(profile, "shop")
+    assert plan.trees["build/api/src"] == src
+    reqs = plan.files["build/api/requirements.txt"].splitlines()
+    assert "fastapi>=0.100" in reqs and any(r.startswith("uvicorn==") for r in reqs)
+    out = tmp_path / "out"
+    plan.write(out)
+    assert (out / "build/api/src/shop/main.py").is_file() and (out / "compose.yaml").is_file()
