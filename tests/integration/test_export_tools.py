@@ -30,7 +30,7 @@ import yaml
 
 from stackpanel.core import discovery
 from stackpanel.core.export import export_compose, export_process_compose, export_systemd
-from stackpanel.core.export.compose import CONTAINER_ROOT
+from stackpanel.core.export.compose import CONTAINER_ROOT, service_name
 from stackpanel.core.profiles.library import list_profiles
 from stackpanel.core.profiles.loader import load_profile
 from stackpanel.core.profiles.schema import ProxyNode
@@ -59,11 +59,11 @@ def test_compose_export_passes_docker_compose_config(entry, tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     normalised = yaml.safe_load(done.stdout)
-    assert set(normalised["services"]) == set(profile.nodes)
+    assert set(normalised["services"]) == {service_name(n) for n in profile.nodes}
     # Only the entry is published, on loopback.
     published = {name for name, s in normalised["services"].items() if s.get("ports")}
-    assert published == {profile.entry}
-    for port in normalised["services"][profile.entry]["ports"]:  # 1.29 keeps the short form
+    assert published == {service_name(profile.entry)}
+    for port in normalised["services"][service_name(profile.entry)]["ports"]:  # 1.29 keeps the short form
         assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1", port
 
 
@@ -124,8 +124,8 @@ def test_exported_proxy_configs_pass_nginx_and_apache_tests(entry, tmp_path: Pat
                 line.startswith(f"LoadModule {m}_module ") for m in apache.compiled_in)), encoding="utf-8")
     compose = yaml.safe_load((export / "compose.yaml").read_text(encoding="utf-8"))
     tests = []
-    for name, service in compose["services"].items():
-        argv = [str(a) for a in service["command"]]
+    for name in profile.nodes:
+        argv = [str(a) for a in compose["services"][service_name(name)]["command"]]
         if profile.nodes[name].kind == "nginx":
             assert nginx is not None
             tests.append([str(nginx.path), "-t", *argv[1:]])

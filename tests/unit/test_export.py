@@ -203,3 +203,23 @@ nodes:
     out = tmp_path / "out"
     plan.write(out)
     assert (out / "build/api/src/shop/main.py").is_file() and (out / "compose.yaml").is_file()
+
+
+def test_a_node_name_with_underscore_becomes_a_valid_service_host_name(tmp_path: Path) -> None:
+    text = """version: 1
+name: Underscore
+nodes:
+  front_door:
+    kind: apache
+    port: 8080
+    routes: [{path: /, to: my_api}]
+  my_api:
+    kind: uvicorn
+    port: 8000
+    app: {module: stackpanel.apps.fastapi_demo:app}
+"""
+    plan = export_compose(load_profile_text(text, builtin_dir() / "u.yaml"), "u")
+    doc = yaml.safe_load(plan.files["compose.yaml"])
+    assert set(doc["services"]) == {"front-door", "my-api"}
+    assert doc["services"]["front-door"]["depends_on"] == {"my-api": {"condition": "service_healthy"}}
+    assert '"http://my-api:8000/' in plan.files["conf/httpd-front_door.conf"]

@@ -98,6 +98,12 @@ def container_profile(profile: Profile) -> Profile:
     return profile_with(profile, **updates)
 
 
+def service_name(node: str) -> str:
+    """The compose service (and DNS name) of a node: '_' is not a valid host-name character, and
+    Apache refuses it in a ProxyPass URL, so my_api becomes my-api."""
+    return node.replace("_", "-")
+
+
 def _backend_rewrite(profile: Profile, name: str, text: str) -> str:
     node = profile.nodes[name]
     own = {port for _, port in node.listen_addresses}
@@ -107,7 +113,7 @@ def _backend_rewrite(profile: Profile, name: str, text: str) -> str:
 
     def to_service(m: re.Match[str]) -> str:
         port = int(m.group(1))
-        return f"{backends[port]}:{port}" if port in backends else m.group(0)
+        return f"{service_name(backends[port])}:{port}" if port in backends else m.group(0)
 
     return re.sub(r"(?<![\d.])0\.0\.0\.0:(\d+)(?!\d)", to_service, text)
 
@@ -184,6 +190,10 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
     volumes: dict[str, Any] = {}
     sources: dict[str, AppSource] = {}
     entry = profile.entry
+    names = {service_name(n) for n in profile.nodes}
+    if len(names) != len(profile.nodes):
+        raise ExportError("two nodes differ only in '_' versus '-', and compose service names cannot tell them "
+                          "apart; rename one")
     for node_name, rendered in stack.nodes.items():
         node = profile.nodes[node_name]
         mapping = _container_paths(node_name)
@@ -221,7 +231,7 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
             else:
                 plan.trees[f"{build}/src"] = src.tree
             service["build"] = {"context": f"./{build}"}
-            service["image"] = f"stackpanel-{project}-{node_name}:latest"
+            service["image"] = f"stackpanel-{project}-{service_name(node_name)}:latest"
             service["working_dir"] = APP_DIR
         service["command"] = _container_argv(rendered, node)
         if rendered.env:
@@ -238,17 +248,17 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
             service["expose"] = [str(p) for p in ports]
         deps = [d for d in profile.dependencies(node_name) if d in profile.nodes]
         if deps:
-            service["depends_on"] = {d: {"condition": "service_healthy"} for d in deps}
+            service["depends_on"] = {service_name(d): {"condition": "service_healthy"} for d in deps}
         service["healthcheck"] = healthcheck(node)
         service["restart"] = restart_policy(node)
         service["stop_signal"] = f"SIG{signal.Signals(rendered.stop_signal).name.removeprefix('SIG')}"
         service["stop_grace_period"] = _duration(node.stop_deadline_seconds)
-        services[node_name] = service
+        services[service_name(node_name)] = service
     doc = {"services": services, "volumes": volumes}
     header = (f"# {profile.name}: exported by stackpanel from the profile (see README.md).\n"
               f"# Run: docker compose -p stackpanel-{project} up --build\n")
     plan.add("compose.yaml", header + yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True))
-    plan.add("README.md", _readme(profile, project, stack.nodes, sources, publish_address))
+    plan.add("README.md", _readme(profile, project, services, sources, publish_address, python_image))
     return plan
 
 
@@ -263,8 +273,8 @@ def _tls_readme(profile: Profile, name: str) -> str:
             "certificate for its public name (add that name to `server_names:` in the profile).\n")
 
 
-def _readme(profile: Profile, project: str, nodes: dict[str, RenderedNode], sources: dict[str, AppSource],
-            publish: str) -> str:
+def _readme(profile: Profile, project: str, services: dict[str, Any], sources: dict[str, AppSource],
+            publish: str, python_image: str) -> str:
     entry = profile.nodes[profile.entry]
     urls = [f"http://{publish}:{entry.port}/"]
     if isinstance(entry, ProxyNode) and entry.tls is not None:
@@ -281,9 +291,10 @@ def _readme(profile: Profile, project: str, nodes: dict[str, RenderedNode], sour
         "depends on are healthy (the profile's readiness probes).", "",
         "| service | image | command |", "|---|---|---|",
     ]
-    for name, rendered in nodes.items():
-        image = "built from `build/" + name + "`" if name in sources else rendered.kind
-        lines.append(f"| {name} | {image} | `{shlex.join(rendered.argv[:1])} ...` |")
+    for name, service in services.items():
+        built = "build" in service
+        image = f"`{service['build']['context']}` (FROM {python_image})" if built else f"`{service['image']}`"
+        lines.append(f"| {name} | {image} | `{shlex.join(service['command'][:4])} ...` |")
     lines += [
         "", "## What differs from the local run", "",
         f"- Every server listens on 0.0.0.0 inside its own container; only the entry (`{profile.entry}`) is "
