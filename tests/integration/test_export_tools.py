@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,8 @@ from stackpanel.core.export import export_compose, export_process_compose, expor
 from stackpanel.core.export.compose import CONTAINER_ROOT, service_name
 from stackpanel.core.profiles.library import list_profiles
 from stackpanel.core.profiles.loader import load_profile
-from stackpanel.core.profiles.schema import ProxyNode
+from stackpanel.core.profiles.schema import Profile, ProxyNode
+from stackpanel.core.tls import issue_leaf
 
 pytestmark = pytest.mark.integration
 
@@ -79,20 +82,47 @@ def test_compose_export_matches_the_compose_spec_schema(entry) -> None:
     assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
 
 
-def _namespace_script(export: Path, services: list[str], apache_modules: Path) -> str:
+def _export_for_debian(profile: Profile, name: str, tmp_path: Path, nginx: discovery.NginxInfo | None) -> Path:
+    """The compose export with the nginx image tag of this machine's nginx (see the module doc) and,
+    for TLS, a leaf from a throwaway CA in tls/<node>/ (what the user puts there)."""
+    image = f"nginx:{nginx.version}" if nginx is not None else "nginx:1.28"
+    export = tmp_path / "export"
+    export_compose(profile, name, nginx_image=image).write(export)
+    for node_name, node in profile.nodes.items():
+        if isinstance(node, ProxyNode) and node.tls is not None:
+            issue_leaf(node.certificate_names(profile.accepted_host_names(node_name)), export / "tls" / node_name,
+                       ca_directory=tmp_path / "ca")
+    return export
+
+
+def _stage_for_debian(export: Path, apache: discovery.ApacheInfo | None) -> dict:
+    """Debian compiles log_config, unixd, ... into apache2; the httpd image has them as modules,
+    and loading a compiled-in module is an error: drop those LoadModule lines (only those)."""
+    if apache is not None:
+        for conf in (export / "conf").glob("httpd-*.conf"):
+            lines = conf.read_text(encoding="utf-8").splitlines(keepends=True)
+            conf.write_text("".join(line for line in lines if not any(
+                line.startswith(f"LoadModule {m}_module ") for m in apache.compiled_in)), encoding="utf-8")
+    return yaml.safe_load((export / "compose.yaml").read_text(encoding="utf-8"))
+
+
+def _namespace_script(export: Path, compose: dict, apache: discovery.ApacheInfo | None) -> str:
+    """Shell lines that lay the export out at the container paths inside a private mount namespace."""
+    services = list(compose["services"])
+    modules = apache.modules_dir if apache is not None and apache.modules_dir else Path("/usr/lib/apache2/modules")
     hosts = export.parent / "hosts"
     hosts.write_text("127.0.0.1 localhost " + " ".join(services) + "\n", encoding="utf-8")
+    tmpfs = "".join(f"mkdir -p {t}\n" for s in compose["services"].values() for t in s.get("tmpfs", []))
     return f"""set -e
 mount -t tmpfs none /srv
 mkdir -p {CONTAINER_ROOT}/logs {CONTAINER_ROOT}/run {CONTAINER_ROOT}/tmp
 cp -a {export}/conf {CONTAINER_ROOT}/conf
 [ -d {export}/static ] && cp -a {export}/static {CONTAINER_ROOT}/static
 [ -d {export}/tls ] && cp -a {export}/tls {CONTAINER_ROOT}/tls
-for s in {" ".join(services)}; do mkdir -p {CONTAINER_ROOT}/tmp/$s; done
-mount --bind {hosts} /etc/hosts
+{tmpfs}mount --bind {hosts} /etc/hosts
 mount -t tmpfs none /usr/local
 mkdir -p /usr/local/apache2/modules /usr/local/apache2/conf
-mount --bind {apache_modules} /usr/local/apache2/modules
+mount --bind {modules} /usr/local/apache2/modules
 cp /etc/mime.types /usr/local/apache2/conf/mime.types
 """
 
@@ -106,23 +136,8 @@ def test_exported_proxy_configs_pass_nginx_and_apache_tests(entry, tmp_path: Pat
     kinds = profile.kinds()
     if ("nginx" in kinds and nginx is None) or ("apache" in kinds and apache is None):
         pytest.skip("needs Debian's nginx and apache2")
-    image = f"nginx:{nginx.version}" if nginx is not None else "nginx:1.28"
-    export = tmp_path / "export"
-    export_compose(profile, entry.name, nginx_image=image).write(export)
-    for name, node in profile.nodes.items():
-        if isinstance(node, ProxyNode) and node.tls is not None:
-            from stackpanel.core.tls import issue_leaf
-
-            issue_leaf(node.certificate_names(profile.accepted_host_names(name)), export / "tls" / name,
-                       ca_directory=tmp_path / "ca")
-    if apache is not None:
-        # Debian compiles log_config, unixd, ... into apache2; the httpd image has them as modules,
-        # and loading a compiled-in module is an error: drop those LoadModule lines (only those).
-        for conf in (export / "conf").glob("httpd-*.conf"):
-            lines = conf.read_text(encoding="utf-8").splitlines(keepends=True)
-            conf.write_text("".join(line for line in lines if not any(
-                line.startswith(f"LoadModule {m}_module ") for m in apache.compiled_in)), encoding="utf-8")
-    compose = yaml.safe_load((export / "compose.yaml").read_text(encoding="utf-8"))
+    export = _export_for_debian(profile, entry.name, tmp_path, nginx)
+    compose = _stage_for_debian(export, apache)
     tests = []
     for name in profile.nodes:
         argv = [str(a) for a in compose["services"][service_name(name)]["command"]]
@@ -133,9 +148,7 @@ def test_exported_proxy_configs_pass_nginx_and_apache_tests(entry, tmp_path: Pat
             assert apache is not None
             tests.append([str(apache.path), "-t", *[a for a in argv[1:] if a != "-DFOREGROUND"]])
     assert tests
-    modules = apache.modules_dir if apache is not None and apache.modules_dir else Path("/usr/lib/apache2/modules")
-    script = _namespace_script(export, list(compose["services"]), modules)
-    script += "".join(f"mkdir -p {t}\n" for s in compose["services"].values() for t in s.get("tmpfs", []))
+    script = _namespace_script(export, compose, apache)
     script += "\n".join(" ".join(f"'{a}'" for a in t) + " 2>&1" for t in tests) + "\n"
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
     if done.returncode != 0 and "unshare failed" in done.stderr:
@@ -174,3 +187,70 @@ def test_process_compose_export_is_complete(entry, tmp_path: Path) -> None:
         assert Path(proc["working_dir"]).is_dir()
     for path in (tmp_path / "run" / "conf").iterdir():
         assert path.stat().st_size > 0
+
+
+RUN_PROFILES = [e for e in PROXIED if e.name in ("nginx-split", "nginx-gunicorn-uvicorn", "nginx-tls-uvicorn")]
+
+
+@pytest.mark.parametrize("entry", RUN_PROFILES, ids=[e.name for e in RUN_PROFILES])
+def test_exported_stack_serves_through_service_names(entry, tmp_path: Path) -> None:
+    """Runs the compose export's own commands, not in containers but in private mount, network and
+    pid namespaces: the container paths, /etc/hosts naming the services, loopback only, every
+    process killed with the namespace. Services start in compose order, each after its
+    dependencies' exported healthchecks pass; then a request to every route of the entry must get
+    an answer (below 500) and must show up in every tier's access log.
+
+    Proves: the exported configs, command lines, healthchecks and service-name upstreams work
+    together with the real servers (Debian's nginx/apache2, this venv's uvicorn/gunicorn) and the
+    app code copied into build/<node>/src. Not proved: the images (their nginx is 1.28, httpd is
+    built differently, Python comes from the python image and requirements.txt), container
+    networking, volumes and the engine's restart and healthcheck handling. The app directory is
+    /srv/app instead of /app (a root-level mount point cannot be made without touching the host)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip (util-linux, iproute2)")
+    nginx, apache = discovery.find_nginx(), discovery.find_apache()
+    if nginx is None or apache is None:
+        pytest.skip("needs Debian's nginx and apache2")
+    profile = load_profile(entry.path)
+    export = _export_for_debian(profile, entry.name, tmp_path, nginx)
+    compose = _stage_for_debian(export, apache)
+    script = "ip link set lo up\n" + _namespace_script(export, compose, apache)
+    for node_name in profile.start_order():
+        svc = compose["services"][service_name(node_name)]
+        argv = [str(a) for a in svc["command"]]
+        env = dict(svc.get("environment", {}))
+        if "build" in svc:
+            script += f"rm -rf /srv/app && cp -a {export}/{svc['build']['context']}/src /srv/app\n"
+            argv = [sys.executable if i == 0 else ("/srv/app" if a == "/app" else a) for i, a in enumerate(argv)]
+            env["STACKPANEL_APP_DIR"] = "/srv/app"
+            cwd = "/srv/app"
+        else:
+            argv[0] = str(nginx.path) if profile.nodes[node_name].kind == "nginx" else str(apache.path)
+            cwd = "/"
+        assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+        script += (f"(cd {cwd} && exec env -u PYTHONPATH {assigns} {shlex.join(argv)}) "
+                   f"> {tmp_path}/{node_name}.out 2>&1 &\n")
+        check = svc["healthcheck"]["test"][-1].replace("$$", "$")
+        script += (f"i=0; until bash -c {shlex.quote(check)} 2>/dev/null; do i=$((i+1)); "
+                   f"[ $i -lt 150 ] || {{ echo 'UNHEALTHY {node_name}'; exit 1; }}; sleep 0.2; done\n")
+    entry_node = profile.nodes[profile.entry]
+    assert isinstance(entry_node, ProxyNode)
+    for route in entry_node.routes:
+        script += (f"echo ROUTE {route.path} $(curl -s -o /dev/null -w '%{{http_code}}' "
+                   f"http://localhost:{entry_node.port}{route.path})\n")
+        if entry_node.tls is not None:
+            script += (f"echo ROUTE https{route.path} $(curl -sk -o /dev/null -w '%{{http_code}}' "
+                       f"https://localhost:{entry_node.tls.port}{route.path})\n")
+    script += f"sleep 1.2; cp -a {CONTAINER_ROOT}/logs {tmp_path}/logs\n"  # nginx flushes its log buffer every 1 s
+    done = subprocess.run(["unshare", "-m", "-n", "-p", "-f", "--kill-child", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    outputs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in tmp_path.glob("*.out"))
+    assert done.returncode == 0, done.stdout + done.stderr + outputs
+    statuses = dict(line.split()[1:3] for line in done.stdout.splitlines() if line.startswith("ROUTE "))
+    # Below 500: answered by the tier behind the route (a 404 from the app for /ws is an answer;
+    # a 502/504 would be an upstream nginx or Apache could not reach).
+    assert statuses and all(len(v) == 3 and int(v) < 500 for v in statuses.values()), (statuses, outputs)
+    assert "200" in statuses.values(), statuses
+    for node_name in profile.nodes:
+        log = tmp_path / "logs" / f"{node_name}.access.log"
+        assert log.is_file() and log.stat().st_size > 0, f"no request reached {node_name}\n{outputs}"
