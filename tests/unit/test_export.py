@@ -223,3 +223,26 @@ nodes:
     assert set(doc["services"]) == {"front-door", "my-api"}
     assert doc["services"]["front-door"]["depends_on"] == {"my-api": {"condition": "service_healthy"}}
     assert '"http://my-api:8000/' in plan.files["conf/httpd-front_door.conf"]
+
+
+@pytest.mark.parametrize("entry", BUILTINS, ids=[e.name for e in BUILTINS])
+def test_systemd_every_writable_path_is_a_directory_the_unit_owns(entry) -> None:
+    """ProtectSystem=strict leaves only the unit's own Logs/Runtime/State/Cache directories
+    writable: every log, pid, socket and temp path the unit or its config names must be inside
+    them, and every config it reads inside /etc/stackpanel/<name>."""
+    plan = export_systemd(load_profile(entry.path), entry.name, nginx=NGINX, apache=APACHE)
+    for rel, unit in plan.files.items():
+        if not rel.endswith(".service"):
+            continue
+        node = rel.removeprefix(f"units/stackpanel-{slug(entry.name)}-").removesuffix(".service")
+        owned = [f"/{base}/{value}" for key, base in (("LogsDirectory", "var/log"), ("RuntimeDirectory", "run"),
+                                                      ("StateDirectory", "var/lib"), ("CacheDirectory", "var/cache"))
+                 for line in unit.splitlines() if line.startswith(key + "=") for value in [line.split("=", 1)[1]]]
+        assert len(owned) == 4
+        texts = [unit] + [t for r, t in plan.files.items() if r.startswith("etc/") and f"-{node}." in r]
+        for text in texts:
+            for path in re.findall(r"(?<![\w/])(/(?:var/log|run|var/cache|var/lib)/stackpanel/[^\s\"'(),;]*)", text):
+                assert any(path == d or path.startswith(d + "/") for d in owned), (rel, path, owned)
+        for path in re.findall(r"(/etc/stackpanel/[^\s\"'(),;]*)", unit):
+            etc = f"/etc/stackpanel/{slug(entry.name)}"
+            assert path == etc or path.startswith(etc + "/"), (rel, path)
