@@ -246,3 +246,19 @@ def test_systemd_every_writable_path_is_a_directory_the_unit_owns(entry) -> None
         for path in re.findall(r"(/etc/stackpanel/[^\s\"'(),;]*)", unit):
             etc = f"/etc/stackpanel/{slug(entry.name)}"
             assert path == etc or path.startswith(etc + "/"), (rel, path)
+
+
+def test_cli_exports_compose_and_reports_a_bad_profile(tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from stackpanel.export_command import add_export_parser, cmd_export
+
+    parser = argparse.ArgumentParser()
+    add_export_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "deploy"
+    assert cmd_export(parser.parse_args(["export", "compose", "nginx-split", str(out), "--publish", "0.0.0.0"])) == 0
+    doc = yaml.safe_load((out / "compose.yaml").read_text(encoding="utf-8"))
+    assert doc["services"]["edge"]["ports"] == ["0.0.0.0:8080:8080"]
+    assert (out / "README.md").is_file() and (out / "static/site-0/index.html").is_file()
+    assert cmd_export(parser.parse_args(["export", "compose", str(tmp_path / "missing.yaml"), str(out)])) == 1
+    assert "no such profile" in capsys.readouterr().err

@@ -2,6 +2,10 @@
 
 process-compose runs local processes, like stackpanel itself, so this export renders the configs
 into a real run directory (next to the file by default) and points each process at them.
+
+Unlike stackpanel's supervisor, process-compose passes its own environment on: a
+GUNICORN_CMD_ARGS or UVICORN_* set in the shell that runs it reaches the servers (stackpanel
+removes those, see schema.SERVER_CONTROL_ENV). The file's header says so.
 """
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ def export_process_compose(profile: Profile, file: Path, *, run_dir: Path | None
     doc = process_compose_document(profile, run)
     file.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# {profile.name}: exported by stackpanel; configs rendered into {run}.\n"
-              f"# Run: process-compose -f {file.name} up\n")
+              f"# Run: process-compose -f {file.name} up\n"
+              "# from a shell without GUNICORN_CMD_ARGS, WEB_CONCURRENCY or UVICORN_* (the servers would read them).\n")
     file.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True), encoding="utf-8")
     return run
