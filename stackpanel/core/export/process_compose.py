@@ -1,0 +1,70 @@
+"""`stackpanel export process-compose`: the vocabulary borrowed from process-compose, handed back.
+
+process-compose runs local processes, like stackpanel itself, so this export renders the configs
+into a real run directory (next to the file by default) and points each process at them.
+
+Unlike stackpanel's supervisor, process-compose passes its own environment on: a
+GUNICORN_CMD_ARGS or UVICORN_* set in the shell that runs it reaches the servers (stackpanel
+removes those, see schema.SERVER_CONTROL_ENV). The file's header says so.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stackpanel.core.profiles.schema import Profile
+from stackpanel.core.render import render_stack
+
+#: process-compose's names for the restart policies (src/types/process.go).
+RESTART = {"no": "no", "on-failure": "on_failure", "always": "always"}
+
+
+def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
+    stack = render_stack(profile, run_dir)
+    stack.write()
+    processes: dict[str, Any] = {}
+    for name, rendered in stack.nodes.items():
+        node = profile.nodes[name]
+        probe, avail = node.readiness_probe, node.availability
+        proc: dict[str, Any] = {
+            "command": shlex.join(rendered.argv),
+            "working_dir": str(rendered.cwd),
+            "log_location": str(rendered.output_log),
+        }
+        if rendered.env:
+            proc["environment"] = [f"{k}={v}" for k, v in rendered.env.items()]
+        deps = [d for d in profile.dependencies(name) if d in profile.nodes]
+        if deps:
+            proc["depends_on"] = {d: {"condition": "process_healthy"} for d in deps}
+        proc["readiness_probe"] = {
+            "http_get": {"host": node.host, "scheme": "http", "path": probe.http_get.path, "port": node.port},
+            # process-compose takes whole seconds; the supervisor's 50 ms polling becomes 1 s.
+            "initial_delay_seconds": int(probe.initial_delay_seconds),
+            "period_seconds": max(1, round(probe.period_seconds)),
+            "timeout_seconds": max(1, min(5, int(probe.timeout_seconds))),
+            "failure_threshold": max(1, int(probe.timeout_seconds / max(1.0, probe.period_seconds))),
+        }
+        proc["availability"] = {"restart": RESTART[avail.restart],
+                                "backoff_seconds": max(1, round(avail.backoff_seconds)),
+                                "max_restarts": avail.max_restarts}
+        proc["shutdown"] = {"signal": int(rendered.stop_signal),
+                            "timeout_seconds": max(1, round(node.stop_deadline_seconds))}
+        processes[name] = proc
+    return {"version": "0.5", "log_level": "info", "processes": processes}
+
+
+def export_process_compose(profile: Profile, file: Path, *, run_dir: Path | None = None) -> Path:
+    """Write `file` and render the configs into `run_dir` (default: ``<file's dir>/stackpanel-run``).
+    Returns the run dir."""
+    file = Path(file)
+    run = Path(run_dir) if run_dir is not None else file.parent / "stackpanel-run"
+    doc = process_compose_document(profile, run)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# {profile.name}: exported by stackpanel; configs rendered into {run}.\n"
+              f"# Run: process-compose -f {file.name} up\n"
+              "# from a shell without GUNICORN_CMD_ARGS, WEB_CONCURRENCY or UVICORN_* (the servers would read them).\n")
+    file.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True), encoding="utf-8")
+    return run
