@@ -21,9 +21,10 @@ apt_packages=(nginx apache2 python3-venv libnss3-tools ca-certificates
   libxcb-xinerama0 libxcb-randr0 libxcb-xfixes0)
 # The packaging tests (-m packaging) build the .deb with Debian's tools, check it with lintian and
 # desktop-file-validate, and install it into a clean mmdebstrap root (ip, xwininfo for the window).
-# The HTTPS tests verify with curl and load pages in headless Chromium.
+# The HTTPS tests verify with curl and load pages in headless Chromium; the export tests validate
+# with `docker-compose config` (no daemon: recommends are not installed) and `systemd-analyze verify`.
 if [ "$mode" = test ]; then apt_packages+=(xvfb wrk mmdebstrap dpkg-dev lintian desktop-file-utils x11-utils iproute2
-  curl chromium); fi
+  curl chromium docker-compose systemd); fi
 
 say() { printf '\033[1mstackpanel:\033[0m %s\n' "$*" >&2; }
 

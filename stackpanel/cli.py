@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from stackpanel import __version__
 from stackpanel.core.errors import ProfileError, StackpanelError
+from stackpanel.export_command import add_export_parser, cmd_export
 from stackpanel.trust_command import add_trust_parser, cmd_trust
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one CSV row per profile")
     p.add_argument("--png", type=Path, metavar="FILE", help="write a bar chart (req/s, ratio, p99) as PNG")
     add_trust_parser(sub)
+    add_export_parser(sub)
     sub.add_parser("schema", help="print the profile JSON Schema (draft-07, for editors' YAML support)")
     # --- selftest (issue #16, kept in one block) ---
     p = sub.add_parser("selftest", help="doctor, then up → request → stop for each profile; PASS/FAIL lines",
@@ -264,6 +266,7 @@ COMMANDS = {
     "selftest": cmd_selftest,
     "trust": cmd_trust,
     "schema": cmd_schema,
+    "export": cmd_export,
 }
 
 

@@ -63,9 +63,10 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     # is the package's own business.
     ("stackpanel.core.profiles",),
     ("stackpanel.core.render",),
-    ("stackpanel.core.supervise", "stackpanel.core.metrics", "stackpanel.core.loadgen"),
+    ("stackpanel.core.supervise", "stackpanel.core.metrics", "stackpanel.core.loadgen", "stackpanel.core.export"),
     ("stackpanel.core.session",),
-    ("stackpanel.core.bench", "stackpanel.core.headless", "stackpanel.selftest", "stackpanel.trust_command"),
+    ("stackpanel.core.bench", "stackpanel.core.headless", "stackpanel.selftest", "stackpanel.trust_command",
+     "stackpanel.export_command"),
     ("stackpanel.qt",),
     ("stackpanel.cli",),
     ("stackpanel.__main__",),

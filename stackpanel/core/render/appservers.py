@@ -59,7 +59,7 @@ def _wrapper_handler(paths: RunPaths, name: str) -> dict[str, Any]:
 def uvicorn_log_config(paths: RunPaths, name: str, wrapped: bool = False) -> dict[str, Any]:
     """dictConfig for uvicorn: access lines in the shared format (pid first) to the access log,
     written by the access wrapper for an ASGI app (`wrapped`), by uvicorn's logger for WSGI."""
-    config = {
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
@@ -93,7 +93,7 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
     """dictConfig for gunicorn. Sync workers: gunicorn's access log in the shared format. With
     UvicornWorker, the access wrapper writes the lines and uvicorn's own are off."""
     access_formatter = {"format": logformat.GUNICORN_FORMATTER}
-    config = {
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "root": {"level": "INFO", "handlers": ["error"]},
