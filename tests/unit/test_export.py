@@ -12,23 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stackpanel.core.discovery import ApacheInfo, NginxInfo
 from stackpanel.core.export import ExportError, export_compose, export_systemd
 from stackpanel.core.export.common import RENDER_ROOT, relocate, slug
 from stackpanel.core.export.compose import CONTAINER_ROOT, healthcheck, restart_policy
 from stackpanel.core.export.process_compose import process_compose_document
 from stackpanel.core.profiles.library import builtin_dir, list_profiles
 from stackpanel.core.profiles.loader import load_profile, load_profile_text
+from tests.unit.test_render import APACHE, NGINX
 
-NGINX = NginxInfo(path=Path("/usr/sbin/nginx"), version="1.22.1", conf_path=None, mime_types=None, modules_path=None)
-APACHE = ApacheInfo(
-    path=Path("/usr/sbin/apache2"), version="2.4.57", server_root=Path("/etc/apache2"),
-    modules_dir=Path("/usr/lib/apache2/modules"),
-    compiled_in=("core", "so", "watchdog", "http_core", "log_config", "logio", "version", "unixd"),
-    available=frozenset({"mpm_event", "authz_core", "mime", "dir", "alias", "setenvif", "proxy", "proxy_http",
-                         "headers", "unique_id", "reqtimeout", "ssl", "socache_shmcb", "http2", "filter", "deflate"}),
-    mime_types=Path("/etc/mime.types"),
-)
+# Fixed server layouts, shared with the renderer's tests: exports must not depend on this machine.
 BUILTINS = [e for e in list_profiles() if e.builtin]
 
 

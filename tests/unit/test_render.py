@@ -28,7 +28,8 @@ APACHE = ApacheInfo(
     modules_dir=Path("/usr/lib/apache2/modules"),
     compiled_in=("core", "so", "watchdog", "http_core", "log_config", "logio", "version", "unixd"),
     available=frozenset({"mpm_event", "authz_core", "mime", "dir", "alias", "setenvif", "proxy", "proxy_http",
-                         "headers", "unique_id", "env", "reqtimeout", "filter", "deflate"}),
+                         "headers", "unique_id", "env", "reqtimeout", "filter", "deflate", "ssl", "socache_shmcb",
+                         "http2"}),
     mime_types=Path("/etc/mime.types"),
 )
 
