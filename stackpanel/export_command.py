@@ -40,7 +40,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from stackpanel.core.export import export_compose, export_process_compose, export_systemd
+    from stackpanel.core.export import export
     from stackpanel.core.profiles.library import resolve_profile
     from stackpanel.core.profiles.loader import load_profile
 
@@ -48,15 +48,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = resolve_profile(args.profile)
         profile = load_profile(path)
         name = args.name or path.stem
-        if args.export_kind == "process-compose":
-            run = export_process_compose(profile, args.out, run_dir=args.run_dir)
-            print(f"wrote {args.out} (configs in {run}); run: process-compose -f {args.out} up")
-            return EXIT_OK
-        if args.export_kind == "compose":
-            plan = export_compose(profile, name, publish_address=args.publish)
-        else:
-            plan = export_systemd(profile, name)
-        plan.write(args.out)
+        said = export(profile, args.export_kind, args.out, name, publish_address=getattr(args, "publish", "127.0.0.1"),
+                      run_dir=getattr(args, "run_dir", None))
         if args.export_kind == "compose" and args.local_certs:
             _issue_local_certs(profile, args.out)
     except StackpanelError as exc:
@@ -65,7 +58,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"stackpanel: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
-    print(f"wrote {len(plan.files)} files into {args.out}; see {args.out / 'README.md'}")
+    print(said)
     return EXIT_OK
 
 

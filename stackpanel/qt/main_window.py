@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from stackpanel.core.profiles.library import DEFAULT_PROFILE, user_dir
 from stackpanel.qt.controller import LoadedProfile, StackController
 from stackpanel.qt.event_log import StackStatusBar
+from stackpanel.qt.export_action import ExportAction
 from stackpanel.qt.nodes_view import NodeButtons, NodeTable
 from stackpanel.qt.notices import ProfileNotices
 from stackpanel.qt.panels import TAB_PANELS, PanelSpec, RemembersSettings
@@ -136,6 +137,8 @@ class MainWindow(QMainWindow):
         act_reload.triggered.connect(lambda: self.profile_list.refresh(select=self.profile_list.current_name()))
         act_folder = m.addAction("Open user profile folder")
         act_folder.triggered.connect(self._open_user_dir)
+        self.act_export = ExportAction(self.controller, self)
+        m.addAction(self.act_export)
         m.addSeparator()
         act_quit = m.addAction("Quit")
         act_quit.setShortcut(QKeySequence.StandardKey.Quit)
