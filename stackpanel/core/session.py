@@ -68,7 +68,7 @@ class StackSession:
         for name, rendered in self._stack.nodes.items():
             node = profile.nodes[name]
             routes = [r.target for r in node.routes] if isinstance(node, ProxyNode) else []
-            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes)
+            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes, rendered.websockets_dir)
         self._supervisor.subscribe(self._feed_metrics)
 
     def _feed_metrics(self, event: Event) -> None:

@@ -510,7 +510,8 @@ class GraphView(QGraphicsView):
             if nm is None:
                 continue
             p95 = f" · p95 {format_ms(nm.latency_p95)}" if nm.latency_p95 is not None else ""
-            item.metric_line = f"{format_rate(nm.rps)}{p95} · {format_count(nm.requests_total)} req"
+            ws = f" · {nm.websockets_open} ws" if nm.websockets_open else ""
+            item.metric_line = f"{format_rate(nm.rps)}{p95} · {format_count(nm.requests_total)} req{ws}"
             item.refresh()
         for w in snap.workers:
             chip = self.workers.get(w.node, {}).get(w.pid)

@@ -6,6 +6,7 @@ matched /apiary.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -235,3 +236,41 @@ def test_the_request_id_goes_back_to_the_client(builtin_stack: tuple[str, int]) 
     assert headers["x-request-id"] == "from-the-client-42"  # a request the client tagged keeps its id
     _s, headers, _b, _a = request(port, "GET", "/api/hello")
     assert len(headers["x-request-id"]) >= 16  # minted by the edge
+
+
+@pytest.mark.parametrize("name", ["nginx-uvicorn", "nginx-gunicorn-uvicorn"])
+def test_the_live_view_counts_open_websockets(name: str, tmp_path: Path) -> None:
+    """WebSockets are long-lived: req/s never shows them. The app tier counts the open ones."""
+    profile = builtin(name)
+    session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
+    port = profile.nodes[profile.entry].port
+
+    def open_now() -> int:
+        session.tick_metrics()
+        node = session.metrics_snapshot().node("app")
+        return node.websockets_open if node is not None else -1
+
+    def settle(expected: int) -> int:
+        deadline = time.monotonic() + 10
+        while (count := open_now()) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return count
+
+    try:
+        session.start()
+        stack = contextlib.ExitStack()
+        sockets = [stack.enter_context(connect(f"ws://127.0.0.1:{port}/api/ws/echo", open_timeout=10))
+                   for _ in range(3)]
+        for ws in sockets:
+            ws.send("x")
+            assert ws.recv(timeout=10) == "x"
+        assert settle(3) == 3
+        for ws in sockets[:2]:
+            ws.close()
+        assert settle(1) == 1
+        stack.close()
+        assert settle(0) == 0
+        app_log = session.stack.paths.access_log("app").read_text()
+        assert app_log.count(' WS "/api/ws/echo"') >= 3 and " 101 " in app_log  # each closed one is logged
+    finally:
+        session.close()

@@ -63,7 +63,7 @@ def test_every_request_is_one_canonical_line(wrapper: Any, caplog: pytest.LogCap
     assert second.split(" ")[1] == "404" and second.split(" ")[4] == "-"
 
 
-def test_lifespan_and_websockets_pass_through_unlogged(wrapper: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_lifespan_passes_through_unlogged(wrapper: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="stackpanel.access")
 
     async def receive() -> dict[str, Any]:

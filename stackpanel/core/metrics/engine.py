@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -98,6 +99,8 @@ class NodeMetrics:
     cpu_percent: float | None
     rss_bytes: int
     process_count: int
+    #: WebSockets open right now (app tiers that count them; 0 elsewhere): long-lived, so req/s misses them
+    websockets_open: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ def snapshot_to_json(snapshot: MetricsSnapshot) -> dict[str, Any]:
                 "requests": n.requests_total,
                 "unparseable": n.unparseable_total,
                 "status": dict(n.status_totals),
+                "websockets_open": n.websockets_open,
                 "p50": n.latency_p50,
                 "p95": n.latency_p95,
                 "p99": n.latency_p99,
@@ -312,6 +316,19 @@ class _NodeState:
         self.workers: tuple[int, ...] = ()
         self.latency_window: deque[tuple[float, FloatArray, float]] = deque()
         self.ring: TimeSeriesRing | None = None
+        self.websockets_dir: Path | None = None
+
+    def websockets_open(self) -> int:
+        """The live workers' counts (a gone worker's file is stale: its connections died with it)."""
+        if self.websockets_dir is None:
+            return 0
+        total = 0
+        for pid in self.workers or ((self.master,) if self.master is not None else ()):
+            try:
+                total += int((self.websockets_dir / str(pid)).read_text() or 0)
+            except (OSError, ValueError):
+                continue
+        return total
 
     def pids(self) -> list[tuple[int, Role]]:
         out: list[tuple[int, Role]] = []
@@ -372,6 +389,7 @@ class MetricsEngine:
         kind: str,
         access_log_path: str | os.PathLike[str] | None,
         routes: Iterable[str] = (),
+        websockets_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         """Watch a node. ``routes`` are the route names its log will carry (edges are listed from
         the start, at 0); routes seen in the log that are not listed are added as they appear."""
@@ -386,6 +404,7 @@ class MetricsEngine:
                     ingest.close()
                 raise ValueError(f"node {name!r} is already registered")
             self._nodes[name] = _NodeState(name, kind, ingest, routes)
+            self._nodes[name].websockets_dir = Path(websockets_dir) if websockets_dir is not None else None
 
     def unregister_node(self, name: str) -> None:
         with self._tick_lock, self._lock:
@@ -534,6 +553,7 @@ class MetricsEngine:
             cpu_percent=sum(cpu) if cpu else None,
             rss_bytes=sum(w.rss_bytes for w in procs),
             process_count=len(procs),
+            websockets_open=node.websockets_open(),
         )
 
     @staticmethod

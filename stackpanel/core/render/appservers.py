@@ -35,9 +35,10 @@ ACCESS_WRAPPER = "stackpanel_access"
 _ACCESS_WRAPPER_SOURCE = (Path(__file__).parent / "templates" / f"{ACCESS_WRAPPER}.py").read_text(encoding="utf-8")
 
 
-def _wrapped(node: AppServerNode, paths: RunPaths) -> tuple[str, dict[str, str], dict[Path, str]]:
+def _wrapped(name: str, node: AppServerNode, paths: RunPaths) -> tuple[str, dict[str, str], dict[Path, str]]:
     """(app target, environment, files) that run the node's ASGI app inside the access wrapper."""
-    env = {"STACKPANEL_APP": node.app.module, "STACKPANEL_APP_DIR": str(_workdir(node))}
+    env = {"STACKPANEL_APP": node.app.module, "STACKPANEL_APP_DIR": str(_workdir(node)),
+           "STACKPANEL_WS_DIR": str(paths.websockets_dir(name))}
     if isinstance(node, UvicornNode) and node.factory:
         env["STACKPANEL_APP_FACTORY"] = "1"
     return f"{ACCESS_WRAPPER}:app", env, {paths.conf_dir / f"{ACCESS_WRAPPER}.py": _ACCESS_WRAPPER_SOURCE}
@@ -126,7 +127,7 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
     wrapped = node.app.interface == "asgi"
-    target, wrapper_env, wrapper_files = _wrapped(node, paths) if wrapped else (node.app.module, {}, {})
+    target, wrapper_env, wrapper_files = _wrapped(name, node, paths) if wrapped else (node.app.module, {}, {})
     argv = [
         node.app.interpreter, "-m", "uvicorn", target,
         "--host", node.host, "--port", str(node.port),
@@ -161,6 +162,8 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         files={log_conf: json.dumps(uvicorn_log_config(paths, name, wrapped), indent=2) + "\n", **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         env=_app_env(node) | wrapper_env, stop_signal=signal.SIGTERM,
+        websockets_dir=paths.websockets_dir(name) if wrapped else None,
+        dirs=(paths.websockets_dir(name),) if wrapped else (),
         # uvicorn has no graceful reload; --workers N restarts workers on HUP only since 0.29
         reload_signal=None,
     )
@@ -176,7 +179,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     # Without --config gunicorn executes a gunicorn.conf.py found in the app's directory, which
     # could rebind, daemonize or add hooks behind the profile's back: pin an empty one.
     py_conf = paths.conf_dir / f"gunicorn-{name}.conf.py"
-    target, wrapper_env, wrapper_files = _wrapped(node, paths) if uvicorn_workers else (node.app.module, {}, {})
+    target, wrapper_env, wrapper_files = _wrapped(name, node, paths) if uvicorn_workers else (node.app.module, {}, {})
     argv = [
         node.app.interpreter, "-m", "gunicorn", target,
         "--config", str(py_conf),
@@ -211,5 +214,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
                **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,
+        websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None,
+        dirs=(paths.websockets_dir(name),) if uvicorn_workers else (),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

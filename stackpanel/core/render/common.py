@@ -134,6 +134,10 @@ class RunPaths:
         """stdout + stderr of the node's leader process."""
         return self.logs_dir / f"{node}.out.log"
 
+    def websockets_dir(self, node: str) -> Path:
+        """One file per worker pid holding its count of open WebSockets (the access wrapper's)."""
+        return self.state_dir / f"ws-{node}"
+
     def tls_dir(self, node: str) -> Path:
         return self.state_dir / f"tls-{node}"
 
@@ -189,6 +193,8 @@ class RenderedNode:
     writable_dirs: tuple[Path, ...] = ()
     #: the TLS leaf the config refers to (None without tls).
     certificate: CertificateRequest | None = None
+    #: where the app's workers count their open WebSockets (None: the tier cannot tell)
+    websockets_dir: Path | None = None
 
     def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """The process environment: the inherited one without the variables that would change the

@@ -63,7 +63,51 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return "-"
 
 
+_ws_dir = os.environ.get("STACKPANEL_WS_DIR")
+_ws_open = 0
+
+
+def _count_websockets(delta: int) -> None:
+    """This worker's open WebSockets, in a file named after its pid that stackpanel's live view
+    reads (they are long-lived: a request count alone never shows them)."""
+    global _ws_open
+    _ws_open += delta
+    if not _ws_dir:
+        return
+    path = os.path.join(_ws_dir, str(os.getpid()))
+    try:
+        with open(path + ".tmp", "w") as fh:
+            fh.write(str(_ws_open))
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # the count is for the live view only
+
+
+async def _websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    start = time.perf_counter()
+    accepted = False
+
+    async def send_and_watch(message: dict[str, Any]) -> None:
+        nonlocal accepted
+        if message["type"] == "websocket.accept" and not accepted:
+            accepted = True
+            _count_websockets(+1)
+        await send(message)
+
+    try:
+        await _app(scope, receive, send_and_watch)
+    finally:
+        if accepted:
+            _count_websockets(-1)
+        _log.info('%d %03d %.6f - %s WS "%s"', os.getpid(), 101 if accepted else 403, time.perf_counter() - start,
+                  _request_id(scope.get("headers", [])), (scope.get("raw_path") or scope["path"].encode()).decode(
+                      "latin-1"))
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+        return
     if scope["type"] != "http":
         await _app(scope, receive, send)
         return
