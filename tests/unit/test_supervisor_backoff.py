@@ -23,4 +23,22 @@ def test_every_restart_path_uses_the_one_formula() -> None:
 
     source = inspect.getsource(supervisor)
     assert source.count("2 **") == 1  # the formula lives in restart_delay only
-    assert source.count("restart_delay(") == 3  # its definition, the crash path, the failed-restart path
+    assert source.count("restart_delay(") == 2  # its definition and restart_plan, its one caller
+    assert source.count("restart_plan(") == 3  # its definition, the crash path, the failed-restart path
+
+
+def test_restarts_are_counted_in_a_window_and_the_backoff_resets() -> None:
+    """Six isolated crashes, each after a healthy stretch longer than the window, once left a node
+    failed for good; now each restarts at once. Crashes close together back off and give up."""
+    from collections import deque
+
+    from stackpanel.core.profiles.schema import Availability
+    from stackpanel.core.supervise.supervisor import restart_plan
+
+    policy = Availability(backoff_seconds=0.5, max_restarts=3, restart_window_seconds=60)
+    isolated: deque[float] = deque()
+    assert [restart_plan(isolated, t, policy) for t in (0, 100, 200, 300, 400, 500)] == [0.0] * 6
+    burst: deque[float] = deque()
+    assert [restart_plan(burst, t, policy) for t in (0, 1, 2, 3)] == [0.0, 0.5, 1.5, None]
+    # once the window has passed, the same node restarts again from the first, immediate restart
+    assert restart_plan(burst, 100, policy) == 0.0

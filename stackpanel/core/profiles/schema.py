@@ -223,9 +223,14 @@ class ReadinessProbe(StrictModel):
 
 
 class Availability(StrictModel):
+    """Restarts are counted in a sliding window (as systemd's StartLimitIntervalSec/Burst): a node
+    gives up after `max_restarts` crashes within `restart_window_seconds`, and a crash after a
+    healthy stretch longer than the window restarts at once, as the first one did."""
+
     restart: RestartPolicy = "on-failure"
     backoff_seconds: float = Field(default=0.5, ge=0, le=300)
     max_restarts: int = Field(default=5, ge=0, le=1000)
+    restart_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
     @field_validator("restart", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from stackpanel.core.errors import StackpanelError
-from stackpanel.core.profiles.schema import NodeBase
+from stackpanel.core.profiles.schema import Availability, NodeBase
 from stackpanel.core.pubsub import Subscribers
 from stackpanel.core.render import RenderedNode, RenderedStack
 from stackpanel.core.supervise.events import (
@@ -96,7 +97,8 @@ class _Node:
     spec: NodeBase
     state: NodeState = NodeState.STOPPED
     proc: ManagedProcess | None = None
-    restarts: int = 0
+    restarts: int = 0  # over the node's life, for people; decisions use `crashes`
+    crashes: deque[float] = field(default_factory=deque)  # monotonic times, within the restart window
     workers: tuple[int, ...] = ()
     reason: str = ""
     timer: threading.Timer | None = None
@@ -110,6 +112,19 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
+
+
+def restart_plan(crashes: deque[float], now: float, policy: Availability) -> float | None:
+    """Record a crash at `now` and say how long to wait before restarting (None: give up).
+
+    Only crashes within the last `restart_window_seconds` count: `max_restarts` of them there and
+    the node has failed for good; older ones are forgotten, and with them the backoff."""
+    crashes.append(now)
+    while crashes and crashes[0] < now - policy.restart_window_seconds:
+        crashes.popleft()
+    if len(crashes) > policy.max_restarts:
+        return None
+    return restart_delay(policy.backoff_seconds, len(crashes) - 1)
 
 
 def restart_delay(backoff_seconds: float, restarts: int) -> float:
@@ -354,13 +369,15 @@ class Supervisor:
                                 f"{reason}; restart policy is {policy.restart!r}")
                 threading.Thread(target=self._discard, args=(node,), daemon=True).start()
                 return
-            if node.restarts >= policy.max_restarts:
-                self._set_state(node, NodeState.FAILED, f"{reason}; gave up after {node.restarts} restarts")
+            delay = restart_plan(node.crashes, time.monotonic(), policy)
+            if delay is None:
+                self._set_state(node, NodeState.FAILED, f"{reason}; gave up after {policy.max_restarts} restarts "
+                                f"within {policy.restart_window_seconds:g} s")
                 threading.Thread(target=self._discard, args=(node,), daemon=True).start()
                 return
-            delay = restart_delay(policy.backoff_seconds, node.restarts)
             self._set_state(node, NodeState.BACKING_OFF, f"{reason}; restarting in {delay:.1f} s "
-                            f"(restart {node.restarts + 1} of {policy.max_restarts})")
+                            f"(restart {len(node.crashes)} of {policy.max_restarts} "
+                            f"within {policy.restart_window_seconds:g} s)")
             node.timer = threading.Timer(delay, self._restart_after_crash, args=(node, proc))
             node.timer.daemon = True
             node.timer.start()
@@ -395,13 +412,13 @@ class Supervisor:
                 # The new process died or never got ready: treat it as another crash.
                 with self._lock:
                     policy = node.spec.availability
-                    if node.restarts >= policy.max_restarts:
-                        self._set_state(node, NodeState.FAILED, f"gave up after {node.restarts} restarts")
+                    delay = restart_plan(node.crashes, time.monotonic(), policy)
+                    if delay is None:
+                        self._set_state(node, NodeState.FAILED, f"gave up after {policy.max_restarts} restarts "
+                                        f"within {policy.restart_window_seconds:g} s")
                     else:
                         self._set_state(node, NodeState.BACKING_OFF, "restart failed; trying again")
-                        node.timer = threading.Timer(
-                            restart_delay(policy.backoff_seconds, node.restarts),
-                            self._restart_after_crash, args=(node, node.proc))
+                        node.timer = threading.Timer(delay, self._restart_after_crash, args=(node, node.proc))
                         node.timer.daemon = True
                         node.timer.start()
 
