@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", action="store_true", help="print a live per-worker table once a second")
     p.add_argument("--metrics-json", type=Path, metavar="FILE",
                    help="append one JSON object per second with per-worker figures")
+    p.add_argument("--keep-going", action="store_true",
+                   help="when a node fails for good, keep serving what still works (default: stop, exit 1)")
 
     p = sub.add_parser("bench", help="run the same load against each profile in turn and compare them",
                        description="Bring each profile up in turn (ports shifted out of the way), warm it up, "
@@ -211,7 +213,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     profile = _load(args.profile, args.port_offset)
     return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
-                        reload_profile=lambda: _load(args.profile, args.port_offset))
+                        reload_profile=lambda: _load(args.profile, args.port_offset),
+                        keep_going=getattr(args, "keep_going", False))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from stackpanel.core.profiles.schema import Profile, ProxyNode
 from stackpanel.core.session import StackSession
 from stackpanel.core.supervise.events import (
     Event,
+    NodeState,
     NodeStateChanged,
     StackState,
     StackStateChanged,
@@ -53,9 +54,12 @@ def format_metrics_table(snap: MetricsSnapshot) -> str:
 
 def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table: bool = False,
                  metrics_json: Path | None = None, out: TextIO = sys.stdout,
-                 reload_profile: Callable[[], Profile] | None = None) -> int:
+                 reload_profile: Callable[[], Profile] | None = None, keep_going: bool = False) -> int:
     """Run until Ctrl-C/SIGTERM. SIGHUP re-reads the profile through ``reload_profile`` and applies
-    it gracefully (the servers test their new configs first; a bad one leaves the stack as it was)."""
+    it gracefully (the servers test their new configs first; a bad one leaves the stack as it was).
+
+    A node that has failed for good (its restarts used up) ends the run with exit status 1, unless
+    ``keep_going``: then what still works keeps serving and the run stays up, degraded."""
     session = StackSession(profile, run_dir=run_dir)
     print_lock = threading.Lock()
 
@@ -64,6 +68,15 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             print(text, file=out, flush=True)
 
     session.subscribe(lambda e: say(format_event(e)))
+    failed_for_good: list[str] = []
+
+    def watch_failures(event: Event) -> None:
+        if isinstance(event, NodeStateChanged) and event.state == NodeState.FAILED and session.state in (
+                StackState.RUNNING, StackState.DEGRADED):
+            failed_for_good.append(f"{event.node} ({event.reason})")
+            wake.set()
+
+    session.subscribe(watch_failures)
     json_file = open(metrics_json, "a", encoding="utf-8") if metrics_json else None  # noqa: SIM115
 
     def on_metrics(snap: MetricsSnapshot) -> None:
@@ -108,6 +121,10 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         while not stop.is_set():
             wake.wait(0.5)
             wake.clear()
+            if failed_for_good and not keep_going:
+                say(f"stackpanel: node {failed_for_good[0]} has failed for good; stopping the stack "
+                    "(`up --keep-going` keeps serving what still works)")
+                return 1
             if reload_wanted.is_set() and reload_profile is not None and not stop.is_set():
                 reload_wanted.clear()
                 try:
