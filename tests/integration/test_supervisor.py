@@ -450,3 +450,34 @@ def test_the_run_lock_dies_with_its_owner(tmp_path: Path) -> None:
     lock.acquire()  # kill -9 released it: no stale lock to clean up
     assert lock.held
     lock.release()
+
+
+def test_a_hung_backend_is_found_by_its_liveness_probe_and_restarted(supervisor_factory, tmp_path: Path) -> None:
+    """SIGSTOP leaves the port accepting connections and nothing answering: once readiness passed,
+    the liveness probe notices within its threshold, the node is killed and restarted."""
+    from stackpanel.core.profiles.loader import load_profile_text
+    from tests.conftest import free_ports
+
+    port = free_ports(1)[0]
+    text = f"""\
+version: 1
+name: hung
+nodes:
+  app:
+    kind: uvicorn
+    port: {port}
+    app: {{module: stackpanel.apps.fastapi_demo:app}}
+    readiness_probe: {{http_get: {{path: /healthz}}}}
+    liveness_probe: {{http_get: {{path: /healthz}}, period_seconds: 0.2, timeout_seconds: 0.3, failure_threshold: 2}}
+"""
+    sup = supervisor_factory(load_profile_text(text, tmp_path / "p.yaml"))
+    rec = Recorder(sup)
+    sup.start()
+    hung = sup.snapshot().node("app").pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    rec.wait_for(lambda e: isinstance(e, StackMessage) and "is unhealthy" in e.text, timeout=10)
+    rec.wait_for(lambda e: isinstance(e, NodeStateChanged) and e.node == "app" and e.state == NodeState.READY
+                 and e.pid != hung, timeout=20)
+    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    assert wait_gone([hung]) == []

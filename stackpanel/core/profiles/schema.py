@@ -222,6 +222,17 @@ class ReadinessProbe(StrictModel):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="give up after this long")
 
 
+class LivenessProbe(StrictModel):
+    """After readiness: GET path every period; `failure_threshold` failures in a row (no answer
+    within timeout, or a status ≥ 500) mean the node is hung: it is killed and restarted per its
+    availability policy (a stopped or deadlocked server accepts connections and answers nothing)."""
+
+    http_get: HttpGet = HttpGet()
+    period_seconds: float = Field(default=5.0, gt=0, le=3600)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=600)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+
+
 class Availability(StrictModel):
     """Restarts are counted in a sliding window (as systemd's StartLimitIntervalSec/Burst): a node
     gives up after `max_restarts` crashes within `restart_window_seconds`, and a crash after a
@@ -371,6 +382,7 @@ class NodeBase(StrictModel):
         default=5.0, gt=0, le=300, description="how long the server keeps an idle client connection open"
     )
     readiness_probe: ReadinessProbe = ReadinessProbe()
+    liveness_probe: LivenessProbe | None = None
     availability: Availability = Availability()
     shutdown: Shutdown = Shutdown()
 

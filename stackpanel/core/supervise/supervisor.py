@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from stackpanel.core.errors import StackpanelError
-from stackpanel.core.profiles.schema import Availability, NodeBase
+from stackpanel.core.profiles.schema import Availability, LivenessProbe, NodeBase
 from stackpanel.core.pubsub import Subscribers
 from stackpanel.core.render import RenderedNode, RenderedStack
 from stackpanel.core.supervise.events import (
@@ -103,6 +103,8 @@ class _Node:
     reason: str = ""
     timer: threading.Timer | None = None
     helper_pids: set[int] = field(default_factory=set)  # e.g. multiprocessing's resource tracker
+    liveness_failures: int = 0
+    liveness_due: float = 0.0
 
 
 def _describe_exit(code: int) -> str:
@@ -172,6 +174,7 @@ class Supervisor:
         self._run_lock = RunLock(stack.paths.root)
         self._rotator = LogRotator()
         self._poller: threading.Thread | None = None
+        self._liveness: threading.Thread | None = None
 
     # ------------------------------------------------------------------ observing
 
@@ -428,6 +431,44 @@ class Supervisor:
         if self._poller is None or not self._poller.is_alive():
             self._poller = threading.Thread(target=self._poll_loop, name="stackpanel-workers", daemon=True)
             self._poller.start()
+        if any(n.spec.liveness_probe for n in self._nodes.values()) and (
+                self._liveness is None or not self._liveness.is_alive()):
+            # its own thread: a probe of a hung node waits its timeout without delaying worker discovery
+            self._liveness = threading.Thread(target=self._liveness_loop, name="stackpanel-liveness", daemon=True)
+            self._liveness.start()
+
+    def _liveness_loop(self) -> None:
+        while not self._closed.is_set() and self._stack_state in (StackState.RUNNING, StackState.DEGRADED):
+            now = time.monotonic()
+            for node in list(self._nodes.values()):
+                probe = node.spec.liveness_probe
+                if probe is None or node.state != NodeState.READY or now < node.liveness_due:
+                    continue
+                node.liveness_due = now + probe.period_seconds
+                ok, detail = probe_http(node.spec.host, node.spec.port, probe.http_get.path, probe.timeout_seconds)
+                self._liveness_result(node, ok, detail, probe)
+            self._closed.wait(0.05)
+
+    def _liveness_result(self, node: _Node, ok: bool, detail: str, probe: LivenessProbe) -> None:
+        with self._lock:
+            proc = node.proc
+            if node.state != NodeState.READY or proc is None:
+                return
+            if ok:
+                node.liveness_failures = 0
+                return
+            node.liveness_failures += 1
+            if node.liveness_failures < probe.failure_threshold:
+                return
+            node.liveness_failures = 0
+            self._message("warning", f"{node.name} is unhealthy: {probe.failure_threshold} liveness probes "
+                          f"of GET {probe.http_get.path} failed in a row ({detail}); killing it for a restart")
+        # SIGKILL to the group also ends stopped (SIGSTOP) processes and hung workers; the leader's
+        # exit then takes the crash path: restart per the node's availability policy
+        try:
+            os.killpg(proc.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def _poll_loop(self) -> None:
         last_rotate = time.monotonic()
