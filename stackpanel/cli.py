@@ -170,6 +170,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         python = next(iter(interpreters), None)
     report = discovery.run_doctor(needs=needs, python=python)
     print(discovery.format_report(report))
+    from stackpanel.core.session import runs_root
+    from stackpanel.core.supervise.rundirs import KEEP_PER_PROFILE, run_dirs_usage
+
+    count, size = run_dirs_usage(runs_root())
+    print(f"\nrun directories: {count} ({size / 2**20:.1f} MiB) in {runs_root()}; the newest {KEEP_PER_PROFILE} "
+          "per profile are kept, older ones are removed when a stack starts")
     return EXIT_OK if report.ok else EXIT_FAIL
 
 

@@ -35,6 +35,7 @@ from stackpanel.core.supervise.events import (
     StackState,
     WorkersChanged,
 )
+from stackpanel.core.supervise.rundirs import prune_run_dirs
 from stackpanel.core.supervise.supervisor import Supervisor
 
 #: "thread": :meth:`StackSession.start` starts the engine's own ticking thread (the panel, ``up``).
@@ -61,7 +62,10 @@ class StackSession:
         if metrics_mode not in ("thread", "manual"):
             raise ValueError(f"metrics_mode must be 'thread' or 'manual' (got {metrics_mode!r})")
         self._profile = profile
-        self._stack: RenderedStack = render_stack(profile, run_dir or default_run_dir(profile))
+        if run_dir is None:  # our own runs root: keep the newest few per profile, remove the rest
+            run_dir = default_run_dir(profile)
+            prune_run_dirs(runs_root(), spare=run_dir)
+        self._stack: RenderedStack = render_stack(profile, run_dir)
         self._metrics_mode: MetricsMode = metrics_mode
         self._supervisor = Supervisor(self._stack, use_guardian=use_guardian)
         self._metrics = MetricsEngine(rate_hz=metrics_hz)
