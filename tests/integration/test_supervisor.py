@@ -481,3 +481,31 @@ nodes:
                  and e.pid != hung, timeout=20)
     assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     assert wait_gone([hung]) == []
+
+
+@pytest.mark.parametrize(("kind", "module", "declared", "actual"), [
+    ("uvicorn", "stackpanel.apps.flask_demo:app", "asgi", "wsgi"),
+    ("gunicorn", "stackpanel.apps.fastapi_demo:app", "wsgi", "asgi"),
+])
+def test_the_wrong_interface_is_named_at_the_first_failed_probe(supervisor_factory, tmp_path: Path, kind: str,
+                                                                 module: str, declared: str, actual: str) -> None:
+    """A WSGI app on uvicorn (or an ASGI app on gunicorn sync) answers 500 to every probe: that
+    once cost the whole 30 s readiness timeout before a TypeError; now the first 500 says which."""
+    from stackpanel.core.profiles.loader import load_profile_text
+    from tests.conftest import free_ports
+
+    text = f"""\
+version: 1
+name: wrong interface
+nodes:
+  app:
+    kind: {kind}
+    port: {free_ports(1)[0]}
+    app: {{module: "{module}", interface: {declared}}}
+    readiness_probe: {{http_get: {{path: /healthz}}, timeout_seconds: 60}}
+"""
+    sup = supervisor_factory(load_profile_text(text, tmp_path / "p.yaml"))
+    started = time.monotonic()
+    with pytest.raises(StartError, match=f"looks like an? {actual.upper()} app.*write `interface: {actual}`"):
+        sup.start()
+    assert time.monotonic() - started < 20  # not the 60 s timeout

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from stackpanel.core.errors import StackpanelError
-from stackpanel.core.profiles.schema import Availability, LivenessProbe, NodeBase
+from stackpanel.core.profiles.schema import AppServerNode, Availability, LivenessProbe, NodeBase
 from stackpanel.core.pubsub import Subscribers
 from stackpanel.core.render import RenderedNode, RenderedStack
 from stackpanel.core.supervise.events import (
@@ -114,6 +115,25 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
+
+
+#: What a server logs when the app's interface is not the one it speaks: (pattern, the interface
+#: the app really has). A WSGI app called as ASGI gets one argument too many; an ASGI app called
+#: as WSGI misses `send`, or returns a coroutine where an iterable belongs.
+_INTERFACE_SIGNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"takes [23] positional arguments but [34] were given"), "wsgi"),
+    (re.compile(r"missing 1 required positional argument: 'send'"), "asgi"),
+    (re.compile(r"'coroutine' object is not iterable|coroutine '.*' was never awaited"), "asgi"),
+)
+
+
+def interface_mismatch(lines: list[str], declared: str) -> str | None:
+    """The interface the app seems to have, when its server's log shows it is not `declared`."""
+    text = "\n".join(lines)
+    for pattern, actual in _INTERFACE_SIGNS:
+        if actual != declared and pattern.search(text):
+            return actual
+    return None
 
 
 def restart_plan(crashes: deque[float], now: float, policy: Availability) -> float | None:
@@ -338,6 +358,14 @@ class Supervisor:
             ok, last = probe_http(node.spec.host, node.spec.port, probe.http_get.path)
             if ok:
                 break
+            if last.startswith("HTTP 5") and isinstance(node.spec, AppServerNode):
+                # a wrong interface answers 500 to every probe: say so now, not after the timeout
+                lines = self.last_lines(node.name)
+                actual = interface_mismatch(lines, node.spec.app.interface)
+                if actual is not None:
+                    raise StartError(node.name, f"{node.spec.app.module} looks like {'an' if actual == 'asgi' else 'a'} {actual.upper()} app, but "
+                                     f"the profile says interface: {node.spec.app.interface}; write "
+                                     f"`interface: {actual}` under app", lines)
             if time.monotonic() > deadline:
                 raise StartError(node.name, f"not ready after {probe.timeout_seconds:g} s "
                                  f"(GET {probe.http_get.path}: {last})", self.last_lines(node.name))
