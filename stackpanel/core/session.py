@@ -67,6 +67,7 @@ class StackSession:
             prune_run_dirs(runs_root(), spare=run_dir)
         self._stack: RenderedStack = render_stack(profile, run_dir)
         self._metrics_mode: MetricsMode = metrics_mode
+        self._started_once = False
         self._supervisor = Supervisor(self._stack, use_guardian=use_guardian)
         self._metrics = MetricsEngine(rate_hz=metrics_hz)
         for name, rendered in self._stack.nodes.items():
@@ -146,6 +147,9 @@ class StackSession:
         """Bring the stack up (backends first, each probed ready); in ``"thread"`` metrics mode,
         start the engine's ticking thread too. Raises a StackpanelError if the stack cannot come up
         (nothing it started is left running)."""
+        if self._started_once:
+            self._metrics.restart_counts()  # the logs of the last run were archived: count from zero
+        self._started_once = True
         self._supervisor.start()
         if self._metrics_mode == "thread" and not self._metrics.running:
             self._metrics.run_in_thread()

@@ -136,3 +136,28 @@ def test_up_metrics_json_writes_one_object_per_second(tmp_path: Path) -> None:
         up.send_signal(2)
         up.communicate(timeout=30)
     assert up.returncode == 0
+
+
+def test_every_start_counts_from_zero_and_keeps_the_last_runs_logs(tmp_path: Path) -> None:
+    """A second start of the same session shows only its own requests and log lines (the Node tab
+    once showed the previous stack's last lines); the last run's logs are kept in logs.1."""
+    import urllib.request
+
+    profile = builtin("nginx-uvicorn")
+    session = StackSession(profile, run_dir=tmp_path / "run", metrics_mode="manual")
+    try:
+        for run, count in enumerate((7, 3)):
+            session.start()
+            metrics = watch(session)  # stop() stopped the engine's thread with the stack
+            for _ in range(count):
+                urllib.request.urlopen(profile.entry_url + "api/hello", timeout=10).read()
+            metrics.wait_for(totals_reach({"app": count}))
+            snap = metrics.wait_quiet()
+            # this run's log, this run's count: its requests and the readiness probe, not 7 + 3 + 2
+            lines = session.stack.paths.access_log("app").read_text().splitlines()
+            assert snap.node("app").requests_total == len(lines) == count + 1, (run, lines)
+            session.stop()
+        previous = session.stack.paths.logs_dir.with_name("logs.1") / "app.access.log"
+        assert len(previous.read_text().splitlines()) >= 7
+    finally:
+        session.close()

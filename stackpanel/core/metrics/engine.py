@@ -406,6 +406,16 @@ class MetricsEngine:
             self._nodes[name] = _NodeState(name, kind, ingest, routes)
             self._nodes[name].websockets_dir = Path(websockets_dir) if websockets_dir is not None else None
 
+    def restart_counts(self) -> None:
+        """A new run of the same stack: every node's counts start again from its (new, empty) log."""
+        with self._tick_lock, self._lock:
+            for node in self._nodes.values():
+                if node.ingest is not None and node.ingest.tailer is not None:
+                    path = node.ingest.tailer.path
+                    node.ingest.close()
+                    node.ingest = AccessLogIngest(path, latency_sample_max=self._latency_sample_max())
+                node.latency_window.clear()
+
     def unregister_node(self, name: str) -> None:
         with self._tick_lock, self._lock:
             node = self._nodes.pop(name, None)

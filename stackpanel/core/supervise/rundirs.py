@@ -12,6 +12,8 @@ from stackpanel.core.supervise.runlock import RunDirLocked, RunLock
 log = logging.getLogger("stackpanel.supervise")
 
 KEEP_PER_PROFILE = 3
+#: earlier runs' logs kept beside the current ones (logs.1 is the last run's)
+KEEP_PREVIOUS_LOGS = 3
 
 
 def _profile_of(run_dir: Path) -> str:
@@ -66,3 +68,20 @@ def prune_run_dirs(root: Path, keep: int = KEEP_PER_PROFILE, spare: Path | None 
     if removed:
         log.info("removed %d old run directories under %s", len(removed), root)
     return removed
+
+
+def archive_logs(logs_dir: Path, keep: int = KEEP_PREVIOUS_LOGS) -> Path | None:
+    """Before a start: move the last run's logs to ``logs.1`` (``logs.1`` to ``logs.2`` ...; older
+    than `keep` are removed), so every run starts from an empty log and its counts from zero."""
+    if not logs_dir.is_dir() or not any(p.is_file() and p.stat().st_size for p in logs_dir.iterdir()):
+        return None
+    oldest = logs_dir.with_name(f"{logs_dir.name}.{keep}")
+    if oldest.exists():
+        shutil.rmtree(oldest, ignore_errors=True)
+    for n in range(keep - 1, 0, -1):
+        older = logs_dir.with_name(f"{logs_dir.name}.{n}")
+        if older.exists():
+            older.rename(logs_dir.with_name(f"{logs_dir.name}.{n + 1}"))
+    previous = logs_dir.with_name(f"{logs_dir.name}.1")
+    logs_dir.rename(previous)
+    return previous

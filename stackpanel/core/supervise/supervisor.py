@@ -45,6 +45,7 @@ from stackpanel.core.supervise.guardian import Guardian
 from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
 from stackpanel.core.supervise.ports import PortConflict, check_ports_free, wait_ports_free
 from stackpanel.core.supervise.process import ManagedProcess
+from stackpanel.core.supervise.rundirs import archive_logs
 from stackpanel.core.supervise.runlock import RunLock
 from stackpanel.core.supervise.runrecord import (
     RunInUseError,
@@ -307,6 +308,7 @@ class Supervisor:
         if conflicts:
             raise PortConflictError(conflicts)
 
+        archive_logs(self.stack.paths.logs_dir)  # a new run starts from empty logs; the last one is logs.1
         self.stack.write()
         for node in self._nodes.values():
             self._test_config(node.rendered, node.rendered.config_test_argv)
@@ -363,8 +365,9 @@ class Supervisor:
                 lines = self.last_lines(node.name)
                 actual = interface_mismatch(lines, node.spec.app.interface)
                 if actual is not None:
-                    raise StartError(node.name, f"{node.spec.app.module} looks like {'an' if actual == 'asgi' else 'a'} {actual.upper()} app, but "
-                                     f"the profile says interface: {node.spec.app.interface}; write "
+                    an = "an" if actual == "asgi" else "a"
+                    raise StartError(node.name, f"{node.spec.app.module} looks like {an} {actual.upper()} app, "
+                                     f"but the profile says interface: {node.spec.app.interface}; write "
                                      f"`interface: {actual}` under app", lines)
             if time.monotonic() > deadline:
                 raise StartError(node.name, f"not ready after {probe.timeout_seconds:g} s "
