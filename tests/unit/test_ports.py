@@ -93,3 +93,17 @@ def test_smallest_free_offset_skips_a_taken_port(monkeypatch) -> None:
     taken = {8180}  # 8080 + 100 is taken: the next multiple of 100 is the answer
     monkeypatch.setattr(ports, "_bindable", lambda port, host: port not in taken)
     assert ports.free_port_offset([8000, 8080], step=100, smallest=True) == 200
+
+
+def test_the_suggested_offset_moves_on_from_the_one_in_use() -> None:
+    """At --port-offset 4600 the conflict once suggested --port-offset 100 (back down, not on)."""
+    import socket
+
+    from stackpanel.core.supervise.ports import check_ports_free
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        [conflict] = check_ports_free([("127.0.0.1", port)], offset=4600)
+    assert "--port-offset 4700" in conflict.remedy and f"-> {port + 100}" in conflict.remedy

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from stackpanel.core.fsutil import is_dir, is_file
 
@@ -592,6 +592,7 @@ class Edge(BaseModel):
 
 
 class Profile(StrictModel):
+    _port_offset: int = PrivateAttr(default=0)
     version: Literal[1]
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
@@ -705,9 +706,16 @@ class Profile(StrictModel):
     def kinds(self) -> set[str]:
         return {n.kind for n in self.nodes.values()}
 
+    @property
+    def port_offset(self) -> int:
+        """The offset every port of this (loaded) profile was moved by."""
+        return self._port_offset
+
     def with_port_offset(self, offset: int) -> Profile:
         if offset == 0:
             return self
         nodes = {name: n.model_copy(update={"port": n.port + offset, **_tls_shifted(n, offset)})
                  for name, n in self.nodes.items()}
-        return self.model_copy(update={"nodes": nodes})
+        shifted = self.model_copy(update={"nodes": nodes})
+        shifted._port_offset = self._port_offset + offset
+        return shifted

@@ -191,9 +191,11 @@ def _try_bind(host: str, port: int) -> OSError | None:
         s.close()
 
 
-def _conflict(host: str, port: int, err: OSError) -> PortConflict:
+def _conflict(host: str, port: int, err: OSError, offset: int = 0) -> PortConflict:
     code = err.errno
-    remedy = f"stop it, or move the whole stack with --port-offset N (e.g. --port-offset 100 -> {port + 100})"
+    # the offset in use moves with the suggestion: at --port-offset 4600 the next try is 4700, not 100
+    remedy = (f"stop it, or move the whole stack with --port-offset N (e.g. --port-offset {offset + 100} "
+              f"-> {port + 100})")
     if code == errno.EADDRINUSE:
         holders = tuple(find_port_holders(host, port))
         if holders:
@@ -221,13 +223,14 @@ def _conflict(host: str, port: int, err: OSError) -> PortConflict:
     return PortConflict(host, port, (), code, msg, remedy)
 
 
-def check_ports_free(addrs: Iterable[tuple[str, int]]) -> list[PortConflict]:
-    """Try to bind each ``(host, port)``; return a conflict (naming the holder) per failure."""
+def check_ports_free(addrs: Iterable[tuple[str, int]], offset: int = 0) -> list[PortConflict]:
+    """Try to bind each ``(host, port)``; return a conflict (naming the holder) per failure.
+    ``offset``: the port offset the addresses already carry (for the suggested next one)."""
     conflicts: list[PortConflict] = []
     for host, port in addrs:
         err = _try_bind(host, port)
         if err is not None:
-            conflicts.append(_conflict(host, port, err))
+            conflicts.append(_conflict(host, port, err, offset))
     return conflicts
 
 

@@ -304,7 +304,7 @@ class Supervisor:
             pid_file.unlink(missing_ok=True)
 
         addresses = [a for n in self._nodes.values() for a in n.spec.listen_addresses]
-        conflicts = check_ports_free(addresses)
+        conflicts = check_ports_free(addresses, offset=self.stack.profile.port_offset)
         if conflicts:
             raise PortConflictError(conflicts)
 
