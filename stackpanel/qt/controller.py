@@ -302,10 +302,16 @@ class StackController(QObject):
         return self.reads.submit("snapshot", lambda: relay.take(s))
 
     def find_free_offset(self) -> Operation[int | None]:
-        """The smallest multiple of 100 that moves every port of the loaded profile to a free one."""
+        """The offset (the one in use plus the smallest multiple of 100) that moves every port of the
+        loaded profile to a free one: the user's own offset is kept and moved on, never reset."""
         p, offset = self.profile, self.loaded.port_offset if self.loaded is not None else 0
-        ports = [n.port - offset for n in p.nodes.values()] if p is not None else []
-        return self.reads.submit("find offset", lambda: find_free_offset(ports))
+        ports = [port for n in p.nodes.values() for _h, port in n.listen_addresses] if p is not None else []
+
+        def find() -> int | None:
+            more = find_free_offset(ports)
+            return None if more is None else offset + more
+
+        return self.reads.submit("find offset", find)
 
     # ------------------------------------------------------------------ stack operations
 

@@ -76,7 +76,7 @@ def _port_conflict(parent: QWidget, controller: StackController, err: PortConfli
     for c in err.conflicts:
         lines.append(f"• {c.message}")
         for h in c.holders:
-            lines.append(f"    held by {h}")
+            lines.append(f"    held by {h.describe()}")
         if c.remedy:
             lines.append(f"    {c.remedy}")
     text = "\n".join(lines)

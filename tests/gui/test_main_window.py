@@ -185,11 +185,14 @@ def test_port_conflict_names_the_holder_and_offers_a_free_offset(qtbot: Any, set
         box = _message_box(w, "Port already in use")
         assert box is not None
         assert f"port {8000 + offset} on 127.0.0.1 is taken by pid {os.getpid()}" in box.informativeText()
+        assert "PortHolder(" not in box.informativeText() and f"held by pid {os.getpid()}" in box.informativeText()
         retry = next(b for b in box.buttons() if b.text().startswith("Start with port offset"))
+        offered = int(retry.text().rsplit(" ", 1)[1])
+        assert offered > offset and (offered - offset) % 100 == 0  # the user's offset moved on, not reset
         assert w.controller.stack_state != StackState.RUNNING  # nothing was started
         retry.click()  # moves the stack to the offered offset and starts it
         qtbot.waitUntil(lambda: w.controller.stack_state == StackState.RUNNING, timeout=90_000)
-        assert w.offset_spin.value() != offset
+        assert w.offset_spin.value() == offered
     finally:
         holder.close()
         monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
