@@ -34,7 +34,7 @@ from stackpanel.qt.nodes_view import NodeButtons, NodeTable
 from stackpanel.qt.notices import ProfileNotices
 from stackpanel.qt.panels import TAB_PANELS, PanelSpec, RemembersSettings
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
-from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel
+from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel, UrlActions
 from stackpanel.qt.theme import THEMES, apply_theme, icon
 
 log = logging.getLogger("stackpanel.qt")
@@ -74,6 +74,9 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         self.url_label = EntryUrlLabel(c)
         tb.addWidget(self.url_label)
+        self.url_actions = UrlActions(c, self)
+        for a in self.url_actions.all():
+            tb.addAction(a)
 
         # left: profiles + nodes
         self.profile_list = ProfileList(c)
@@ -133,6 +136,9 @@ class MainWindow(QMainWindow):
         for a in self.stack_actions.all():
             m.addAction(a)
         m.addSeparator()
+        for a in self.url_actions.all():
+            m.addAction(a)
+        m.addSeparator()
         act_reload = m.addAction("Reload profile list")
         act_reload.triggered.connect(lambda: self.profile_list.refresh(select=self.profile_list.current_name()))
         act_folder = m.addAction("Open user profile folder")
@@ -153,6 +159,22 @@ class MainWindow(QMainWindow):
             self.theme_group.addAction(a)
         self.theme_group.triggered.connect(lambda a: self.set_theme(a.data()))
         view.addAction("Fit graph", self.graph.fit)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("About stackpanel", self.show_about)
+
+    def about_text(self) -> str:
+        """Version, and where the profiles, runs, logs and the local CA live."""
+        from stackpanel import __version__
+        from stackpanel.core.profiles.library import builtin_dir
+        from stackpanel.core.session import runs_root
+        from stackpanel.core.tls import ca_dir
+
+        return (f"stackpanel {__version__}\n\n"
+                f"your profiles: {user_dir()}\nbuilt-in profiles: {builtin_dir()}\n"
+                f"runs (configs and logs of each stack): {runs_root()}\nlocal CA for HTTPS: {ca_dir()}")
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About stackpanel", self.about_text())
 
     def _show_title(self, loaded: LoadedProfile) -> None:
         invalid = " (invalid)" if loaded.profile is None else ""

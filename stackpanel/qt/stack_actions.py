@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from PySide6.QtCore import QObject, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QObject, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QWidget
 
 from stackpanel.core.supervise.supervisor import PortConflictError, StartError
@@ -139,6 +139,29 @@ class StackActions(QObject):
         self.start.setEnabled(c.valid and not c.busy and not c.active)
         self.stop.setEnabled(c.has_session and (c.active or c.busy))
         self.restart.setEnabled(c.has_session and not c.busy and c.active)
+
+
+class UrlActions(QObject):
+    """Open in browser and Copy URL for the stack's entry, enabled while it runs."""
+
+    def __init__(self, controller: StackController, window: QWidget) -> None:
+        super().__init__(window)
+        self._controller = controller
+        self.open = QAction("Open in browser", window, shortcut=QKeySequence("Ctrl+B"))
+        self.copy = QAction("Copy URL", window)
+        self.open.setToolTip("Open the stack's entry URL in the desktop's browser")
+        self.open.triggered.connect(lambda: QDesktopServices.openUrl(QUrl(controller.browser_url)))
+        self.copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(controller.browser_url))
+        controller.stateChanged.connect(self.update)
+        self.update()
+
+    def all(self) -> tuple[QAction, QAction]:
+        return self.open, self.copy
+
+    def update(self) -> None:
+        enabled = bool(self._controller.browser_url) and self._controller.active
+        for action in self.all():
+            action.setEnabled(enabled)
 
 
 class PortOffsetBox(QSpinBox):

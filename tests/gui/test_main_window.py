@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QMenu, QMessageBox
 
 from stackpanel.core.metrics import MetricsSnapshot
 from stackpanel.core.profiles.library import user_dir
@@ -193,6 +194,10 @@ def test_port_conflict_names_the_holder_and_offers_a_free_offset(qtbot: Any, set
         retry.click()  # moves the stack to the offered offset and starts it
         qtbot.waitUntil(lambda: w.controller.stack_state == StackState.RUNNING, timeout=90_000)
         assert w.offset_spin.value() == offered
+        # Open in browser / Copy URL follow the running stack's entry
+        assert w.url_actions.copy.isEnabled() and w.url_actions.open.isEnabled()
+        w.url_actions.copy.trigger()
+        assert QGuiApplication.clipboard().text() == w.controller.browser_url == f"http://127.0.0.1:{8000 + offered}/"
     finally:
         holder.close()
         monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
@@ -276,3 +281,14 @@ def test_node_buttons_restart_stop_and_start_one_node(qtbot: Any, settings: QSet
         monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
         w.close()
         qtbot.waitUntil(lambda: not w.isVisible(), timeout=60_000)
+
+
+def test_about_says_the_version_and_where_things_live(qtbot: Any, settings: QSettings) -> None:
+    from stackpanel import __version__
+    from stackpanel.core.session import runs_root
+
+    w = open_window(qtbot, settings, "nginx-uvicorn")
+    text = w.about_text()
+    assert f"stackpanel {__version__}" in text and str(user_dir()) in text and str(runs_root()) in text
+    assert any(a.text() == "About stackpanel" for m in w.menuBar().findChildren(QMenu) for a in m.actions())
+    w.close()
