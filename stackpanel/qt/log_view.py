@@ -59,7 +59,9 @@ ERROR_RE = re.compile(
     r"|^(\S+\s+)?\d+\s+5\d\d\s",
     re.IGNORECASE,
 )
-WARNING_RE = re.compile(r"\b(warn|warning)\b|^(\S+\s+)?\d+\s+4\d\d\s", re.IGNORECASE)
+# 499 is nginx's "the client closed the connection" (a load run ending, a browser navigating away):
+# not the server's problem, so not highlighted
+WARNING_RE = re.compile(r"\b(warn|warning)\b|^(\S+\s+)?\d+\s+4(?!99)\d\d\s", re.IGNORECASE)
 LABEL_WIDTH = 16
 #: the text widget gets new lines at most this often ...
 FLUSH_MS = 100
@@ -88,9 +90,10 @@ class LogHighlighter(QSyntaxHighlighter):
         self.search = ""
 
     def highlightBlock(self, text: str) -> None:
-        if ERROR_RE.search(text):
+        line = text[LABEL_WIDTH + 1:]  # the label ("web error") is the source's name, not the line's level
+        if ERROR_RE.search(line):
             self.setFormat(0, len(text), self.error_format)
-        elif WARNING_RE.search(text):
+        elif WARNING_RE.search(line):
             self.setFormat(0, len(text), self.warning_format)
         if self.search:
             low, needle, i = text.lower(), self.search.lower(), 0

@@ -423,7 +423,8 @@ class PlotsPanel(QWidget):
         for p in self.plots:
             p.set_y_max(ymax[id(p)])
         entry = snap.node(self.entry) if self.entry else None
-        text = f"{len(snap.worker_history)} processes · {len(snap.node_history)} nodes"
+        processes, nodes = len(snap.worker_history), len(snap.node_history)
+        text = f"{processes} process{'es' if processes != 1 else ''} · {nodes} node{'s' if nodes != 1 else ''}"
         if entry is not None:
             text += f" · {self.entry}: {entry.rps:.0f} req/s, {entry.requests_total} requests"
         self.status.setText(text)

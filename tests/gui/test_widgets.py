@@ -302,3 +302,29 @@ def test_plots_spread_many_new_workers_over_event_loop_passes(qtbot: Any, tmp_pa
     qtbot.waitUntil(lambda: len(panel.cpu.curves) == 3 and len(panel.latency.curves) == 2, timeout=2000)
     assert set(panel.rps.curves) == {("app", p) for p in sleepers}
     assert len({panel.colour(("app", p)) for p in sleepers}) == 3
+
+
+def test_notice_lines_of_an_error_log_and_client_closed_499s_are_not_highlighted(qtbot: Any) -> None:
+    """An nginx [notice] line in web.error.log was shown bold red (the label said "error"); the
+    499s a load run leaves when it closes its connections were amber."""
+    from PySide6.QtGui import QTextDocument
+
+    from stackpanel.qt.log_view import LABEL_WIDTH, LogHighlighter
+
+    def formats(label: str, line: str) -> set[str]:
+        doc = QTextDocument()
+        highlighter = LogHighlighter(doc)
+        doc.setPlainText(f"{label:<{LABEL_WIDTH}} {line}")
+        highlighter.rehighlight()
+        found = set()
+        for r in doc.firstBlock().layout().formats():
+            if r.format.foreground().color() == highlighter.error_format.foreground().color():
+                found.add("error")
+            if r.format.foreground().color() == highlighter.warning_format.foreground().color():
+                found.add("warning")
+        return found
+
+    assert formats("web error", "2026/12/01 08:12:26 [notice] 12#12: signal process started") == set()
+    assert formats("web error", "2026/12/01 08:12:26 [crit] 12#12: connect() failed") == {"error"}
+    assert formats("web access", '4321 499 0.010 app - GET "/api/hello"') == set()
+    assert formats("web access", '4321 404 0.001 app - GET "/nope"') == {"warning"}
