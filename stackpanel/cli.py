@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_parser(sub)
     add_export_parser(sub)
     sub.add_parser("schema", help="print the profile JSON Schema (draft-07, for editors' YAML support)")
+    p = sub.add_parser("trace", help="one request through every tier, as a waterfall (from the access logs)",
+                       description="Find REQUEST_ID (the X-Request-ID every tier logs and the edge returns to "
+                                   "the client) in the newest run's access logs and print each tier's start, "
+                                   "duration and own time.")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.add_argument("--run-dir", type=Path, metavar="DIR", help="the run to look in (default: the newest)")
     # --- selftest (issue #16, kept in one block) ---
     p = sub.add_parser("selftest", help="doctor, then up → request → stop for each profile; PASS/FAIL lines",
                        description="Check this machine before a workshop: doctor, then for each profile bring "
@@ -257,6 +263,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from stackpanel.core.session import runs_root
+    from stackpanel.core.traces import find_trace, recent_logs_dirs
+
+    dirs = [args.run_dir / "logs"] if args.run_dir else recent_logs_dirs(runs_root())
+    trace = find_trace(args.request_id, dirs)
+    if not trace.spans:
+        where = args.run_dir or runs_root()
+        print(f"stackpanel: no tier logged request id {args.request_id!r} in {where}; copy it from the "
+              "X-Request-ID response header (curl -i)", file=sys.stderr)
+        return EXIT_FAIL
+    print(trace.format())
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from stackpanel.core.profiles.jsonschema import schema_text
 
@@ -276,6 +297,7 @@ COMMANDS = {
     "trust": cmd_trust,
     "schema": cmd_schema,
     "export": cmd_export,
+    "trace": cmd_trace,
 }
 
 

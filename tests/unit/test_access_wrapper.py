@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ def test_every_request_is_one_canonical_line(wrapper: Any, caplog: pytest.LogCap
     _call(wrapper.app, "/missing", [])
     first, second = [r.getMessage() for r in caplog.records]
     pid, status, seconds, route, request_id, rest = first.split(" ", 5)
-    assert (status, route, request_id, rest) == ("200", logformat.APP_ROUTE, "abc123", 'GET "/hello?a=1"')
+    request, end = rest.rsplit(" ", 1)
+    assert (status, route, request_id, request) == ("200", logformat.APP_ROUTE, "abc123", 'GET "/hello?a=1"')
+    assert abs(float(end) - time.time()) < 60  # when it finished (for traces)
     latency = parse_latency(seconds.encode())
     assert int(pid) > 0 and latency is not None and 0 <= latency < 1
     assert second.split(" ")[1] == "404" and second.split(" ")[4] == "-"

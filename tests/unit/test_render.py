@@ -88,7 +88,7 @@ def test_apache_uvicorn(tmp_path: Path) -> None:
     assert "LoadModule log_config_module" not in conf  # compiled in: loading it again is an error
     assert 'ProxyPass "/" "http://127.0.0.1:8000/" ttl=4' in conf
     assert "Listen 127.0.0.1:8080" in conf
-    assert 'LogFormat "%P %>s %Dus %{SP_ROUTE}e %{X-Request-ID}i %m \\"%U%q\\"" stackpanel' in conf
+    assert f'LogFormat "{logformat.APACHE_LOG_FORMAT.replace(chr(34), chr(92) + chr(34))}" stackpanel' in conf
     assert "User " not in conf
     assert web.argv[-1] == "-DFOREGROUND" and web.stop_signal == signal.SIGWINCH
 

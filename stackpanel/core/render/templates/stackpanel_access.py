@@ -2,7 +2,7 @@
 stackpanel's one access-log format, with its duration and request id (uvicorn's own access log has
 neither). It imports nothing of stackpanel: the app server may run in the user's own venv.
 
-    <pid> <status> <seconds> - <request id> <method> "<path?query>"
+    <pid> <status> <seconds> - <request id> <method> "<path?query>" <end time, epoch seconds>
 
 The app is named by STACKPANEL_APP (module:attribute), imported from STACKPANEL_APP_DIR;
 STACKPANEL_APP_FACTORY=1 calls it first. Lines go to the "stackpanel.access" logger, which the
@@ -99,9 +99,9 @@ async def _websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
     finally:
         if accepted:
             _count_websockets(-1)
-        _log.info('%d %03d %.6f - %s WS "%s"', os.getpid(), 101 if accepted else 403, time.perf_counter() - start,
-                  _request_id(scope.get("headers", [])), (scope.get("raw_path") or scope["path"].encode()).decode(
-                      "latin-1"))
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        _log.info('%d %03d %.6f - %s WS "%s" %.6f', os.getpid(), 101 if accepted else 403,
+                  time.perf_counter() - start, _request_id(scope.get("headers", [])), path, time.time())
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -127,5 +127,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         target = scope.get("raw_path") or scope["path"].encode()
         if query:
             target += b"?" + query
-        _log.info('%d %03d %.6f - %s %s "%s"', os.getpid(), status or 500, time.perf_counter() - start,
-                  _request_id(scope.get("headers", [])), scope.get("method", "-"), target.decode("latin-1"))
+        _log.info('%d %03d %.6f - %s %s "%s" %.6f', os.getpid(), status or 500, time.perf_counter() - start,
+                  _request_id(scope.get("headers", [])), scope.get("method", "-"), target.decode("latin-1"),
+                  time.time())
