@@ -118,3 +118,14 @@ class MetricsWaiter:
 
     def close(self) -> None:
         self._unsubscribe()
+
+
+def send_tagged(profile: Profile, path: str, ids: list[str]) -> None:
+    """One GET of `path` per request id, each tagged with it (X-Request-ID), through the entry;
+    the edge hands the id back in its answer."""
+    import urllib.request
+
+    for rid in ids:
+        req = urllib.request.Request(profile.entry_url + path.lstrip("/"), headers={"X-Request-ID": rid})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            assert response.status == 200 and response.headers["X-Request-ID"] == rid

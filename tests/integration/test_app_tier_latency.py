@@ -3,13 +3,12 @@ UvicornWorker and gunicorn sync, behind nginx; a request id from the client reac
 from __future__ import annotations
 
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from stackpanel.core.session import StackSession
-from tests.integration.conftest import builtin
+from tests.integration.conftest import builtin, send_tagged
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +20,7 @@ def test_the_app_tier_logs_duration_and_request_id(name: str, tmp_path: Path) ->
     try:
         session.start()
         ids = [f"trace-{name}-{i}" for i in range(10)]
-        for rid in ids:
-            req = urllib.request.Request(profile.entry_url + "api/wait?ms=20", headers={"X-Request-ID": rid})
-            with urllib.request.urlopen(req, timeout=10) as response:
-                assert response.status == 200
+        send_tagged(profile, "api/wait?ms=20", ids)
         app_log = session.stack.paths.access_log("app")
 
         def logged() -> dict[str, list[str]]:

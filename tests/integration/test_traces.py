@@ -1,9 +1,9 @@
 """`stackpanel trace ID`: one request through every tier from the access logs: the id appears once
 on every tier of its path, the tiers nest (each starts no earlier and ends no later than the one in
-front of it, within the logs' millisecond resolution), and the CLI prints the waterfall."""
+front of it, within the logs' resolution and the few ms a tier spends after its response), and the
+CLI prints the waterfall."""
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,14 +11,15 @@ import pytest
 from stackpanel.cli import main
 from stackpanel.core.session import StackSession
 from stackpanel.core.traces import find_trace
-from tests.integration.conftest import builtin
+from tests.integration.conftest import builtin, send_tagged
 
 pytestmark = pytest.mark.integration
 
 RESOLUTION = 0.0015  # nginx logs milliseconds (its $msec and $request_time)
-#: gunicorn's sync worker writes its access line after the response went out (its "end" is the
-#: log record's time): its span may end a few ms after the proxy's, never start before it
-LOG_DELAY = 0.015
+#: A tier stops its clock when it is done with the request, after the response went out (Apache
+#: and gunicorn's sync worker close and log first): its span may run 1-3 ms past the proxy's (up to
+#: 10 ms on a loaded box). It never starts before the tier in front of it.
+LOG_DELAY = 0.010
 
 
 @pytest.mark.parametrize(("name", "path"), [("nginx-apache-uvicorn", ["edge", "web", "app"]),
@@ -30,10 +31,7 @@ def test_one_request_id_through_every_tier(name: str, path: list[str], tmp_path:
     try:
         session.start()
         ids = [f"trace-{name}-{i}" for i in range(5)]
-        for rid in ids:
-            req = urllib.request.Request(profile.entry_url + "api/wait?ms=30", headers={"X-Request-ID": rid})
-            with urllib.request.urlopen(req, timeout=10) as response:
-                assert response.headers["X-Request-ID"] == rid
+        send_tagged(profile, "api/wait?ms=30", ids)
     finally:
         session.close()  # stopping flushes nginx's buffered access log
     logs = session.stack.paths.logs_dir
@@ -42,7 +40,7 @@ def test_one_request_id_through_every_tier(name: str, path: list[str], tmp_path:
         assert [s.node for s in trace.spans] == path, trace.format()
         for outer, inner in zip(trace.spans, trace.spans[1:], strict=False):
             assert inner.start >= outer.start - RESOLUTION and inner.end <= outer.end + LOG_DELAY, trace.format()
-            assert inner.duration <= outer.duration + RESOLUTION, trace.format()  # durations nest
+            assert inner.duration <= outer.duration + LOG_DELAY, trace.format()  # durations nest
         assert trace.spans[-1].duration >= 0.025  # the app waited 30 ms
         assert all(s.status == 200 for s in trace.spans)
     assert main(["trace", ids[0], "--run-dir", str(tmp_path / "run")]) == 0
