@@ -17,9 +17,10 @@ pytestmark = pytest.mark.integration
 
 RESOLUTION = 0.0015  # nginx logs milliseconds (its $msec and $request_time)
 #: A tier stops its clock when it is done with the request, after the response went out (Apache
-#: and gunicorn's sync worker close and log first): its span may run 1-3 ms past the proxy's (up to
-#: 10 ms on a loaded box). It never starts before the tier in front of it.
-LOG_DELAY = 0.010
+#: and gunicorn's sync worker close and log first): its span runs 1-3 ms past the proxy's here, more
+#: when the box is busy (bounded at 25 ms, under the 30 ms the app waits). It never starts before
+#: the tier in front of it.
+LOG_DELAY = 0.025
 
 
 @pytest.mark.parametrize(("name", "path"), [("nginx-apache-uvicorn", ["edge", "web", "app"]),
