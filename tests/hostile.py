@@ -21,6 +21,7 @@ BASE: dict[str, Any] = {
     "nodes": {
         "edge": {
             "kind": "nginx", "host": "127.0.0.1", "port": 18080, "workers": 1, "worker_connections": 512,
+            "tls": {"port": 18443, "redirect": True, "http2": True},
             "keepalive_timeout_seconds": 5, "server_names": ["app.localhost"], "expose": False,
             "depends_on": [],
             "readiness_probe": {"http_get": {"path": "/"}, "initial_delay_seconds": 0, "period_seconds": 0.05,
@@ -37,6 +38,7 @@ BASE: dict[str, Any] = {
         },
         "mid": {
             "kind": "apache", "host": "127.0.0.1", "port": 18081, "workers": 1, "threads_per_child": 16,
+            "tls": {"port": 18444, "http2": True},
             "server_names": ["mid.localhost"], "expose": True,
             "limits": {"max_body_mb": 1, "gzip": True, "headers": {"X-B": "c"}},
             "routes": [{"path": "/api", "to": "app", "limits": {"read_timeout_seconds": 5}},
