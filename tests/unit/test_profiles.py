@@ -449,3 +449,13 @@ def test_user_profiles_may_end_in_yml(tmp_path: Path, monkeypatch: pytest.Monkey
     (udir / "mine.yml").write_text(GOOD.replace("static: site", f"static: {tmp_path}"))
     assert [e.name for e in list_profiles() if not e.builtin] == ["mine"]
     assert resolve_profile("mine") == udir / "mine.yml"
+
+
+def test_a_probe_path_may_carry_a_plain_query(profile_dir: Path) -> None:
+    probe = '    readiness_probe: {http_get: {path: "/socket.io/?EIO=4&transport=polling"}}\n'
+    profile = load(GOOD + probe, profile_dir)
+    assert profile.nodes["app"].readiness_probe.http_get.path == "/socket.io/?EIO=4&transport=polling"
+    for bad in ("/x?a=%41", "/x?a='b'", "/x?a b", "/../x?a=1"):
+        [(line, message, _hint)] = problems(GOOD + probe.replace("/socket.io/?EIO=4&transport=polling", bad),
+                                            profile_dir)
+        assert line == 18 and "readiness_probe.http_get.path" in message

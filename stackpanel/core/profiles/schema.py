@@ -204,13 +204,22 @@ class AppSpec(StrictModel):
         return str(p / "bin" / "python") if is_dir(p) else str(p)
 
 
+#: A probe's query string (socket.io wants ``?EIO=4&transport=polling``): no ``%``, quotes or
+#: spaces, so it stays one word in exported shell and systemd lines too.
+PROBE_QUERY_RE = re.compile(r"^[A-Za-z0-9._~\-=&+,:]{0,256}$")
+
+
 class HttpGet(StrictModel):
-    path: str = "/"
+    path: str = Field(default="/", description="path requested, with an optional ?query")
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        return check_url_path(v)
+        path, mark, query = v.partition("?")
+        check_url_path(path)
+        if mark and not PROBE_QUERY_RE.fullmatch(query):
+            raise ValueError(f"{v!r}: a probe's query may use only letters, digits and . _ ~ - = & + , :")
+        return v
 
 
 class ReadinessProbe(StrictModel):
