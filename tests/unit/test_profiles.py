@@ -459,3 +459,19 @@ def test_a_probe_path_may_carry_a_plain_query(profile_dir: Path) -> None:
         [(line, message, _hint)] = problems(GOOD + probe.replace("/socket.io/?EIO=4&transport=polling", bad),
                                             profile_dir)
         assert line == 18 and "readiness_probe.http_get.path" in message
+
+
+def test_a_proxy_is_probed_through_to_its_root_backend_unless_it_says_otherwise(profile_dir: Path) -> None:
+    chain = load_profile(builtin_dir() / "nginx-apache-uvicorn.yaml")
+    assert {n: node.readiness_probe.http_get.path for n, node in chain.nodes.items()} == {
+        "edge": "/healthz", "web": "/healthz", "app": "/healthz"}
+    static_root = load(GOOD, profile_dir)  # `/` is static: the proxy answers it itself
+    assert static_root.nodes["web"].readiness_probe.http_get.path == "/"
+    own = GOOD.replace("      - path: /api\n        to: app\n      - path: /\n        static: site\n",
+                       "      - path: /\n        to: app\n") + "    readiness_probe: {http_get: {path: /ready}}\n"
+    own = own.replace("    routes:\n", "    readiness_probe: {http_get: {path: /mine}}\n    routes:\n")
+    profile = load(own, profile_dir)
+    assert profile.nodes["web"].readiness_probe.http_get.path == "/mine"
+    inherited = load(own.replace("    readiness_probe: {http_get: {path: /mine}}\n", ""), profile_dir)
+    assert inherited.nodes["web"].readiness_probe.http_get.path == "/ready"
+    assert inherited.with_port_offset(5).nodes["web"].readiness_probe.http_get.path == "/ready"

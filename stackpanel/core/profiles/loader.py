@@ -167,7 +167,7 @@ def load_profile_text(text: str, file: Path, port_offset: int = 0, check_files: 
     problems = validate_profile(profile, smap, port_offset=port_offset, check_files=check_files)
     if problems:
         raise ProfileError(problems)
-    return profile.with_port_offset(port_offset)
+    return profile.with_derived_probes().with_port_offset(port_offset)
 
 
 def load_profile(path: str | Path, port_offset: int = 0, check_files: bool = True) -> Profile:
