@@ -1,0 +1,324 @@
+"""Typed edits of a profile's YAML text that keep the user's comments and layout.
+
+A :class:`ProfileDocument` holds the text. Each edit loads it with ruamel.yaml's round-trip loader
+(comments, key order, quoting and flow style survive a load/dump), changes the tree and dumps it.
+The dump's indentation is the document's own (guessed from the tree's positions) and lines are
+never re-wrapped, so the built-in profiles dump byte for byte as written. Where a document still
+comes back different (odd indentation, exotic scalars), only the lines the edit changed are carried
+over into the original text (:func:`_carry_over`): nothing else the user wrote moves.
+
+The edits check their arguments' shape (a node that exists, a whole number); whether the result is
+a usable profile is the loader's business (:func:`~stackpanel.core.profiles.loader.collect_problems`).
+"""
+from __future__ import annotations
+
+import difflib
+import io
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from stackpanel.core.errors import StackpanelError
+from stackpanel.core.profiles.schema import APP_SERVER_KINDS, NODE_MODELS, NODE_NAME_RE, PROXY_KINDS, RESERVED_NODE_NAMES
+
+T = TypeVar("T")
+
+#: Where a new node's port search starts, by role (the built-ins use 8080+ for proxies, 8000+ for apps).
+FIRST_PORT = {"nginx": 8080, "apache": 8080, "uvicorn": 8000, "gunicorn": 8000}
+#: The app a new app server runs: the demo apps shipped with stackpanel, so it starts as it is.
+DEMO_APPS = {"uvicorn": ("stackpanel.apps.fastapi_demo:app", "asgi"),
+             "gunicorn": ("stackpanel.apps.flask_demo:app", "wsgi")}
+
+
+class EditError(StackpanelError):
+    """An edit that cannot be made on this text (YAML that does not parse, a node that is not there)."""
+
+
+def _walk_layout(node: Any, out: dict[str, int]) -> None:
+    """The document's indentation: of a nested mapping, of a block list's dash and of its items,
+    each measured from the column of the key that holds them."""
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            _, key_col = node.lc.key(key)
+            if isinstance(value, CommentedMap) and not value.fa.flow_style() and value:
+                out.setdefault("mapping", value.lc.col - key_col)
+            if isinstance(value, CommentedSeq) and not value.fa.flow_style() and value:
+                out.setdefault("offset", value.lc.col - key_col)
+                if isinstance(value[0], CommentedMap):
+                    out.setdefault("sequence", value[0].lc.col - key_col)
+            _walk_layout(value, out)
+    elif isinstance(node, CommentedSeq):
+        for value in node:
+            _walk_layout(value, out)
+
+
+def _carry_over(original: str, base: str, new: str) -> str:
+    """Apply the change base → new to `original`, where base is ruamel's dump of the unchanged
+    original: lines the dump normalised but the edit did not touch stay as the user wrote them."""
+    if base == original:
+        return new
+    orig_lines, base_lines, new_lines = (s.splitlines(keepends=True) for s in (original, base, new))
+    # base line index → original line index, where the two agree
+    to_orig: dict[int, int] = {}
+    for block in difflib.SequenceMatcher(None, base_lines, orig_lines, autojunk=False).get_matching_blocks():
+        for k in range(block.size):
+            to_orig[block.a + k] = block.b + k
+
+    def position(i: int) -> int:
+        """Where base line i sits in the original (the line after the nearest mapped one before it)."""
+        if i in to_orig:
+            return to_orig[i]
+        before = [to_orig[k] for k in range(i - 1, -1, -1) if k in to_orig][:1]
+        return before[0] + 1 if before else 0
+
+    out = list(orig_lines)
+    edits = [op for op in difflib.SequenceMatcher(None, base_lines, new_lines, autojunk=False).get_opcodes()
+             if op[0] != "equal"]
+    for _tag, i1, i2, j1, j2 in reversed(edits):  # from the end, so earlier positions stay valid
+        start = position(i1)
+        end = position(i2 - 1) + 1 if i2 > i1 else start
+        out[start:end] = new_lines[j1:j2]
+    return "".join(out)
+
+
+class ProfileDocument:
+    """A profile's YAML text with typed edits; :attr:`text` is always the current text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    # ------------------------------------------------------------------ the round trip
+
+    def _yaml(self, tree: Any) -> YAML:
+        yaml = YAML()  # round-trip mode
+        yaml.preserve_quotes = True
+        yaml.width = 4096  # never re-wrap a long line (ruamel wraps at 80 by default)
+        layout: dict[str, int] = {}
+        _walk_layout(tree, layout)
+        offset = layout.get("offset", 2)
+        yaml.indent(mapping=layout.get("mapping", 2), sequence=layout.get("sequence", offset + 2), offset=offset)
+        return yaml
+
+    def _load(self) -> Any:
+        try:
+            return YAML().load(self.text)
+        except YAMLError as exc:
+            raise EditError(f"the YAML does not parse, so it cannot be edited from the form: {exc}") from None
+
+    def tree(self) -> Any:
+        """The parsed document (a fresh copy: changing it changes nothing)."""
+        return self._load()
+
+    def _edit(self, change: Callable[[CommentedMap], T]) -> T:
+        original = self._load()
+        if not isinstance(original, CommentedMap):
+            raise EditError("the profile is not a mapping; start with `version: 1`, `name:` and `nodes:`")
+        yaml = self._yaml(original)
+        base = io.StringIO()
+        yaml.dump(original, base)
+        tree = self._load()
+        result = change(tree)
+        new = io.StringIO()
+        yaml.dump(tree, new)
+        self.text = _carry_over(self.text, base.getvalue(), new.getvalue())
+        return result
+
+    # ------------------------------------------------------------------ reading
+
+    def node_kinds(self) -> dict[str, str]:
+        """Node name → kind, as written (a node without a kind maps to '')."""
+        tree = self._load()
+        nodes = tree.get("nodes") if isinstance(tree, dict) else None
+        if not isinstance(nodes, dict):
+            return {}
+        return {str(n): str(v.get("kind", "")) if isinstance(v, dict) else "" for n, v in nodes.items()}
+
+    def node_value(self, node: str, *path: str) -> Any:
+        """The value at nodes.<node>.<path...>, or None."""
+        value: Any = self._load()
+        for part in ("nodes", node, *path):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
+    # ------------------------------------------------------------------ edits
+
+    @staticmethod
+    def _node(tree: CommentedMap, name: str) -> CommentedMap:
+        nodes = tree.get("nodes")
+        node = nodes.get(name) if isinstance(nodes, dict) else None
+        if not isinstance(node, CommentedMap):
+            raise EditError(f"there is no node {name!r} to edit")
+        return node
+
+    @staticmethod
+    def _set(mapping: CommentedMap, key: str, value: Any, after: tuple[str, ...] = ()) -> None:
+        """Change a key in place, or add it after the first of `after` present (else at the end)."""
+        if key in mapping:
+            mapping[key] = value
+            return
+        keys = list(mapping)
+        anchor = next((a for a in after if a in mapping), None)
+        mapping.insert(keys.index(anchor) + 1 if anchor else len(keys), key, value)
+
+    def set_workers(self, node: str, workers: int) -> None:
+        self._edit(lambda t: self._set(self._node(t, node), "workers", _whole(workers, "workers"), ("port", "kind")))
+
+    def set_port(self, node: str, port: int) -> None:
+        self._edit(lambda t: self._set(self._node(t, node), "port", _whole(port, "port"), ("host", "kind")))
+
+    def _app(self, tree: CommentedMap, node: str) -> CommentedMap:
+        n = self._node(tree, node)
+        app = n.get("app")
+        if not isinstance(app, CommentedMap):
+            if str(n.get("kind")) not in APP_SERVER_KINDS:
+                raise EditError(f"node {node!r} is a {n.get('kind')} node: only gunicorn and uvicorn nodes run an app")
+            app = CommentedMap()
+            n["app"] = app
+        return app
+
+    def set_app_module(self, node: str, module: str) -> None:
+        """`app.module` (module:attribute)."""
+        self._edit(lambda t: self._set(self._app(t, node), "module", _text(module, "module")))
+
+    def set_interpreter(self, node: str, python: str | None) -> None:
+        """`app.python`: an interpreter or a venv directory; None or '' removes it (stackpanel's own)."""
+
+        def change(tree: CommentedMap) -> None:
+            app = self._app(tree, node)
+            if python:
+                self._set(app, "python", _text(python, "python"), ("interface", "module"))
+            elif "python" in app:
+                del app["python"]
+
+        self._edit(change)
+
+    def set_route(self, node: str, path: str, *, to: str | None = None, static: str | None = None) -> None:
+        """Point the route `path` of proxy `node` at a node (`to`) or a directory (`static`); the
+        route is added (before a catch-all `/`, which must stay last to be a fallback) when new."""
+        if (to is None) == (static is None):
+            raise EditError("a route goes either to a node (to:) or to a directory (static:)")
+
+        def change(tree: CommentedMap) -> None:
+            n = self._node(tree, node)
+            if str(n.get("kind")) not in PROXY_KINDS:
+                raise EditError(f"node {node!r} is a {n.get('kind')} node: only nginx and apache nodes have routes")
+            routes = n.get("routes")
+            if not isinstance(routes, CommentedSeq):
+                routes = CommentedSeq()
+                self._set(n, "routes", routes)
+            target_key, target = ("to", to) if to is not None else ("static", static)
+            for route in routes:
+                if isinstance(route, CommentedMap) and route.get("path") == path:
+                    other = "static" if target_key == "to" else "to"
+                    if other in route:
+                        keys = list(route)
+                        at = keys.index(other)
+                        del route[other]
+                        route.insert(at, target_key, target)
+                    else:
+                        route[target_key] = target
+                    return
+            new = CommentedMap([("path", _text(path, "path")), (target_key, target)])
+            last_is_root = bool(routes) and isinstance(routes[-1], dict) and routes[-1].get("path") == "/"
+            routes.insert(len(routes) - 1 if last_is_root and path != "/" else len(routes), new)
+
+        self._edit(change)
+
+    def add_node(self, kind: str, name: str | None = None, *, behind: str | None = None,
+                 port_free: Callable[[int], bool] | None = None) -> str:
+        """Add a node of `kind` with sensible defaults and a port no other node uses (and, with
+        `port_free`, one this machine has free); returns its name.
+
+        A proxy goes in front: its route `/` leads to the current entry node. An app server runs
+        the demo app for its kind; with `behind` (a proxy) it gets the route `/<name>` there."""
+        if kind not in NODE_MODELS:
+            raise EditError(f"unknown node kind {kind!r}; one of {', '.join(NODE_MODELS)}")
+        tree_now = self._load()
+        nodes_now = tree_now.get("nodes") if isinstance(tree_now, dict) else None
+        existing = dict(nodes_now) if isinstance(nodes_now, dict) else {}
+        name = name or _free_name(kind, existing)
+        if not NODE_NAME_RE.fullmatch(name) or name in RESERVED_NODE_NAMES:
+            raise EditError(f"{name!r} cannot name a node: start with a lowercase letter, then a-z 0-9 _ - "
+                            f"(not {' or '.join(sorted(RESERVED_NODE_NAMES))})")
+        if name in existing:
+            raise EditError(f"there is already a node {name!r}; pick another name")
+        port = _free_port(FIRST_PORT[kind], _used_ports(existing), port_free)
+        entry = _entry(existing)
+
+        def change(tree: CommentedMap) -> str:
+            nodes = tree.get("nodes")
+            if not isinstance(nodes, CommentedMap):
+                nodes = CommentedMap()
+                tree["nodes"] = nodes
+            node = CommentedMap([("kind", kind), ("port", port)])
+            if kind in PROXY_KINDS:
+                route = CommentedMap([("path", "/"), ("to", entry)] if entry else [("path", "/"), ("static", ".")])
+                node["routes"] = CommentedSeq([route])
+            else:
+                module, interface = DEMO_APPS[kind]
+                node["workers"] = 1
+                app = CommentedMap([("module", module)])
+                if interface != "asgi":
+                    app["interface"] = interface
+                node["app"] = app
+            nodes[name] = node
+            return name
+
+        added = self._edit(change)
+        if behind is not None and kind in APP_SERVER_KINDS:
+            self.set_route(behind, f"/{name}", to=name)
+        return added
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EditError(f"{what} must be a whole number, not {value!r}")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise EditError(f"{what} must be one line of text")
+    return value.strip()
+
+
+def _free_name(kind: str, existing: dict[Any, Any]) -> str:
+    base = {"nginx": "edge", "apache": "web", "uvicorn": "app", "gunicorn": "app"}[kind]
+    if base not in existing:
+        return base
+    n = 2
+    while f"{base}{n}" in existing:
+        n += 1
+    return f"{base}{n}"
+
+
+def _used_ports(nodes: dict[Any, Any]) -> set[int]:
+    used: set[int] = set()
+    for node in nodes.values():
+        if not isinstance(node, dict):
+            continue
+        tls = node.get("tls")
+        for port in (node.get("port"), tls.get("port") if isinstance(tls, dict) else None):
+            if isinstance(port, int):
+                used.add(port)
+    return used
+
+
+def _free_port(start: int, used: set[int], port_free: Callable[[int], bool] | None) -> int:
+    for port in range(start, 65536):
+        if port not in used and (port_free is None or port_free(port)):
+            return port
+    raise EditError(f"no free port from {start} up")
+
+
+def _entry(nodes: dict[Any, Any]) -> str | None:
+    """The node no route leads to, as Profile.entry, on raw data (the document may not validate)."""
+    targets = {r.get("to") for n in nodes.values() if isinstance(n, dict)
+               for r in (n.get("routes") or []) if isinstance(r, dict)}
+    names = [str(n) for n in nodes]
+    return next((n for n in names if n not in targets), names[0] if names else None)
