@@ -192,16 +192,32 @@ def collect_problems(text: str, file: Path, port_offset: int = 0, check_files: b
         raw_nodes = data.get("nodes")
         nodes: dict[str, NodeBase] = {}
         for name, raw in (raw_nodes.items() if isinstance(raw_nodes, dict) else ()):
-            try:
-                nodes[str(name)] = _NODE_ADAPTER.validate_python(raw, context=context)
-            except ValidationError:
-                continue  # its problems are among those above
+            node = _node_without_bad_keys(raw, context)
+            if node is not None:
+                nodes[str(name)] = node
         partial = Profile.model_construct(version=1, name="", description="", nodes=nodes)
         for validator in NODE_VALIDATORS if check_files else NODE_VALIDATORS[:-1]:
             problems.extend(validator(partial, smap, port_offset))
         return ProfileCheck(None, _in_order(problems))
     problems = validate_profile(profile, smap, port_offset=port_offset, check_files=check_files, collect_all=True)
     return ProfileCheck(profile.with_port_offset(port_offset), _in_order(problems))
+
+
+def _node_without_bad_keys(raw: Any, context: dict[str, Any]) -> NodeBase | None:
+    """The node as the schema reads it once the keys it refuses are left out (their defaults take
+    their place), so a bad `workers:` does not hide the node's port from the port check; None when
+    a refused key is required (or the problem is the node as a whole)."""
+    for _ in range(2):
+        try:
+            return _NODE_ADAPTER.validate_python(raw, context=context)
+        except ValidationError as exc:
+            if not isinstance(raw, dict):
+                return None
+            bad = {next((p for p in err["loc"] if p in raw), None) for err in exc.errors()}
+            if None in bad or "kind" in bad:
+                return None
+            raw = {k: v for k, v in raw.items() if k not in bad}
+    return None
 
 
 def _in_order(problems: list[ProfileProblem]) -> list[ProfileProblem]:
