@@ -61,11 +61,12 @@ def _carry_over(original: str, base: str, new: str) -> str:
     if base == original:
         return new
     orig_lines, base_lines, new_lines = (s.splitlines(keepends=True) for s in (original, base, new))
-    # base line index → original line index, where the two agree
+    # base line index → original line index: where the two agree, and line for line where the dump
+    # rewrote as many lines as the user wrote (a flow list with other spacing, a hex number)
     to_orig: dict[int, int] = {}
-    for block in difflib.SequenceMatcher(None, base_lines, orig_lines, autojunk=False).get_matching_blocks():
-        for k in range(block.size):
-            to_orig[block.a + k] = block.b + k
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, base_lines, orig_lines, autojunk=False).get_opcodes():
+        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+            to_orig.update(zip(range(i1, i2), range(j1, j2), strict=True))
 
     def position(i: int) -> int:
         """Where base line i sits in the original (the line after the nearest mapped one before it)."""
@@ -94,7 +95,6 @@ class ProfileDocument:
 
     def _yaml(self, tree: Any) -> YAML:
         yaml = YAML()  # round-trip mode
-        yaml.preserve_quotes = True
         yaml.width = 4096  # never re-wrap a long line (ruamel wraps at 80 by default)
         layout: dict[str, int] = {}
         _walk_layout(tree, layout)
@@ -103,8 +103,10 @@ class ProfileDocument:
         return yaml
 
     def _load(self) -> Any:
+        yaml = YAML()
+        yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass that remembers its quotes
         try:
-            return YAML().load(self.text)
+            return yaml.load(self.text)
         except YAMLError as exc:
             raise EditError(f"the YAML does not parse, so it cannot be edited from the form: {exc}") from None
 
@@ -216,10 +218,7 @@ class ProfileDocument:
                 if isinstance(route, CommentedMap) and route.get("path") == path:
                     other = "static" if target_key == "to" else "to"
                     if other in route:
-                        keys = list(route)
-                        at = keys.index(other)
-                        del route[other]
-                        route.insert(at, target_key, target)
+                        _rename_key(route, other, target_key, target)
                     else:
                         route[target_key] = target
                     return
@@ -273,6 +272,17 @@ class ProfileDocument:
         if behind is not None and kind in APP_SERVER_KINDS:
             self.set_route(behind, f"/{name}", to=name)
         return added
+
+
+def _rename_key(mapping: CommentedMap, old: str, new: str, value: Any) -> None:
+    """Replace key `old` by `new` at its place; the comments ruamel hangs on the old key (its end
+    of line comment, and blank lines and comments below it) stay where they were."""
+    at = list(mapping).index(old)
+    comment = mapping.ca.items.pop(old, None)
+    del mapping[old]
+    mapping.insert(at, new, value)
+    if comment is not None:
+        mapping.ca.items[new] = comment
 
 
 def _whole(value: Any, what: str) -> int:
