@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stackpanel.core.errors import ProfileProblem, StackpanelError
+from stackpanel.core.errors import ProfileProblem
 from stackpanel.core.profiles.edit import EditError, ProfileDocument
 from stackpanel.core.profiles.library import (
     LibraryError,
@@ -268,8 +268,7 @@ class EditForm(QWidget):
         self.node.currentTextChanged.connect(lambda _n: self.refresh())
         self.port.editingFinished.connect(lambda: self._apply(lambda d, n: d.set_port(n, self.port.value())))
         self.workers.valueChanged.connect(lambda v: self._apply(lambda d, n: d.set_workers(n, v)))
-        self.module.editingFinished.connect(
-            lambda: self.module.text().strip() and self._apply(lambda d, n: d.set_app_module(n, self.module.text())))
+        self.module.editingFinished.connect(self._apply_module)
         self.python.editingFinished.connect(
             lambda: self._apply(lambda d, n: d.set_interpreter(n, self.python.text().strip() or None)))
         self.set_route.clicked.connect(self._set_route)
@@ -315,6 +314,10 @@ class EditForm(QWidget):
         name = self.node.currentText()
         if not self._filling and name:
             self._editor.apply_edit(lambda d: edit(d, name))
+
+    def _apply_module(self) -> None:
+        if self.module.text().strip():  # an emptied box is not a module to write
+            self._apply(lambda d, n: d.set_app_module(n, self.module.text()))
 
     def _set_route(self) -> None:
         name, target = self.node.currentText(), self.route_to.currentText().strip()
@@ -418,7 +421,7 @@ class ProfileEditor(QWidget):
     def _action(self, text: str, slot: Callable[[], object], tip: str) -> QAction:
         a = self.toolbar.addAction(text)
         a.setToolTip(tip)
-        a.triggered.connect(lambda: slot())
+        a.triggered.connect(lambda _checked=False: slot())
         return a
 
     # ------------------------------------------------------------------ the document

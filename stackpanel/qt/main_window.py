@@ -28,11 +28,11 @@ from PySide6.QtWidgets import (
 
 from stackpanel.core.profiles.library import DEFAULT_PROFILE, user_dir
 from stackpanel.qt.controller import LoadedProfile, StackController
+from stackpanel.qt.editor import ProfileEditor
 from stackpanel.qt.event_log import StackStatusBar
 from stackpanel.qt.export_action import ExportAction
 from stackpanel.qt.nodes_view import NodeButtons, NodeTable
 from stackpanel.qt.notices import ProfileNotices
-from stackpanel.qt.editor import ProfileEditor
 from stackpanel.qt.panels import TAB_PANELS, GuardsUnsavedWork, PanelSpec, RemembersSettings
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
 from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel, UrlActions

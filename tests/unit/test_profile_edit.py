@@ -83,7 +83,8 @@ def test_edits_keep_comments_quotes_flow_style_blank_lines_and_indentation() -> 
     doc.set_port("edge", 20080)
     doc.set_interpreter("app", "/usr/bin/python3")
     removed, added = changed_lines(HANDWRITTEN, doc.text)
-    assert removed == ["        port: 0x4E20   # 20000 in hex", '        app: {module: "stackpanel.apps.fastapi_demo:app"}']
+    assert removed == ["        port: 0x4E20   # 20000 in hex",
+                       '        app: {module: "stackpanel.apps.fastapi_demo:app"}']
     # the comment after the old value stays with the key; the app's flow mapping takes the key
     assert added == ["        port: 20080    # 20000 in hex", "        workers: 3",
                      '        app: {module: "stackpanel.apps.fastapi_demo:app", python: /usr/bin/python3}']

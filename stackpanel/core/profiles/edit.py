@@ -22,7 +22,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from stackpanel.core.errors import StackpanelError
-from stackpanel.core.profiles.schema import APP_SERVER_KINDS, NODE_MODELS, NODE_NAME_RE, PROXY_KINDS, RESERVED_NODE_NAMES
+from stackpanel.core.profiles.schema import (
+    APP_SERVER_KINDS,
+    NODE_MODELS,
+    NODE_NAME_RE,
+    PROXY_KINDS,
+    RESERVED_NODE_NAMES,
+)
 
 T = TypeVar("T")
 
