@@ -276,7 +276,7 @@ class EditForm(QWidget):
 
     def refresh(self) -> None:
         """Show what the text says (after it changed, or another node was picked)."""
-        doc = ProfileDocument(self._editor.text())
+        doc = self._editor.document()
         try:
             kinds = doc.node_kinds()
         except EditError:
@@ -337,6 +337,13 @@ class EditForm(QWidget):
             self.node.setCurrentText(added[0])
 
 
+def _check(text: str, file: Path, port_offset: int) -> tuple[ProfileCheck, ProfileDocument]:
+    """Read-queue job: every problem of the text, and the text parsed for the form's next edit."""
+    document = ProfileDocument(text)
+    document.prepare()
+    return collect_problems(text, file, port_offset), document
+
+
 def _port_free(port: int) -> bool:
     """Nothing on this machine listens on the port (a bind test on loopback: microseconds)."""
     return not check_ports_free([("127.0.0.1", port)])
@@ -356,6 +363,7 @@ class ProfileEditor(QWidget):
         self._saved_text = ""
         self._check_seq = 0
         self.last_check: ProfileCheck | None = None
+        self._document = ProfileDocument("")
 
         self.toolbar = QToolBar("Profile")
         self.act_new = self._action("New…", self.new_profile, "create a profile, blank or from the one shown")
@@ -377,6 +385,18 @@ class ProfileEditor(QWidget):
         self.preview = GraphView()  # not bound to the controller: it draws the text being edited
         self.preview.setObjectName("editor-preview")
         self.preview_note = QLabel()
+        # a copy from another directory: its relative paths meant something there
+        self._origin: Path | None = None
+        self.paths_note = QLabel()
+        self.paths_note.setWordWrap(True)
+        self.act_rebase = QPushButton("Make them absolute")
+        self.act_rebase.clicked.connect(self.rebase_paths)
+        self.paths_bar = QWidget()
+        pb = QHBoxLayout(self.paths_bar)
+        pb.setContentsMargins(0, 0, 0, 0)
+        pb.addWidget(self.paths_note, 1)
+        pb.addWidget(self.act_rebase)
+        self.paths_bar.hide()
         self.preview_note.setWordWrap(True)
 
         left = QSplitter(Qt.Orientation.Vertical)
@@ -407,6 +427,7 @@ class ProfileEditor(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.toolbar)
         lay.addWidget(self.title)
+        lay.addWidget(self.paths_bar)
         lay.addWidget(split, 1)
 
         self._debounce = QTimer(self)
@@ -429,6 +450,11 @@ class ProfileEditor(QWidget):
     def text(self) -> str:
         return self.text_edit.toPlainText()
 
+    def document(self) -> ProfileDocument:
+        """The text as a ProfileDocument (its parse is kept while the text stays the same)."""
+        self._document.text = self.text()
+        return self._document
+
     @property
     def dirty(self) -> bool:
         return self.entry is not None and self.text() != self._saved_text
@@ -436,6 +462,7 @@ class ProfileEditor(QWidget):
     def open_entry(self, entry: ProfileEntry | None, text: str | None = None) -> None:
         """Show `entry` (its file's text unless `text` is given): no unsaved changes afterwards."""
         self.entry = entry
+        self._origin = None
         if entry is not None and text is None:
             try:
                 text = entry.path.read_text(encoding="utf-8")  # a profile is a few KB
@@ -457,7 +484,7 @@ class ProfileEditor(QWidget):
 
     def apply_edit(self, edit: Callable[[ProfileDocument], object]) -> bool:
         """Run a form edit on the text; the edit is one undo step of the text editor."""
-        doc = ProfileDocument(self.text())
+        doc = self.document()
         try:
             edit(doc)
         except (EditError, LibraryError) as exc:
@@ -497,12 +524,14 @@ class ProfileEditor(QWidget):
         self._check_seq += 1
         seq, text, offset = self._check_seq, self.text(), self._controller.port_offset
         file = self.entry.path if self.entry is not None else Path("untitled.yaml")
-        op = self._controller.reads.submit("check profile text", lambda: collect_problems(text, file, offset))
-        op.then(lambda o: self._show_check(seq, o.result()) if o.ok else None)
+        op = self._controller.reads.submit("check profile text", lambda: _check(text, file, offset))
+        op.then(lambda o: self._show_check(seq, *o.result()) if o.ok else None)
 
-    def _show_check(self, seq: int, check: ProfileCheck) -> None:
+    def _show_check(self, seq: int, check: ProfileCheck, prepared: ProfileDocument) -> None:
         if seq != self._check_seq:
             return  # the text changed since
+        if prepared.text == self.text():
+            self._document = prepared  # the form's next edit needs no parse on the GUI thread
         self.last_check = check
         self.text_edit.show_problems(check.problems)
         self.problem_list.show_problems(check.problems)
@@ -512,6 +541,7 @@ class ProfileEditor(QWidget):
         elif self.preview.profile is not None:
             self.preview_note.setText("The preview shows the last text the schema accepted.")
         self.form.refresh()
+        self._show_paths_bar()
         self.checked.emit(check)
 
     # ------------------------------------------------------------------ library actions
@@ -554,7 +584,8 @@ class ProfileEditor(QWidget):
         if name is None:
             return
         text = self._saved_text if from_current else blank_profile_text(name)
-        self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)))
+        origin = self.entry.path.parent if from_current and self.entry else None
+        self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)), origin=origin)
 
     def duplicate_profile(self) -> None:
         """The text as it is now (unsaved changes included) into a new user profile."""
@@ -563,8 +594,8 @@ class ProfileEditor(QWidget):
         name = self._name_for("Duplicate profile", copy_name(self.entry.name))
         if name is None:
             return
-        text = self.text()
-        self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)))
+        text, origin = self.text(), self.entry.path.parent
+        self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)), origin=origin)
 
     def rename_profile(self) -> None:
         entry = self.entry
@@ -601,7 +632,8 @@ class ProfileEditor(QWidget):
             name = self._name_for(f"{entry.name} is read-only: save a copy", copy_name(entry.name))
             if name is None:
                 return False
-            return self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)), text)
+            return self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)), text,
+                                origin=entry.path.parent)
         try:
             save_profile(entry, text)
         except (LibraryError, OSError) as exc:
@@ -612,12 +644,33 @@ class ProfileEditor(QWidget):
         self.libraryChanged.emit(entry.name)
         return True
 
-    def _opened(self, entry: ProfileEntry | None, text: str | None = None) -> bool:
+    def _opened(self, entry: ProfileEntry | None, text: str | None = None, origin: Path | None = None) -> bool:
         if entry is None:
             return False
         self.open_entry(entry, text)
+        if origin is not None and origin.resolve() != entry.path.parent.resolve():
+            self._origin = origin
+            self._show_paths_bar()
         self.libraryChanged.emit(entry.name)
         return True
+
+    def _show_paths_bar(self) -> None:
+        relative: list[str] = []
+        if self._origin is not None:
+            try:
+                relative = self.document().relative_paths()
+            except EditError:
+                pass
+        self.paths_bar.setVisible(bool(relative))
+        if relative:
+            self.paths_note.setText(f"Copied from {self._origin}: relative paths ({', '.join(relative)}) now "
+                                    f"start from {self.entry.path.parent if self.entry else '?'}.")
+
+    def rebase_paths(self) -> None:
+        """The relative paths of a copy, made absolute as they were meant where it came from."""
+        origin = self._origin
+        if origin is not None:
+            self.apply_edit(lambda d: d.rebase_paths(origin))
 
     def may_discard(self, doing: str) -> bool:
         """True when there are no unsaved changes, or the user saved or discarded them."""

@@ -251,3 +251,19 @@ def test_the_window_asks_before_closing_over_unsaved_edits(qtbot: Any, settings:
     assert w.profile_list.current_name() == "workers-copy" and not ed.dirty
     w.close()
     assert not w.isVisible() and len(answers.asked) == 2  # the save-as name only; nothing unsaved
+
+
+def test_a_copy_offers_to_make_its_relative_paths_absolute(qtbot: Any, editor: ProfileEditor,
+                                                          answers: Answers) -> None:
+    entry = next(e for e in BUILTINS if e.name == "nginx-split")
+    open_and_check(qtbot, editor, entry)
+    assert editor.paths_bar.isHidden()  # where it lives, its paths are right
+    answers.names.append("split")
+    editor.duplicate_profile()
+    wait_for_check(qtbot, editor)
+    assert not editor.paths_bar.isHidden() and "../apps/site" in editor.paths_note.text()
+    assert any("static directory" in p.message for p in editor.last_check.problems)  # type: ignore[union-attr]
+    editor.act_rebase.click()
+    wait_for_check(qtbot, editor)
+    assert editor.last_check.ok and editor.paths_bar.isHidden() and editor.dirty  # type: ignore[union-attr]
+    assert editor.save() and "../apps/site" not in (user_dir() / "split.yaml").read_text()

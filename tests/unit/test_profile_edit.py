@@ -261,3 +261,43 @@ def test_builtins_are_read_only(library: Path) -> None:
         with pytest.raises(LibraryError, match="duplicate it"):
             op()
     assert builtin.path.read_text() == before
+
+
+def test_rebase_paths_makes_a_copys_relative_paths_mean_what_they_meant(tmp_path: Path) -> None:
+    entry = next(e for e in BUILTINS if e.name == "nginx-split")
+    text = entry.path.read_text()
+    doc = ProfileDocument(text)
+    assert doc.relative_paths() == ["../apps/site", "../resources/profile.schema.json"]
+    copy = tmp_path / "copy.yaml"
+    assert not collect_problems(text, copy).ok  # ../apps/site from tmp_path is nowhere
+    doc.rebase_paths(entry.path.parent)
+    assert doc.relative_paths() == []
+    removed, added = changed_lines(text, doc.text)
+    assert removed == ["# yaml-language-server: $schema=../resources/profile.schema.json",
+                       "        static: ../apps/site"]
+    site = (entry.path.parent / "../apps/site").resolve()
+    assert added == [f"# yaml-language-server: $schema={(entry.path.parent.parent / 'resources').as_uri()}"
+                     "/profile.schema.json", f"        static: {site}"]
+    assert collect_problems(doc.text, copy).ok
+
+
+@pytest.mark.parametrize("text", [HANDWRITTEN, next(e for e in BUILTINS if e.name == "nginx-uvicorn").path.read_text()],
+                         ids=["handwritten", "builtin"])
+def test_a_document_kept_between_edits_writes_what_fresh_documents_write(text: str) -> None:
+    """The parse and dump kept for the editor's next edit (prepared on the read queue) change nothing."""
+    kept = ProfileDocument(text)
+    kept.prepare()
+    steps = [lambda d: d.add_node("nginx", name="front"), lambda d: d.set_workers("front", 2),
+             lambda d: d.set_route("front", "/x", to="app"), lambda d: d.set_port("app", 20002)]
+    expected = text
+    for step in steps:
+        step(kept)
+        fresh = ProfileDocument(expected)
+        step(fresh)
+        expected = fresh.text
+        assert kept.text == expected
+    kept.text = kept.text.replace("port: 20002", "port: 20003")  # typed by the user in between
+    kept.set_workers("app", 5)
+    profile = load_profile_text(kept.text, Path("/tmp/p.yaml"), check_files=False)
+    assert profile.nodes["app"].port == 20003 and profile.nodes["app"].workers == 5
+    assert profile.nodes["front"].workers == 2 and profile.entry == "front"

@@ -12,9 +12,13 @@ a usable profile is the loader's business (:func:`~stackpanel.core.profiles.load
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import io
+import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
@@ -22,6 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from stackpanel.core.errors import StackpanelError
+from stackpanel.core.profiles.jsonschema import SCHEMA_FILE
 from stackpanel.core.profiles.schema import (
     APP_SERVER_KINDS,
     NODE_MODELS,
@@ -48,6 +53,8 @@ def _walk_layout(node: Any, out: dict[str, int]) -> None:
     each measured from the column of the key that holds them."""
     if isinstance(node, CommentedMap):
         for key, value in node.items():
+            if key not in node.lc.data or _value_col(value) is None:
+                continue  # added by an edit: no place in the text yet
             _, key_col = node.lc.key(key)
             if isinstance(value, CommentedMap) and not value.fa.flow_style() and value:
                 out.setdefault("mapping", value.lc.col - key_col)
@@ -59,6 +66,11 @@ def _walk_layout(node: Any, out: dict[str, int]) -> None:
     elif isinstance(node, CommentedSeq):
         for value in node:
             _walk_layout(value, out)
+
+
+def _value_col(value: Any) -> int | None:
+    lc = getattr(value, "lc", None)
+    return lc.col if lc is not None else 0
 
 
 def _carry_over(original: str, base: str, new: str) -> str:
@@ -92,14 +104,31 @@ def _carry_over(original: str, base: str, new: str) -> str:
 
 
 class ProfileDocument:
-    """A profile's YAML text with typed edits; :attr:`text` is always the current text."""
+    """A profile's YAML text with typed edits; :attr:`text` is always the current text.
+
+    ruamel's round-trip parser is pure Python (~10-20 ms for a built-in, a dump about as much), so
+    the parsed tree and its dump are kept for the current text: reading values for a form costs
+    nothing after the first parse, and an edit parses nothing when the text came from an edit."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        self._text = text
+        self._tree: Any = None  # the parsed text (never changed in place)
+        self._base: str | None = None  # its dump
+        self._yaml_out: YAML | None = None  # the dumper with the text's indentation
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @text.setter
+    def text(self, text: str) -> None:
+        if text != self._text:
+            self._text, self._tree, self._base, self._yaml_out = text, None, None, None
 
     # ------------------------------------------------------------------ the round trip
 
-    def _yaml(self, tree: Any) -> YAML:
+    @staticmethod
+    def _yaml(tree: Any) -> YAML:
         yaml = YAML()  # round-trip mode
         yaml.width = 4096  # never re-wrap a long line (ruamel wraps at 80 by default)
         layout: dict[str, int] = {}
@@ -108,30 +137,51 @@ class ProfileDocument:
         yaml.indent(mapping=layout.get("mapping", 2), sequence=layout.get("sequence", offset + 2), offset=offset)
         return yaml
 
+    @staticmethod
+    def _dump(yaml: YAML, tree: Any) -> str:
+        out = io.StringIO()
+        yaml.dump(tree, out)
+        return out.getvalue()
+
     def _load(self) -> Any:
-        yaml = YAML()
-        yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass that remembers its quotes
+        """The parsed text, shared: read it, never change it (:meth:`tree` gives a copy)."""
+        if self._tree is None:
+            yaml = YAML()
+            yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass that remembers its quotes
+            try:
+                self._tree = yaml.load(self._text)
+            except YAMLError as exc:
+                raise EditError(f"the YAML does not parse, so it cannot be edited from the form: {exc}") from None
+        return self._tree
+
+    def prepare(self) -> None:
+        """Parse and dump now (e.g. on a worker thread), so that the next edit only dumps."""
         try:
-            return yaml.load(self.text)
-        except YAMLError as exc:
-            raise EditError(f"the YAML does not parse, so it cannot be edited from the form: {exc}") from None
+            original = self._load()
+        except EditError:
+            return
+        if isinstance(original, CommentedMap) and self._base is None:
+            self._yaml_out = self._yaml(original)
+            self._base = self._dump(self._yaml_out, original)
 
     def tree(self) -> Any:
-        """The parsed document (a fresh copy: changing it changes nothing)."""
-        return self._load()
+        """The parsed document (a copy: changing it changes nothing)."""
+        return copy.deepcopy(self._load())
 
     def _edit(self, change: Callable[[CommentedMap], T]) -> T:
         original = self._load()
         if not isinstance(original, CommentedMap):
             raise EditError("the profile is not a mapping; start with `version: 1`, `name:` and `nodes:`")
-        yaml = self._yaml(original)
-        base = io.StringIO()
-        yaml.dump(original, base)
-        tree = self._load()
+        yaml = self._yaml_out or self._yaml(original)
+        if self._base is None:
+            self._base = self._dump(yaml, original)
+        tree = copy.deepcopy(original)  # ~1 ms; a parse is 10-20
         result = change(tree)
-        new = io.StringIO()
-        yaml.dump(tree, new)
-        self.text = _carry_over(self.text, base.getvalue(), new.getvalue())
+        new = self._dump(yaml, tree)
+        clean = self._base == self._text
+        self.text = _carry_over(self._text, self._base, new)
+        if clean:  # the new text is exactly this tree's dump: keep both
+            self._tree, self._base, self._yaml_out = tree, new, yaml
         return result
 
     # ------------------------------------------------------------------ reading
@@ -234,6 +284,28 @@ class ProfileDocument:
 
         self._edit(change)
 
+    def relative_paths(self) -> list[str]:
+        """The relative paths the text holds (static dirs, app.python, app.working_dir, the schema
+        modeline): they mean something else once the profile lives in another directory."""
+        found = [value for _mapping, _key, value in _path_values(self._load()) if not _absolute(value)]
+        modeline = _MODELINE.search(self.text)
+        return found + ([modeline.group(1)] if modeline and not _absolute(modeline.group(1)) else [])
+
+    def rebase_paths(self, source_dir: Path) -> None:
+        """Make the relative paths absolute as they were meant from `source_dir` (the directory the
+        profile was copied from); the modeline points at the schema shipped in the package."""
+
+        def change(tree: CommentedMap) -> None:
+            for mapping, key, value in _path_values(tree):
+                if not _absolute(value):
+                    mapping[key] = os.path.normpath(source_dir / value)  # not resolve(): a venv's python is a link
+
+        if any(not _absolute(v) for _m, _k, v in _path_values(self._load())):
+            self._edit(change)
+        modeline = _MODELINE.search(self.text)
+        if modeline and not _absolute(modeline.group(1)):
+            self.text = self._text[:modeline.start(1)] + SCHEMA_FILE.as_uri() + self._text[modeline.end(1):]
+
     def add_node(self, kind: str, name: str | None = None, *, behind: str | None = None,
                  port_free: Callable[[int], bool] | None = None) -> str:
         """Add a node of `kind` with sensible defaults and a port no other node uses (and, with
@@ -278,6 +350,29 @@ class ProfileDocument:
         if behind is not None and kind in APP_SERVER_KINDS:
             self.set_route(behind, f"/{name}", to=name)
         return added
+
+
+_MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)", re.MULTILINE)
+
+
+def _absolute(value: str) -> bool:
+    return value.startswith(("/", "~")) or "://" in value
+
+
+def _path_values(tree: Any) -> list[tuple[CommentedMap, str, str]]:
+    """(mapping, key, value) of every file-system path a profile names."""
+    out: list[tuple[CommentedMap, str, str]] = []
+    nodes = tree.get("nodes") if isinstance(tree, dict) else None
+    for node in nodes.values() if isinstance(nodes, dict) else ():
+        if not isinstance(node, dict):
+            continue
+        for route in node.get("routes") or []:
+            if isinstance(route, CommentedMap) and isinstance(route.get("static"), str):
+                out.append((route, "static", route["static"]))
+        app = node.get("app")
+        if isinstance(app, CommentedMap):
+            out += [(app, key, app[key]) for key in ("python", "working_dir") if isinstance(app.get(key), str)]
+    return out
 
 
 def _rename_key(mapping: CommentedMap, old: str, new: str, value: Any) -> None:
