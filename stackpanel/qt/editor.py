@@ -10,6 +10,7 @@ would be dropped (switching profiles, closing the window).
 """
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from pathlib import Path
 
@@ -469,8 +470,8 @@ class ProfileEditor(QWidget):
             except (OSError, UnicodeDecodeError) as exc:
                 text = ""
                 self.preview_note.setText(f"cannot read {entry.path}: {exc}")
-        self._saved_text = text or ""
-        self.text_edit.setPlainText(self._saved_text)
+        self.text_edit.setPlainText(text or "")
+        self._saved_text = self.text()  # as the editor holds it (line ends normalised): not a change
         self.validate_now()
 
     def _follow(self, loaded: LoadedProfile) -> None:
@@ -514,7 +515,7 @@ class ProfileEditor(QWidget):
         star = " ●" if self.dirty else ""
         where = (f"{e.group} profile, read-only: Save writes your changes to a copy in your profiles"
                  if e.builtin else str(e.path))
-        self.title.setText(f"<b>{e.name}</b>{star} — {where}")
+        self.title.setText(f"<b>{html.escape(e.name)}</b>{star} — {html.escape(where)}")
 
     # ------------------------------------------------------------------ validation
 
