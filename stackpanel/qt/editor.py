@@ -211,7 +211,8 @@ class EditForm(QWidget):
     def __init__(self, editor: ProfileEditor) -> None:
         super().__init__(editor)
         self._editor = editor
-        self._filling = False
+        self._filling = False  # refresh() is setting the widgets: no edits
+        self._shown_port: int | None = None
         self.node = QComboBox()
         self.node.setObjectName("form-node")
         self.port = QSpinBox()
@@ -266,8 +267,10 @@ class EditForm(QWidget):
         lay.addWidget(add_box)
         lay.addStretch(1)
 
-        self.node.currentTextChanged.connect(lambda _n: self.refresh())
-        self.port.editingFinished.connect(lambda: self._apply(lambda d, n: d.set_port(n, self.port.value())))
+        self.node.currentTextChanged.connect(lambda _n: None if self._filling else self.refresh())
+        # editingFinished also comes when the focus just leaves: only a changed port is written
+        self.port.editingFinished.connect(lambda: self.port.value() != self._shown_port and self._apply(
+            lambda d, n: d.set_port(n, self.port.value())))
         self.workers.valueChanged.connect(lambda v: self._apply(lambda d, n: d.set_workers(n, v)))
         self.module.editingFinished.connect(self._apply_module)
         self.python.editingFinished.connect(
@@ -300,7 +303,8 @@ class EditForm(QWidget):
             self.route_to.clear()
             self.route_to.addItems([n for n in kinds if n != name])
             port, workers = doc.node_value(name, "port"), doc.node_value(name, "workers")
-            self.port.setValue(port if isinstance(port, int) and not isinstance(port, bool) else 1)
+            self._shown_port = port if isinstance(port, int) and not isinstance(port, bool) else None
+            self.port.setValue(self._shown_port or 1)
             self.workers.setValue(workers if isinstance(workers, int) and not isinstance(workers, bool) else 1)
             is_app = kind in APP_SERVER_KINDS
             for w in (self.module, self.python):
@@ -311,10 +315,9 @@ class EditForm(QWidget):
         finally:
             self._filling = False
 
-    def _apply(self, edit: Callable[[ProfileDocument, str], None]) -> None:
+    def _apply(self, edit: Callable[[ProfileDocument, str], None]) -> bool:
         name = self.node.currentText()
-        if not self._filling and name:
-            self._editor.apply_edit(lambda d: edit(d, name))
+        return not self._filling and bool(name) and self._editor.apply_edit(lambda d: edit(d, name))
 
     def _apply_module(self) -> None:
         if self.module.text().strip():  # an emptied box is not a module to write
@@ -355,7 +358,6 @@ class ProfileEditor(QWidget):
     (name: the one to show, '' after a delete); the window refreshes its profile list with it."""
 
     libraryChanged = Signal(str)
-    checked = Signal(object)  # ProfileCheck of the newest text
 
     def __init__(self, controller: StackController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -491,13 +493,32 @@ class ProfileEditor(QWidget):
         except (EditError, LibraryError) as exc:
             QMessageBox.warning(self, "Cannot change the profile", str(exc))
             return False
-        if doc.text != self.text():
-            cursor = QTextCursor(self.text_edit.document())
-            cursor.beginEditBlock()
-            cursor.select(QTextCursor.SelectionType.Document)
-            cursor.insertText(doc.text)
-            cursor.endEditBlock()
+        self._replace_changed_lines(doc.text)
         return True
+
+    def _replace_changed_lines(self, new_text: str) -> None:
+        """Put `new_text` in by replacing only the lines that differ (one undo step); the cursor and
+        the scroll position stay where the user had them."""
+        old, new = self.text().splitlines(keepends=True), new_text.splitlines(keepends=True)
+        if old == new:
+            return
+        head = 0
+        while head < min(len(old), len(new)) and old[head] == new[head]:
+            head += 1
+        tail = 0
+        while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
+            tail += 1
+        document = self.text_edit.document()
+        cursor = QTextCursor(document)
+        cursor.beginEditBlock()
+        cursor.setPosition(document.findBlockByNumber(head).position())  # block n starts line n
+        end = len(old) - tail
+        if end < document.blockCount():
+            cursor.setPosition(document.findBlockByNumber(end).position(), QTextCursor.MoveMode.KeepAnchor)
+        else:
+            cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        cursor.insertText("".join(new[head:len(new) - tail]))
+        cursor.endEditBlock()
 
     def _text_changed(self) -> None:
         self._update_state()
@@ -523,8 +544,14 @@ class ProfileEditor(QWidget):
         """Check the current text off the GUI thread; the newest check is shown."""
         self._debounce.stop()
         self._check_seq += 1
+        if self.entry is None:  # nothing open (after a delete)
+            self.text_edit.show_problems([])
+            self.problem_list.clear()
+            self.preview.set_profile(None)
+            self.preview_note.setText("")
+            return
         seq, text, offset = self._check_seq, self.text(), self._controller.port_offset
-        file = self.entry.path if self.entry is not None else Path("untitled.yaml")
+        file = self.entry.path
         op = self._controller.reads.submit("check profile text", lambda: _check(text, file, offset))
         op.then(lambda o: self._show_check(seq, *o.result()) if o.ok else None)
 
@@ -543,7 +570,6 @@ class ProfileEditor(QWidget):
             self.preview_note.setText("The preview shows the last text the schema accepted.")
         self.form.refresh()
         self._show_paths_bar()
-        self.checked.emit(check)
 
     # ------------------------------------------------------------------ library actions
 

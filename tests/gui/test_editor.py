@@ -267,3 +267,22 @@ def test_a_copy_offers_to_make_its_relative_paths_absolute(qtbot: Any, editor: P
     wait_for_check(qtbot, editor)
     assert editor.last_check.ok and editor.paths_bar.isHidden() and editor.dirty  # type: ignore[union-attr]
     assert editor.save() and "../apps/site" not in (user_dir() / "split.yaml").read_text()
+
+
+def test_a_form_edit_replaces_only_its_lines_keeps_the_cursor_and_undoes_in_one_step(
+        qtbot: Any, editor: ProfileEditor) -> None:
+    entry = next(e for e in BUILTINS if e.name == "nginx-tls-uvicorn")
+    text = entry.path.read_text()
+    open_and_check(qtbot, editor, entry)
+    cursor = editor.text_edit.textCursor()
+    cursor.setPosition(editor.text_edit.document().findBlockByNumber(2).position() + 3)  # line 3, column 4
+    editor.text_edit.setTextCursor(cursor)
+    editor.form.node.setCurrentText("app")
+    editor.form.workers.setValue(5)
+    editor.form.module.setText("stackpanel.apps.fastapi_demo:app")  # unchanged: no edit
+    editor.form.module.editingFinished.emit()
+    after = editor.text_edit.textCursor()
+    assert (after.blockNumber(), after.positionInBlock()) == (2, 3)
+    assert editor.text().count("\n") == text.count("\n") and "workers: 5" in editor.text()
+    editor.text_edit.undo()
+    assert editor.text() == text and not editor.dirty
