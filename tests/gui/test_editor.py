@@ -92,8 +92,9 @@ def test_round_trip_worker_count_through_the_form_saved_as_user_profile_changes_
     node = next(n for n, kind in ProfileDocument(editor.text()).node_kinds().items() if kind in APP_SERVER_KINDS)
     editor.form.node.setCurrentText(node)
     workers = editor.form.workers.value()
-    editor.form.workers.setValue(workers + 1)
-    assert editor.dirty
+    editor.form.workers.selectAll()
+    qtbot.keyClicks(editor.form.workers, str(workers + 1))  # typed, as a user does
+    assert editor.form.workers.value() == workers + 1 and editor.dirty
     answers.names.append(f"{entry.name}-mine")
     assert editor.save()
     saved = user_dir() / f"{entry.name}-mine.yaml"

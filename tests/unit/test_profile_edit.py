@@ -178,8 +178,9 @@ def test_collect_problems_reports_schema_and_cross_node_problems_together(tmp_pa
         (12, 11, "port 8080 is already used by node 'edge'"),  # the app's bad `workers` hides not its port
         (13, 14, "nodes.app.workers: Input should be a valid integer, unable to parse string as an integer "
                  "(got 'lots')"),
+        (16, 3, "node 'other' is not reached by any route (the entry node is 'edge')"),  # every node read: the graph
         (19, 11, "host 0.0.0.0 listens on every network interface: other machines could reach this node"),
-        (21, 15, f"module 'no_such_module_here' cannot be found by {check.problems[3].message.split(' by ')[1]}"),
+        (21, 15, f"module 'no_such_module_here' cannot be found by {check.problems[4].message.split(' by ')[1]}"),
     ]
     assert all(p.hint and p.file == file for p in check.problems)
     # the loader's API for every other caller is unchanged: it stops at the schema's batch
@@ -199,6 +200,17 @@ def test_collect_problems_runs_every_cross_node_rule_once_the_schema_accepts(tmp
     with pytest.raises(ProfileError) as exc:  # the loader stops before the file checks
         load_profile_text(text, tmp_path / "p.yaml")
     assert not any(p.message.startswith("module") for p in exc.value.problems)
+
+
+def test_collect_problems_checks_the_graph_when_only_top_level_keys_are_wrong(tmp_path: Path) -> None:
+    text = MANY_PROBLEMS.replace("name: many\n", "").replace("workers: lots", "workers: 2").replace(
+        "to: app", "to: nowhere")
+    check = collect_problems(text, tmp_path / "p.yaml", check_files=False)
+    messages = [p.message for p in check.problems]
+    assert messages[0] == "missing required key 'name' in the profile"
+    assert "route '/' goes to unknown node 'nowhere'" in messages
+    assert "port 8080 is already used by node 'edge'" in messages
+    assert not any(m.startswith("module") for m in messages)  # check_files=False is honoured
 
 
 def test_collect_problems_stops_at_a_yaml_syntax_error_with_its_place(tmp_path: Path) -> None:

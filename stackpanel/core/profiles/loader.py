@@ -196,8 +196,11 @@ def collect_problems(text: str, file: Path, port_offset: int = 0, check_files: b
             if node is not None:
                 nodes[str(name)] = node
         partial = Profile.model_construct(version=1, name="", description="", nodes=nodes)
-        for validator in NODE_VALIDATORS if check_files else NODE_VALIDATORS[:-1]:
-            problems.extend(validator(partial, smap, port_offset))
+        if nodes and isinstance(raw_nodes, dict) and len(nodes) == len(raw_nodes):  # the graph is whole
+            problems += validate_profile(partial, smap, port_offset, check_files=check_files, collect_all=True)
+        else:
+            for validator in NODE_VALIDATORS if check_files else NODE_VALIDATORS[:-1]:
+                problems.extend(validator(partial, smap, port_offset))
         return ProfileCheck(None, _in_order(problems))
     problems = validate_profile(profile, smap, port_offset=port_offset, check_files=check_files, collect_all=True)
     return ProfileCheck(profile.with_port_offset(port_offset), _in_order(problems))
