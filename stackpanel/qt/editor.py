@@ -62,6 +62,7 @@ from stackpanel.core.profiles.library import (
     create_profile,
     delete_profile,
     entry_for_path,
+    list_profiles,
     rename_profile,
     save_profile,
 )
@@ -377,6 +378,7 @@ class ProfileEditor(QWidget):
         self.act_save = self._action("Save", self.save, "write the text to the profile (a built-in: to a copy)")
         self.act_save.setShortcut(QKeySequence.StandardKey.Save)
         self.act_save.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.addAction(self.act_save)  # Ctrl+S while the focus is anywhere in the panel (the text)
         self.title = QLabel()
         self.title.setObjectName("editor-title")
         self.title.setWordWrap(True)
@@ -599,19 +601,24 @@ class ProfileEditor(QWidget):
         return self._ask_name(title, "Name of the profile (letters, digits, . _ -):", default)
 
     def new_profile(self) -> None:
-        """A blank profile, or a copy of the one shown (any built-in or user profile)."""
+        """A blank profile, or a copy of any built-in, workshop or user profile (the one shown first)."""
         if not self.may_discard("make a new profile"):
             return
-        choices = ["Blank"] + ([f"Copy of {self.entry.name}"] if self.entry is not None else [])
-        choice, ok = QInputDialog.getItem(self, "New profile", "Start from:", choices, 0, False)
+        sources = sorted(list_profiles(), key=lambda e: e != self.entry)  # the one shown first
+        choices = ["Blank", *(f"Copy of {e.name} ({e.group})" for e in sources)]
+        choice, ok = QInputDialog.getItem(self, "New profile", "Start from:", choices, 1 if self.entry else 0, False)
         if not ok:
             return
-        from_current = choice != "Blank" and self.entry is not None
-        name = self._name_for("New profile", copy_name(self.entry.name) if from_current and self.entry else "my-stack")
+        source = sources[choices.index(choice) - 1] if choice in choices[1:] else None
+        name = self._name_for("New profile", copy_name(source.name) if source else "my-stack")
         if name is None:
             return
-        text = self._saved_text if from_current else blank_profile_text(name)
-        origin = self.entry.path.parent if from_current and self.entry else None
+        try:
+            text = source.path.read_text(encoding="utf-8") if source else blank_profile_text(name)
+        except (OSError, UnicodeDecodeError) as exc:
+            QMessageBox.warning(self, "Cannot read the profile", f"{source.path if source else ''}: {exc}")
+            return
+        origin = source.path.parent if source else None
         self._opened(self._store(lambda overwrite: create_profile(name, text, overwrite)), origin=origin)
 
     def duplicate_profile(self) -> None:

@@ -44,6 +44,7 @@ class Answers:
         self.yes_no: list[bool] = []
         self.unsaved: list[QMessageBox.StandardButton] = []
         self.asked: list[str] = []
+        self.offered: list[str] = []
         monkeypatch.setattr(QInputDialog, "getText", self._text)
         monkeypatch.setattr(QInputDialog, "getItem", self._item)
         monkeypatch.setattr(QMessageBox, "question", self._question)
@@ -56,7 +57,8 @@ class Answers:
         return (name if name is not None else "", name is not None)
 
     def _item(self, _parent: Any, title: str, _label: str, items: list[str], *_a: Any) -> tuple[str, bool]:
-        self.asked.append(f"{title} {items}")
+        self.asked.append(title)
+        self.offered = list(items)
         return self.items.pop(0), True
 
     def _question(self, _parent: Any, title: str, text: str, *_a: Any) -> QMessageBox.StandardButton:
@@ -159,6 +161,14 @@ def test_new_duplicate_rename_delete_on_the_user_profile_dir(qtbot: Any, editor:
     entry = next(e for e in BUILTINS if e.name == "nginx-uvicorn")
     open_and_check(qtbot, editor, entry)
     assert not editor.act_rename.isEnabled() and not editor.act_delete.isEnabled()  # built-in
+    # New, from another profile than the one shown
+    answers.items.append("Copy of uvicorn-dev (built-in)")
+    answers.names.append("from-dev")
+    editor.new_profile()
+    assert (user_dir() / "from-dev.yaml").read_text() == next(e for e in BUILTINS if e.name == "uvicorn-dev"
+                                                              ).path.read_text()
+    assert answers.offered[:2] == ["Blank", "Copy of nginx-uvicorn (built-in)"]  # the one shown first
+    (user_dir() / "from-dev.yaml").unlink()
     # New, blank
     answers.items.append("Blank")
     answers.names.append("fresh")
@@ -193,7 +203,16 @@ def test_new_duplicate_rename_delete_on_the_user_profile_dir(qtbot: Any, editor:
     editor.delete_profile()
     assert not (user_dir() / "renamed.yaml").exists() and editor.entry is None
     assert sorted(p.name for p in user_dir().iterdir()) == ["fresh.yaml"]
-    assert changed == ["fresh", "fresh-copy", "renamed", ""]
+    assert changed == ["from-dev", "fresh", "fresh-copy", "renamed", ""]
+
+
+def test_ctrl_s_in_the_text_saves_a_user_profile(qtbot: Any, editor: ProfileEditor) -> None:
+    mine = create_profile("mine", BUILTINS[0].path.read_text())
+    open_and_check(qtbot, editor, mine)
+    editor.text_edit.setFocus()
+    editor.text_edit.appendPlainText("# saved with the keyboard")
+    qtbot.keyClick(editor.text_edit, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert mine.path.read_text().rstrip().endswith("# saved with the keyboard") and not editor.dirty
 
 
 def test_builtin_is_read_only_and_saving_offers_a_copy(qtbot: Any, editor: ProfileEditor, answers: Answers) -> None:
