@@ -14,6 +14,7 @@ import html
 from collections.abc import Callable
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import QEvent, QPoint, QRegularExpression, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
@@ -555,7 +556,8 @@ class ProfileEditor(QWidget):
         seq, text, offset = self._check_seq, self.text(), self._controller.port_offset
         file = self.entry.path
         op = self._controller.reads.submit("check profile text", lambda: _check(text, file, offset))
-        op.then(lambda o: self._show_check(seq, *o.result()) if o.ok else None)
+        # the panel may be gone when a check ends (the queue outlives it at shutdown)
+        op.then(lambda o: self._show_check(seq, *o.result()) if o.ok and shiboken6.isValid(self) else None)
 
     def _show_check(self, seq: int, check: ProfileCheck, prepared: ProfileDocument) -> None:
         if seq != self._check_seq:

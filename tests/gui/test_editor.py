@@ -32,6 +32,7 @@ def editor(qtbot: Any) -> Iterator[ProfileEditor]:
     ed.resize(1200, 700)
     ed.show()
     yield ed
+    qtbot.waitUntil(lambda: not c.reads.busy, timeout=10_000)  # no check left to land on a closed panel
     c.shutdown()
 
 
