@@ -471,7 +471,8 @@ class ProfileEditor(QWidget):
         self._origin = None
         if entry is not None and text is None:
             try:
-                text = entry.path.read_text(encoding="utf-8")  # a profile is a few KB
+                # a few KB in the user's config dir, read when asked for (as the list reads its directories)
+                text = entry.path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 text = ""
                 self.preview_note.setText(f"cannot read {entry.path}: {exc}")

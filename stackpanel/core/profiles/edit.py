@@ -1,7 +1,7 @@
 """Typed edits of a profile's YAML text that keep the user's comments and layout.
 
-A :class:`ProfileDocument` holds the text. Each edit loads it with ruamel.yaml's round-trip loader
-(comments, key order, quoting and flow style survive a load/dump), changes the tree and dumps it.
+A :class:`ProfileDocument` holds the text. Each edit changes ruamel.yaml's round-trip tree of it
+(comments, key order, quoting and flow style survive a load and a dump) and dumps the tree.
 The dump's indentation is the document's own (guessed from the tree's positions) and lines are
 never re-wrapped, so the built-in profiles dump byte for byte as written. Where a document still
 comes back different (odd indentation, exotic scalars), only the lines the edit changed are carried
