@@ -369,6 +369,8 @@ class ProfileEditor(QWidget):
         self._check_seq = 0
         self.last_check: ProfileCheck | None = None
         self._document = ProfileDocument("")
+        #: the profile the user picked while changes were unsaved: the list keeps it selected after a save
+        self._switching_to: str | None = None
 
         self.toolbar = QToolBar("Profile")
         self.act_new = self._action("New…", self.new_profile, "create a profile, blank or from the one shown")
@@ -484,7 +486,12 @@ class ProfileEditor(QWidget):
         """The controller loaded a profile: show it, unless that would drop unsaved changes."""
         if self.entry is not None and Path(loaded.path) == self.entry.path:
             return
-        if not self.may_discard(f"open {loaded.name}"):
+        self._switching_to = loaded.name
+        try:
+            keep = not self.may_discard(f"open {loaded.name}")
+        finally:
+            self._switching_to = None
+        if keep:
             self.title.setText(self.title.text() + f" (the panel shows {loaded.name})")
             return
         self.open_entry(entry_for_path(loaded.name, Path(loaded.path)))
@@ -678,7 +685,7 @@ class ProfileEditor(QWidget):
             return False
         self._saved_text = text
         self._update_state()
-        self.libraryChanged.emit(entry.name)
+        self.libraryChanged.emit(self._switching_to or entry.name)
         return True
 
     def _opened(self, entry: ProfileEntry | None, text: str | None = None, origin: Path | None = None) -> bool:
@@ -688,7 +695,7 @@ class ProfileEditor(QWidget):
         if origin is not None and origin.resolve() != entry.path.parent.resolve():
             self._origin = origin
             self._show_paths_bar()
-        self.libraryChanged.emit(entry.name)
+        self.libraryChanged.emit(self._switching_to or entry.name)
         return True
 
     def _show_paths_bar(self) -> None:

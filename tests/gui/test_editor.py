@@ -242,8 +242,11 @@ def test_switching_profiles_with_unsaved_changes_asks(qtbot: Any, editor: Profil
     editor._controller.profileLoaded.emit(loaded)
     assert editor.entry == mine and editor.text().endswith("# a note")  # kept
     assert "not saved" in answers.asked[-1]
+    changed: list[str] = []
+    editor.libraryChanged.connect(changed.append)
     answers.unsaved.append(QMessageBox.StandardButton.Save)
     editor._controller.profileLoaded.emit(loaded)
+    assert changed == ["uvicorn-workers"]  # the list keeps the profile picked, not the one saved
     assert mine.path.read_text().endswith("# a note\n") or mine.path.read_text().endswith("# a note")
     assert editor.entry == other
     editor.text_edit.appendPlainText("# dropped")
