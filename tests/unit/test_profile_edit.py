@@ -313,3 +313,32 @@ def test_a_document_kept_between_edits_writes_what_fresh_documents_write(text: s
     profile = load_profile_text(kept.text, Path("/tmp/p.yaml"), check_files=False)
     assert profile.nodes["app"].port == 20003 and profile.nodes["app"].workers == 5
     assert profile.nodes["front"].workers == 2 and profile.entry == "front"
+
+
+def test_edits_keep_anchors_aliases_and_merge_keys() -> None:
+    text = """\
+version: 1
+name: merged
+nodes:
+  a: &app   # the template
+    kind: uvicorn
+    port: 8000
+    workers: 2
+    app: &demo {module: "stackpanel.apps.fastapi_demo:app"}
+  b:
+    <<: *app
+    port: 8001
+  c:
+    kind: gunicorn
+    port: 8002
+    app: *demo
+"""
+    doc = ProfileDocument(text)
+    doc.set_workers("b", 5)  # b's workers came from the merge: b gets its own
+    doc.set_port("a", 8100)
+    removed, added = changed_lines(text, doc.text)
+    assert removed == ["    port: 8000"]
+    assert added == ["    port: 8100", "    workers: 5"]
+    profile = collect_problems(doc.text, Path("/tmp/p.yaml"), check_files=False).profile  # 3 entries: drawable
+    assert profile is not None and [profile.nodes[n].workers for n in "abc"] == [2, 5, 1]
+    assert profile.nodes["b"].port == 8001 and profile.nodes["c"].app.module.endswith("fastapi_demo:app")

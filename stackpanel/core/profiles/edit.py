@@ -50,27 +50,40 @@ class EditError(StackpanelError):
 
 def _walk_layout(node: Any, out: dict[str, int]) -> None:
     """The document's indentation: of a nested mapping, of a block list's dash and of its items,
-    each measured from the column of the key that holds them."""
+    each measured from the column of the key that holds them (keys as written: merged ones and
+    those an edit added have no place of their own)."""
     if isinstance(node, CommentedMap):
-        for key, value in node.items():
-            if key not in node.lc.data or _value_col(value) is None:
-                continue  # added by an edit: no place in the text yet
-            _, key_col = node.lc.key(key)
-            if isinstance(value, CommentedMap) and not value.fa.flow_style() and value:
-                out.setdefault("mapping", value.lc.col - key_col)
+        for key, (_line, key_col, *_rest) in node.lc.data.items():
+            value = node.get(key)
+            first = _first_key_col(value)
+            if isinstance(value, CommentedMap) and not value.fa.flow_style() and first is not None:
+                out.setdefault("mapping", first - key_col)
             if isinstance(value, CommentedSeq) and not value.fa.flow_style() and value:
-                out.setdefault("offset", value.lc.col - key_col)
-                if isinstance(value[0], CommentedMap):
-                    out.setdefault("sequence", value[0].lc.col - key_col)
+                if isinstance(value.lc.col, int):
+                    out.setdefault("offset", value.lc.col - key_col)
+                item_col = _first_key_col(value[0])
+                if item_col is not None:
+                    out.setdefault("sequence", item_col - key_col)
             _walk_layout(value, out)
     elif isinstance(node, CommentedSeq):
         for value in node:
             _walk_layout(value, out)
 
 
-def _value_col(value: Any) -> int | None:
-    lc = getattr(value, "lc", None)
-    return lc.col if lc is not None else 0
+def _first_key_col(value: Any) -> int | None:
+    """Column of a block mapping's first key (its own position is that of an anchor, when it has one)."""
+    if isinstance(value, CommentedMap) and value.lc.data:
+        return int(next(iter(value.lc.data.values()))[1])
+    return None
+
+
+def _shares_nodes(node: Any) -> bool:
+    """Anchors, aliases or merge keys: a deep copy would write them out in full (ruamel ties them by identity)."""
+    if isinstance(node, CommentedMap | CommentedSeq):
+        if node.anchor.value is not None or (isinstance(node, CommentedMap) and node.merge):
+            return True
+        return any(_shares_nodes(v) for v in (node.values() if isinstance(node, CommentedMap) else node))
+    return False
 
 
 def _carry_over(original: str, base: str, new: str) -> str:
@@ -143,15 +156,18 @@ class ProfileDocument:
         yaml.dump(tree, out)
         return out.getvalue()
 
+    def _parse(self) -> Any:
+        yaml = YAML()
+        yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass that remembers its quotes
+        try:
+            return yaml.load(self._text)
+        except YAMLError as exc:
+            raise EditError(f"the YAML does not parse, so it cannot be edited from the form: {exc}") from None
+
     def _load(self) -> Any:
         """The parsed text, shared: read it, never change it (:meth:`tree` gives a copy)."""
         if self._tree is None:
-            yaml = YAML()
-            yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass that remembers its quotes
-            try:
-                self._tree = yaml.load(self._text)
-            except YAMLError as exc:
-                raise EditError(f"the YAML does not parse, so it cannot be edited from the form: {exc}") from None
+            self._tree = self._parse()
         return self._tree
 
     def prepare(self) -> None:
@@ -166,7 +182,7 @@ class ProfileDocument:
 
     def tree(self) -> Any:
         """The parsed document (a copy: changing it changes nothing)."""
-        return copy.deepcopy(self._load())
+        return self._parse()
 
     def _edit(self, change: Callable[[CommentedMap], T]) -> T:
         original = self._load()
@@ -175,7 +191,7 @@ class ProfileDocument:
         yaml = self._yaml_out or self._yaml(original)
         if self._base is None:
             self._base = self._dump(yaml, original)
-        tree = copy.deepcopy(original)  # ~1 ms; a parse is 10-20
+        tree = self._parse() if _shares_nodes(original) else copy.deepcopy(original)  # ~1 ms; a parse 10-20
         result = change(tree)
         new = self._dump(yaml, tree)
         clean = self._base == self._text
