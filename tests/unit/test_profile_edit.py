@@ -202,6 +202,15 @@ def test_collect_problems_runs_every_cross_node_rule_once_the_schema_accepts(tmp
     assert not any(p.message.startswith("module") for p in exc.value.problems)
 
 
+def test_a_bad_route_option_hides_not_the_nodes_port_and_makes_no_false_route_problems() -> None:
+    entry = next(e for e in BUILTINS if e.name == "nginx-split")
+    text = entry.path.read_text().replace("- path: /api", "- path: api").replace("port: 8081", "port: 8080")
+    check = collect_problems(text, entry.path)
+    assert [(p.line, p.message.split(":")[0]) for p in check.problems] == [
+        (11, "nodes.edge.routes.0.path"), (17, "port 8080 is already used by node 'edge'")]
+    # the route left out to read the node is not "app is not reached by any route"
+
+
 def test_collect_problems_checks_the_graph_when_only_top_level_keys_are_wrong(tmp_path: Path) -> None:
     text = MANY_PROBLEMS.replace("name: many\n", "").replace("workers: lots", "workers: 2").replace(
         "to: app", "to: nowhere")
