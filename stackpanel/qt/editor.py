@@ -63,6 +63,7 @@ from stackpanel.core.profiles.library import (
     create_profile,
     delete_profile,
     entry_for_path,
+    in_user_dir,
     list_profiles,
     rename_profile,
     save_profile,
@@ -537,7 +538,7 @@ class ProfileEditor(QWidget):
 
     def _update_state(self) -> None:
         e = self.entry
-        own = e is not None and not e.builtin
+        own = e is not None and in_user_dir(e)
         for a, enabled in ((self.act_duplicate, e is not None), (self.act_rename, own), (self.act_delete, own),
                            (self.act_save, e is not None and (self.dirty or e.builtin))):
             a.setEnabled(enabled)
@@ -643,7 +644,7 @@ class ProfileEditor(QWidget):
 
     def rename_profile(self) -> None:
         entry = self.entry
-        if entry is None or entry.builtin:
+        if entry is None or not in_user_dir(entry):
             return
         if self.dirty and not self.save():
             return
@@ -654,7 +655,7 @@ class ProfileEditor(QWidget):
 
     def delete_profile(self) -> None:
         entry = self.entry
-        if entry is None or entry.builtin:
+        if entry is None or not in_user_dir(entry):
             return
         if not self._confirm("Delete the profile?", f"Delete {entry.name} ({entry.path})? This cannot be undone."):
             return

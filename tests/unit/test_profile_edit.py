@@ -274,6 +274,21 @@ def test_new_duplicate_rename_delete_in_the_user_dir(library: Path) -> None:
     assert entry_for_path("x", builtin.path) == builtin
 
 
+def test_a_file_outside_the_library_is_saved_in_place_but_not_renamed_or_deleted(library: Path,
+                                                                                 tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "mine.yaml"
+    outside.parent.mkdir()
+    outside.write_text("version: 1\n")
+    entry = entry_for_path("mine", outside)
+    assert not entry.builtin
+    save_profile(entry, "version: 1\nname: x\n")
+    assert outside.read_text() == "version: 1\nname: x\n"
+    for op in (lambda: rename_profile(entry, "other"), lambda: delete_profile(entry)):
+        with pytest.raises(LibraryError, match="not in your profiles"):
+            op()
+    assert outside.is_file() and not (library / "other.yaml").exists()
+
+
 def test_builtins_are_read_only(library: Path) -> None:
     builtin = BUILTINS[0]
     before = builtin.path.read_text()

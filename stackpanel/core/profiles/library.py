@@ -160,10 +160,19 @@ def _write_new(path: Path, text: str, overwrite: bool) -> None:
             other.unlink()  # the .yml twin would shadow nothing, but would confuse the user
 
 
-def _own(entry: ProfileEntry, doing: str) -> None:
+def in_user_dir(entry: ProfileEntry) -> bool:
+    """One of the user's library (a file opened by its path lives elsewhere: it is saved in place,
+    but the panel neither renames nor deletes it)."""
+    return not entry.builtin and entry.path.parent.resolve() == user_dir().resolve()
+
+
+def _own(entry: ProfileEntry, doing: str, in_place: bool = False) -> None:
     if entry.builtin:
         raise LibraryError(f"{entry.name} is a {entry.group} profile and cannot be {doing}; "
                            "duplicate it into your profiles and change the copy")
+    if not in_place and not in_user_dir(entry):
+        raise LibraryError(f"{entry.path} is not in your profiles ({user_dir()}), so it is not {doing} here; "
+                           "duplicate it into your profiles, or use your file manager")
 
 
 def entry_for_path(name: str, path: Path) -> ProfileEntry:
@@ -185,7 +194,7 @@ def create_profile(name: str, text: str, overwrite: bool = False) -> ProfileEntr
 
 def save_profile(entry: ProfileEntry, text: str) -> None:
     """Write a user profile's new text (a built-in is read-only: save a copy with create_profile)."""
-    _own(entry, "changed")
+    _own(entry, "changed", in_place=True)
     _write_new(entry.path, text, overwrite=True)
 
 
