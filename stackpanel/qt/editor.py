@@ -95,14 +95,14 @@ class YamlHighlighter(QSyntaxHighlighter):
             f.setFontItalic(italic)
             return f
 
-        # later rules paint over earlier ones: a `#` inside quotes is text, a quote after `#` a comment
+        # later rules paint over earlier ones; the comment (found outside quotes) over all
         self.rules: list[tuple[QRegularExpression, QTextCharFormat]] = [
             (QRegularExpression(r"^\s*(?:-\s+)?[^\s#:'\"][^:#]*(?=:(\s|$))"), fmt("#3b82c4", bold=True)),
             (QRegularExpression(r"(?<=[:\-\[,{]\s)(-?\d+(\.\d+)?|true|false|yes|no|null|~)(?=\s*($|[,\]}#]))"),
              fmt("#b0651b")),
             (QRegularExpression(r"\"(\\.|[^\"\\])*\"|'([^']|'')*'"), fmt("#3f9a50")),
-            (QRegularExpression(r"(^|\s)#.*$"), fmt("#8a8f98", italic=True)),
         ]
+        self.comment = fmt("#8a8f98", italic=True)
 
     def highlightBlock(self, text: str) -> None:
         for expression, f in self.rules:
@@ -110,6 +110,29 @@ class YamlHighlighter(QSyntaxHighlighter):
             while it.hasNext():
                 m = it.next()
                 self.setFormat(m.capturedStart(), m.capturedLength(), f)
+        start = comment_start(text)
+        if start is not None:
+            at = len(text[:start].encode("utf-16-le")) // 2  # Qt counts UTF-16 units
+            self.setFormat(at, len(text.encode("utf-16-le")) // 2 - at, self.comment)
+
+
+def comment_start(line: str) -> int | None:
+    """Where a YAML comment starts: a `#` at the start or after a blank, outside quotes."""
+    quote, escaped = "", False
+    for i, c in enumerate(line):
+        before = line[i - 1] if i else " "
+        if quote:
+            if escaped:
+                escaped = False
+            elif c == "\\" and quote == '"':
+                escaped = True
+            elif c == quote:
+                quote = ""
+        elif c in "'\"" and before in " \t:[{,-":
+            quote = c
+        elif c == "#" and before in " \t":
+            return i
+    return None
 
 
 class YamlEdit(QPlainTextEdit):

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QPoint, QSettings, Qt
-from PySide6.QtGui import QTextCharFormat
-from PySide6.QtWidgets import QInputDialog, QMessageBox
+from PySide6.QtCore import QEvent, QPoint, QSettings, Qt
+from PySide6.QtGui import QHelpEvent, QTextCharFormat
+from PySide6.QtWidgets import QApplication, QInputDialog, QMessageBox, QToolTip
 
 from stackpanel.core.profiles.edit import ProfileDocument
 from stackpanel.core.profiles.library import ProfileEntry, create_profile, list_profiles, user_dir
@@ -129,6 +129,9 @@ def test_problems_are_underlined_with_message_and_fix_and_a_click_jumps_to_the_l
     pos = editor.text_edit.blockBoundingGeometry(block).translated(editor.text_edit.contentOffset()).center()
     tip = editor.text_edit.tooltip_at(QPoint(int(pos.x()), int(pos.y())))
     assert "valid integer" in tip and "fix: write a whole number" in tip
+    at = editor.text_edit.viewport().mapTo(editor.text_edit, QPoint(int(pos.x()), int(pos.y())))
+    QApplication.sendEvent(editor.text_edit, QHelpEvent(QEvent.Type.ToolTip, at, editor.text_edit.mapToGlobal(at)))
+    assert QToolTip.text() == tip  # what hovering the line shows
     # click the port problem in the list: the cursor goes to its line
     row = next(i for i in range(editor.problem_list.count())
                if editor.problem_list.item(i).data(Qt.ItemDataRole.UserRole)[0] == port_line)
@@ -310,3 +313,19 @@ def test_a_form_edit_replaces_only_its_lines_keeps_the_cursor_and_undoes_in_one_
     assert editor.text().count("\n") == text.count("\n") and "workers: 5" in editor.text()
     editor.text_edit.undo()
     assert editor.text() == text and not editor.dirty
+
+
+def test_the_highlighter_tells_keys_values_and_comments_apart(qtbot: Any, editor: ProfileEditor) -> None:
+    mine = create_profile("mine", "version: 1  # the format\nname: 'quoted # not a comment'\n")
+    open_and_check(qtbot, editor, mine)
+    doc = editor.text_edit.document()
+
+    def colour_at(line: int, column: int) -> str:
+        ranges = doc.findBlockByNumber(line).layout().formats()  # kept alive while read
+        return next(r.format.foreground().color().name() for r in ranges if r.start <= column < r.start + r.length)
+
+    highlighter = editor.text_edit.highlighter
+    rules = {f.foreground().color().name() for _e, f in [*highlighter.rules, (None, highlighter.comment)]}
+    key, number, string, comment = (colour_at(0, 0), colour_at(0, 9), colour_at(1, 8), colour_at(0, 13))
+    assert len({key, number, string, comment}) == 4 and {key, number, string, comment} == rules
+    assert colour_at(1, 20) == string  # a # inside quotes is text
