@@ -129,13 +129,17 @@ def _load(name_or_path: str, port_offset: int = 0) -> Profile:
 def cmd_validate(args: argparse.Namespace) -> int:
     from stackpanel.core.profiles.exposure import exposure_warnings
     from stackpanel.core.profiles.library import resolve_profile
-    from stackpanel.core.profiles.loader import load_profile
+    from stackpanel.core.profiles.loader import collect_problems
+    from stackpanel.core.profiles.yamlsource import read_profile_text
 
     failed = 0
     for item in args.profiles:
         try:
             path = resolve_profile(item)
-            profile = load_profile(path)
+            check = collect_problems(read_profile_text(path), path)  # every problem, not the first batch
+            if check.profile is None or check.problems:
+                raise ProfileError(check.problems)
+            profile = check.profile
         except ProfileError as exc:
             failed += 1
             print(exc, file=sys.stderr)
