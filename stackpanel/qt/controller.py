@@ -265,10 +265,18 @@ class StackController(QObject):
             return
         loaded = op.result()
         self.loaded = loaded
+        if self.stack_state == StackState.FAILED and not self.session_matches():
+            self.stack_state = StackState.STOPPED  # that failure was another profile's (or offset's)
         self.profileLoaded.emit(loaded)
         if loaded.profile is not None:
             self.select_node(loaded.profile.entry)
         self.stateChanged.emit()
+
+    def acknowledge_failure(self) -> None:
+        """The person has read why the start failed (the dialog is closed): the stack is stopped now,
+        and the toolbar no longer says "failed"."""
+        if self.stack_state == StackState.FAILED and not self.busy:
+            self._set_stack_state(StackState.STOPPED)
 
     def is_current(self, op: Operation[LoadedProfile]) -> bool:
         """True if ``op`` is the load whose profile is the current one."""

@@ -36,6 +36,7 @@ from stackpanel.qt.panels import TAB_PANELS, PanelSpec, RemembersSettings
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
 from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel, UrlActions
 from stackpanel.qt.theme import THEMES, apply_theme, icon
+from stackpanel.qt.tray import StackTray
 
 log = logging.getLogger("stackpanel.qt")
 
@@ -123,6 +124,8 @@ class MainWindow(QMainWindow):
         self.setStatusBar(StackStatusBar(c))
 
         self._build_menus()
+        #: None where the desktop has no tray
+        self.tray = StackTray.create(c, self, [self.act_start, self.act_stop, None, *self.url_actions.all()])
         c.profileLoaded.connect(self._show_title)
         self._restore_settings()
         self.profile_list.refresh(select=initial_profile or str(self.settings.value("profile", DEFAULT_PROFILE, str)))

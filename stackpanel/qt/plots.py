@@ -8,7 +8,7 @@ window (1, 5, 15 min) only changes the slice that is handed over.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
@@ -16,9 +16,21 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QPalette
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from stackpanel.core.metrics.engine import MetricsSnapshot
+from stackpanel.core.metrics.engine import MetricsSnapshot, WorkerHistory
+from stackpanel.core.supervise.events import StackState, StackStateChanged
 from stackpanel.qt.theme import SERIES_COLOURS, icon
 
 if TYPE_CHECKING:
@@ -27,6 +39,9 @@ if TYPE_CHECKING:
     from stackpanel.qt.controller import LoadedProfile, StackController
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900)
+EMPTY_TEXT = "No data yet: start the stack, then put load on it (the Load tab)."
+#: separators kept for the most recent run starts
+MAX_RUN_LINES = 5
 #: grid strength: the grid colour is this blend of text over background, drawn opaque and only at
 #: the major ticks (pyqtgraph's alpha-blended grid over three tick levels was ~85 % of a repaint:
 #: four plots 25-30 ms -> 4 ms; see benchmarks/RESULTS-gui.md)
@@ -41,6 +56,13 @@ NEW_CURVES_PER_REDRAW = 12
 CONTINUE_MS = 10
 #: 1 px cosmetic pens take the raster engine's fast path (wider lines cost ~3x per segment)
 PEN_WIDTH = 1.0
+#: with more workers than this, the busiest (mean req/s over the window) get a curve each and the
+#: rest one "others" curve: their mean (a per-worker plot stays per worker)
+TOP_WORKERS = 6
+OTHERS: tuple[str] = ("others",)
+OTHERS_COLOUR = "#8c959f"
+#: legend entries per column (the legend is beside the plot, as tall as its data area)
+LEGEND_ROWS = 7
 WorkerKey = tuple[str, int]
 
 
@@ -116,14 +138,18 @@ class _SeriesPlot:
         self.plot.setYRange(0, 1, padding=0)
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
-        # what PlotItem.addLegend does, with a legend that can batch its updates
-        self.legend = _BatchLegend(offset=(4, 4), labelTextSize="8pt", verSpacing=-6)
-        self.legend.setParentItem(self.plot.vb)
+        # the legend beside the data area, never over it (a column of the plot's own layout)
+        self.legend = _BatchLegend(offset=None, labelTextSize="8pt", verSpacing=-6)
+        self.plot.layout.addItem(self.legend, 1, 3, 3, 1)  # beside the data area and both axes
+        self.legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # not stretched
+        self.plot.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         self.plot.legend = self.legend
         self.curves: dict[object, pg.PlotCurveItem] = {}
         #: curves whose series went (retire_missing), reused for new series before drop_spares
         self._spare: list[pg.PlotCurveItem] = []
         self._ymax = 1.0
+        self._run_lines: list[pg.InfiniteLine] = []
+        self._ink = QColor("#8c959f")
         self._batching = False
         self._columns_stale = False
 
@@ -206,10 +232,35 @@ class _SeriesPlot:
             return
         self._columns_stale = False
         n = len(self.curves)
-        self.legend.setColumnCount(max(1, math.ceil(n / 6)))
+        self.legend.setColumnCount(max(1, math.ceil(n / LEGEND_ROWS)))
+        self.legend.updateGeometry()  # the plot's layout gives it the room it now needs
 
     def set_window(self, seconds: float) -> None:
         self.plot.setXRange(-seconds, 0, padding=0.01)
+
+    def set_legend_visible(self, visible: bool) -> None:
+        self.legend.setVisible(visible)
+        self.legend.setMaximumWidth(-1 if visible else 0)  # hidden: the data area takes its room
+        self.legend.setMinimumWidth(0)
+        self.plot.layout.setColumnMaximumWidth(3, 100_000 if visible else 0)
+
+    def set_run_starts(self, xs: list[float]) -> None:
+        """Dashed vertical lines where a run of the stack started (``xs`` in seconds ago)."""
+        while len(self._run_lines) < len(xs):
+            pen = pg.mkPen(self._ink, width=1, style=Qt.PenStyle.DashLine)
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pen, label="start",
+                                   labelOpts={"position": 0.92, "color": self._ink, "anchors": [(0, 0), (0, 0)]})
+            self.plot.addItem(line, ignoreBounds=True)
+            self._run_lines.append(line)
+        for i, line in enumerate(self._run_lines):
+            if i < len(xs):
+                line.setPos(xs[i])
+                line.show()
+            else:
+                line.hide()
+
+    def run_start_positions(self) -> list[float]:
+        return [float(line.value()) for line in self._run_lines if line.isVisible()]
 
     def apply_palette(self, pal: QPalette) -> None:
         bg = pal.color(QPalette.ColorRole.Base)
@@ -225,6 +276,10 @@ class _SeriesPlot:
                                    a * fg.blueF() + (1 - a) * bg.blueF())
             self.plot.getAxis("left").setTickPen(pg.mkPen(grid, width=1))
         self.plot.titleLabel.setText(self.plot.titleLabel.text, color=fg.name())
+        self._ink = QColor(fg)
+        for line in self._run_lines:
+            line.setPen(pg.mkPen(fg, width=1, style=Qt.PenStyle.DashLine))
+            line.label.setColor(fg)
         self.legend.setLabelTextColor(fg)
         lb = QColor(bg)
         lb.setAlpha(200)
@@ -261,23 +316,41 @@ class PlotsPanel(QWidget):
         self.pause_button = QPushButton(icon("pause"), "Pause")
         self.pause_button.setCheckable(True)
         self.pause_button.toggled.connect(self.set_paused)
-        self.status = QLabel("no data yet")
+        self.legend_box = QCheckBox("Legend")
+        self.legend_box.setChecked(True)
+        self.legend_box.toggled.connect(self.set_legend_visible)
+        self.status = QLabel("")
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        #: wall-clock times (time.time) at which a run of the stack started, for the separators
+        self.run_starts: list[float] = []
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Window"))
         top.addWidget(self.window_box)
         top.addWidget(self.pause_button)
+        top.addWidget(self.legend_box)
         top.addStretch(1)
         top.addWidget(self.status)
-        grid = QGridLayout()
+        plots = QWidget()
+        grid = QGridLayout(plots)
+        grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(4)
         for i, p in enumerate(self.plots):
             grid.addWidget(p.widget, i // 2, i % 2)
+        # until the first metrics arrive: what to do, not four empty grids
+        self.empty = QLabel(EMPTY_TEXT)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        f = self.empty.font()
+        f.setPointSizeF(f.pointSizeF() * 1.2)
+        self.empty.setFont(f)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.empty)
+        self.pages.addWidget(plots)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
-        lay.addLayout(grid, 1)
+        lay.addWidget(self.pages, 1)
         for p in self.plots:
             p.set_window(self.window_s)
         self.apply_palette()
@@ -296,17 +369,36 @@ class PlotsPanel(QWidget):
             if lp.profile is not None:
                 self.entry = lp.profile.entry
 
+        def stack_state(ev: StackStateChanged) -> None:
+            if ev.state == StackState.STARTING:
+                self.mark_run_start(ev.at)
+
         controller.bridge.metrics.connect(self.apply_metrics)
+        controller.bridge.stackStateChanged.connect(stack_state)
         controller.sessionChanged.connect(lambda _s: self.clear())
         controller.profileLoaded.connect(loaded)
 
     def restore_settings(self, settings: QSettings) -> None:
-        """The time window from ``settings``; every change is written back at once."""
+        """The time window and the legend from ``settings``; every change is written back at once."""
         self.set_window(float(str(settings.value("plots/window", 300))))
+        self.legend_box.setChecked(str(settings.value("plots/legend", "true")).lower() == "true")
         self.window_box.currentIndexChanged.connect(lambda _i: settings.setValue("plots/window", self.window_s))
+        self.legend_box.toggled.connect(lambda on: settings.setValue("plots/legend", on))
 
     def save_settings(self, settings: QSettings) -> None:
         settings.setValue("plots/window", self.window_s)
+        settings.setValue("plots/legend", self.legend_box.isChecked())
+
+    def set_legend_visible(self, visible: bool) -> None:
+        for p in self.plots:
+            p.set_legend_visible(visible)
+        if self.legend_box.isChecked() != visible:
+            self.legend_box.setChecked(visible)
+
+    def mark_run_start(self, wall_time: float) -> None:
+        """A run of the stack started at ``wall_time`` (time.time()): a separator on every plot."""
+        self.run_starts = [*self.run_starts[-(MAX_RUN_LINES - 1):], wall_time]
+        self._dirty = True
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -341,7 +433,11 @@ class PlotsPanel(QWidget):
                 p.drop_missing(set())
         self._latest = None
         self._colours.clear()
-        self.status.setText("no data yet")
+        self.run_starts = []
+        for p in self.plots:
+            p.set_run_starts([])
+        self.status.setText("")
+        self.pages.setCurrentWidget(self.empty)
 
     def apply_palette(self) -> None:
         for p in self.plots:
@@ -386,10 +482,21 @@ class PlotsPanel(QWidget):
         for p in (self.cpu, self.rps, self.rss):
             p.retire_missing(keys)
         self.latency.retire_missing(lat_keys)
+        shown, others = top_workers(snap.worker_history, start)
+        if others:
+            keys = {(h.node, h.pid) for h in shown} | {OTHERS}
+            for p in (self.cpu, self.rps, self.rss):
+                p.retire_missing(keys)
         roles = {(w.node, w.pid): w.role for w in snap.workers}
         ymax = {id(p): 0.0 for p in self.plots}
         budget, more = NEW_CURVES_PER_REDRAW, False
-        for h in snap.worker_history:
+        if others:
+            t, cpu, rps, rss = mean_of(others, start)
+            name = f"others (mean of {len(others)})"
+            for plot, values in ((self.cpu, cpu), (self.rps, rps), (self.rss, rss / 2**20)):
+                ymax[id(plot)] = max(ymax[id(plot)], plot.set_curve(OTHERS, name, OTHERS_COLOUR, t - now, values,
+                                                                    dashed=True))
+        for h in shown:
             key: WorkerKey = (h.node, h.pid)
             if key not in self.cpu.curves and not self.cpu.has_spare():  # 3 new curves (cpu, rps, rss)
                 if budget < 3:
@@ -422,6 +529,8 @@ class PlotsPanel(QWidget):
             QTimer.singleShot(CONTINUE_MS, self._on_timer)
         for p in self.plots:
             p.set_y_max(ymax[id(p)])
+            p.set_run_starts([at - snap.wall_time for at in self.run_starts if at - snap.wall_time > -self.window_s])
+        self.pages.setCurrentIndex(1)
         entry = snap.node(self.entry) if self.entry else None
         processes, nodes = len(snap.worker_history), len(snap.node_history)
         text = f"{processes} process{'es' if processes != 1 else ''} · {nodes} node{'s' if nodes != 1 else ''}"
@@ -431,3 +540,38 @@ class PlotsPanel(QWidget):
 
     def curve_count(self) -> int:
         return sum(len(p.curves) for p in self.plots)
+
+
+def top_workers(history: Sequence[WorkerHistory], start: float) -> tuple[list[WorkerHistory], list[WorkerHistory]]:
+    """(the TOP_WORKERS busiest by mean req/s since ``start``, the rest); all shown when they are
+    no more than one over TOP_WORKERS (an "others" curve of one worker says nothing)."""
+    if len(history) <= TOP_WORKERS + 1:
+        return list(history), []
+
+    def rate(h: WorkerHistory) -> float:
+        tail = h.rps[_tail(h.t, start):]
+        with np.errstate(all="ignore"):
+            m = float(np.nanmean(tail)) if len(tail) and not np.all(np.isnan(tail)) else 0.0
+        return m
+
+    ranked = sorted(history, key=lambda h: (-rate(h), h.node, h.pid))
+    top = set(id(h) for h in ranked[:TOP_WORKERS])
+    return [h for h in history if id(h) in top], [h for h in history if id(h) not in top]
+
+
+def mean_of(history: Sequence[WorkerHistory], start: float) -> tuple[np.ndarray, ...]:
+    """Times since ``start`` and the mean CPU %, req/s and RSS of ``history`` at each (the engine
+    samples every worker on the same ticks; a worker that came later is missing, not zero)."""
+    t = np.unique(np.concatenate([h.t[_tail(h.t, start):] for h in history]))
+    sums = np.zeros((3, len(t)))
+    counts = np.zeros((3, len(t)))
+    for h in history:
+        i = _tail(h.t, start)
+        at = np.searchsorted(t, h.t[i:])
+        for row, values in enumerate((h.cpu_percent[i:], h.rps[i:], h.rss_bytes[i:])):
+            ok = ~np.isnan(values)
+            np.add.at(sums[row], at[ok], values[ok])
+            np.add.at(counts[row], at[ok], 1)
+    with np.errstate(all="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return t, means[0], means[1], means[2]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QStackedWidget, QVBoxLayout, QWidget
 
 from stackpanel.core.errors import ProfileError
@@ -60,10 +60,24 @@ class ProfileList(QListWidget):
                 if e.name == select and (chosen is None or group_name != "built-in"):  # as resolve_profile
                     chosen = item
         self.blockSignals(False)
+        self._fit_height()
         if chosen is None:
             chosen = next((self.item(i) for i in range(self.count()) if self.item(i).data(NAME_ROLE)), None)
         if chosen is not None:
             self.setCurrentItem(chosen)  # loads it
+
+    def content_height(self) -> int:
+        return sum(self.sizeHintForRow(i) for i in range(self.count())) + 2 * self.frameWidth()
+
+    def _fit_height(self) -> None:
+        """As tall as its names (the nodes below get the rest); it scrolls only when the window is
+        too short for all of them."""
+        self.setMaximumHeight(max(self.content_height(), 3 * max(1, self.sizeHintForRow(0))))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._fit_height()
 
     def current_name(self) -> str | None:
         item = self.currentItem()

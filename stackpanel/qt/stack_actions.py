@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from PySide6.QtCore import QObject, Qt, QTimer, QUrl
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QWidget
 
 from stackpanel.core.supervise.supervisor import PortConflictError, StartError
 from stackpanel.qt.controller import Operation, SessionPrepareError, StackController
-from stackpanel.qt.theme import STACK_COLOURS, icon
+from stackpanel.qt.theme import icon, stack_colour
 
 T = TypeVar("T")
 
@@ -55,6 +55,7 @@ def report_failure(parent: QWidget, controller: StackController, op: Operation[T
         box.setText(f"Node <b>{_esc(err.node)}</b> did not start: {_esc(err.reason)}")
         box.setInformativeText("Nothing it started is left running. Its last log lines are below.")
         box.setDetailedText("\n".join(err.last_lines) or "(no output)")
+        box.finished.connect(lambda _r: controller.acknowledge_failure())
         box.open()
         controller.select_node(err.node)
         controller.publish_last_lines(err.node, err.last_lines)
@@ -101,6 +102,8 @@ def _offer_offset(parent: QWidget, controller: StackController, text: str, offse
             load = controller.set_port_offset(offset)
             if load is not None:
                 load.then(lambda o: start_stack(parent, controller) if controller.is_current(o) else None)
+        else:
+            controller.acknowledge_failure()
 
     box.finished.connect(lambda _r: done())
     box.open()
@@ -197,14 +200,18 @@ class StackStateLabel(QLabel):
         controller.stateChanged.connect(self.update_state)
         self.update_state()
 
-    def update_state(self) -> None:
+    def update_state(self, force: bool = False) -> None:
         state = self._controller.stack_state
         text = f" ● {state} "
-        if text == self.text():  # a style sheet change re-polishes the label: only when it differs
+        if text == self.text() and not force:  # a style sheet change re-polishes the label: only when it differs
             return
-        colour = STACK_COLOURS.get(state, "#8c959f")
         self.setText(text)
-        self.setStyleSheet(f"color: {colour}; font-weight: bold;")
+        self.setStyleSheet(f"color: {stack_colour(state).name()}; font-weight: bold;")
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.ApplicationPaletteChange:  # the shade for the new theme
+            self.update_state(force=True)
 
 
 class EntryUrlLabel(QLabel):
