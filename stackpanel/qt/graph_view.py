@@ -51,7 +51,7 @@ from stackpanel.qt.theme import ERROR_COLOUR, hue_colour, state_colour
 if TYPE_CHECKING:
     from stackpanel.qt.controller import LoadedProfile, StackController
 
-NODE_W, NODE_H = 190.0, 78.0
+NODE_W, NODE_H = 190.0, 92.0
 LEAF_W, LEAF_H = 134.0, 58.0
 CHIP_W, CHIP_H, CHIP_GAP, CHIPS_PER_ROW = 62.0, 34.0, 4.0, 3
 MIN_COL_GAP, ROW_GAP = 100.0, 52.0
@@ -183,7 +183,7 @@ class NodeItem(_Box):
     def refresh(self) -> None:
         head = f"{self.kind} · {self.address}"
         state = f"{self.state}" + (f" · pid {self.pid}" if self.pid else "")
-        lines = [head, state] + ([self.metric_line] if self.metric_line else [])
+        lines = [head, state] + (self.metric_line.split("\n") if self.metric_line else [])
         self.set_content(self.key, lines, state_colour(self.state))
         self.setToolTip("\n".join([self.key, *lines, "", "click for details"]))
 
@@ -729,7 +729,7 @@ class GraphView(QGraphicsView):
                 continue
             p95 = f" · p95 {format_ms(nm.latency_p95)}" if nm.latency_p95 is not None else ""
             ws = f" · {nm.websockets_open} ws" if nm.websockets_open else ""
-            item.metric_line = f"{format_rate(nm.rps)}{p95} · {format_count(nm.requests_total)} req{ws}"
+            item.metric_line = f"{format_rate(nm.rps)}{p95}\n{format_count(nm.requests_total)} requests{ws}"
             item.refresh()
         for w in snap.workers:
             chip = self.workers.get(w.node, {}).get(w.pid)

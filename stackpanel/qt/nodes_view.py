@@ -84,8 +84,12 @@ class NodeTable(QTableWidget):
             r = self.rowCount()
             self.insertRow(r)
             self.rows[name] = r
-            for c, text in enumerate((name, node.kind, NodeState.STOPPED, "", "", node.address, "0")):
+            # on loopback the port says it all (the full address in the tooltip): a narrower table
+            host, _, port = node.address.rpartition(":")
+            address = f":{port}" if host in ("127.0.0.1", "localhost", "::1", "[::1]") else node.address
+            for c, text in enumerate((name, node.kind, NodeState.STOPPED, "", "", address, "0")):
                 self.setItem(r, c, QTableWidgetItem(str(text)))
+            self.cell(r, 5).setToolTip(node.address)
             self._paint_state(r, NodeState.STOPPED)
         self.updateGeometry()
 

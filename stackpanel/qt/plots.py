@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QPalette
+from PySide6.QtGui import QColor, QFontMetrics, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from stackpanel.qt.controller import LoadedProfile, StackController
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900)
+QWIDGETSIZE_MAX = (1 << 24) - 1
 EMPTY_TEXT = "No data yet: start the stack, then put load on it (the Load tab)."
 #: separators kept for the most recent run starts
 MAX_RUN_LINES = 5
@@ -61,8 +62,9 @@ PEN_WIDTH = 1.0
 TOP_WORKERS = 6
 OTHERS: tuple[str] = ("others",)
 OTHERS_COLOUR = "#8c959f"
-#: legend entries per column (the legend is beside the plot, as tall as its data area)
-LEGEND_ROWS = 7
+#: one legend entry's height at its 8 pt, and what of a plot's height is not beside the data (title, axis);
+#: a short plot (a 1280×720 window) shows fewer workers of their own, so that its legend fits in one column
+LEGEND_ENTRY_PX, LEGEND_CHROME_PX = 15, 50
 WorkerKey = tuple[str, int]
 
 
@@ -87,6 +89,13 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tupl
     return x[n - m:: k], peaks
 
 
+class _AgoAxis(pg.AxisItem):
+    """Time ticks as "40 s ago" … "now" (x is seconds relative to the newest sample)."""
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        return ["now" if abs(v) < 1e-9 else f"{-v:g} s ago" for v in values]
+
+
 class _BatchLegend(pg.LegendItem):
     """A legend whose size update (a walk over every entry, run by pyqtgraph after each add and
     remove: O(n²) for n entries) can be deferred to the end of a batch of changes."""
@@ -98,7 +107,12 @@ class _BatchLegend(pg.LegendItem):
         if self._batch_depth:
             self._size_stale = True
             return
-        super().updateSize()
+        super().updateSize()  # sets the geometry to what the entries need ...
+        if self.isVisible():  # ... which the plot's layout would override: ask it for that room
+            size = self.geometry().size()
+            self.setMinimumSize(size)
+            self.setPreferredSize(size)
+            self.updateGeometry()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -121,18 +135,20 @@ class _SeriesPlot:
     """
 
     def __init__(self, title: str, units: str) -> None:
-        self.widget = pg.PlotWidget()
+        # the time axis says "40 s ago" on its ticks and the title carries the units: no axis
+        # titles, whose lines a 1280×720 window cannot spare
+        self.widget = pg.PlotWidget(axisItems={"bottom": _AgoAxis(orientation="bottom")})
         self.plot: pg.PlotItem = self.widget.getPlotItem()
-        self.plot.setTitle(title, size="10pt")
-        self.plot.setLabel("left", units)
-        self.plot.setLabel("bottom", "seconds ago")
+        self.plot.setTitle(f"{title} ({units})", size="10pt")
+        # the title spans the data and the legend: a long one must not squeeze the legend's column
+        self.plot.layout.removeItem(self.plot.titleLabel)
+        self.plot.layout.addItem(self.plot.titleLabel, 0, 1, 1, 3)
         left = self.plot.getAxis("left")
         if GRID_ALPHA > 0:
             self.plot.showGrid(x=False, y=True, alpha=GRID_ALPHA)
             left.setStyle(tickAlpha=255, maxTickLevel=0)  # opaque (colour set in apply_palette), major only
         fm = QFontMetrics(left.style["tickFont"] or self.widget.font())
-        label_h = QFontMetrics(self.widget.font()).height()
-        left.setWidth(fm.horizontalAdvance("0" * AXIS_DIGITS) + left.style["tickTextOffset"][0] + label_h + 4)
+        left.setWidth(fm.horizontalAdvance("0" * AXIS_DIGITS) + left.style["tickTextOffset"][0] + 4)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.disableAutoRange()
         self.plot.setYRange(0, 1, padding=0)
@@ -232,17 +248,25 @@ class _SeriesPlot:
             return
         self._columns_stale = False
         n = len(self.curves)
-        self.legend.setColumnCount(max(1, math.ceil(n / LEGEND_ROWS)))
-        self.legend.updateGeometry()  # the plot's layout gives it the room it now needs
+        self.legend.setColumnCount(max(1, math.ceil(n / max(self.legend_rows(), TOP_WORKERS + 1))))
+
+    def legend_rows(self) -> int:
+        """Legend entries the plot is tall enough for in one column beside its data."""
+        return max(3, int((self.widget.height() - LEGEND_CHROME_PX) // LEGEND_ENTRY_PX))
 
     def set_window(self, seconds: float) -> None:
         self.plot.setXRange(-seconds, 0, padding=0.01)
 
     def set_legend_visible(self, visible: bool) -> None:
         self.legend.setVisible(visible)
-        self.legend.setMaximumWidth(-1 if visible else 0)  # hidden: the data area takes its room
-        self.legend.setMinimumWidth(0)
-        self.plot.layout.setColumnMaximumWidth(3, 100_000 if visible else 0)
+        if visible:
+            self.legend.setMaximumWidth(QWIDGETSIZE_MAX)
+            self.legend.updateSize()
+        else:  # the data area takes its room
+            self.legend.setMinimumWidth(0)
+            self.legend.setPreferredWidth(0)
+            self.legend.setMaximumWidth(0)
+        self.plot.layout.setColumnMaximumWidth(3, QWIDGETSIZE_MAX if visible else 0)
 
     def set_run_starts(self, xs: list[float]) -> None:
         """Dashed vertical lines where a run of the stack started (``xs`` in seconds ago)."""
@@ -296,7 +320,7 @@ class PlotsPanel(QWidget):
         super().__init__(parent)
         self.cpu = _SeriesPlot("CPU per worker", "%")
         self.rps = _SeriesPlot("Requests per worker", "req/s")
-        self.latency = _SeriesPlot("Latency per node (p50 solid, p95 dashed)", "ms")
+        self.latency = _SeriesPlot("Latency per node: p50 solid, p95 dashed", "ms")
         self.rss = _SeriesPlot("Memory (RSS) per worker", "MB")
         self.plots = (self.cpu, self.rps, self.latency, self.rss)
         self.window_s: float = 300
@@ -448,6 +472,10 @@ class PlotsPanel(QWidget):
         if hasattr(self, "plots"):
             self.apply_palette()
 
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._dirty = True  # the number of workers with a curve of their own follows the plots' height
+
     # -- drawing ------------------------------------------------------------------------------------
 
     def colour(self, key: object) -> str:
@@ -482,7 +510,7 @@ class PlotsPanel(QWidget):
         for p in (self.cpu, self.rps, self.rss):
             p.retire_missing(keys)
         self.latency.retire_missing(lat_keys)
-        shown, others = top_workers(snap.worker_history, start)
+        shown, others = top_workers(snap.worker_history, start, min(TOP_WORKERS, self.cpu.legend_rows() - 1))
         if others:
             keys = {(h.node, h.pid) for h in shown} | {OTHERS}
             for p in (self.cpu, self.rps, self.rss):
@@ -542,10 +570,11 @@ class PlotsPanel(QWidget):
         return sum(len(p.curves) for p in self.plots)
 
 
-def top_workers(history: Sequence[WorkerHistory], start: float) -> tuple[list[WorkerHistory], list[WorkerHistory]]:
-    """(the TOP_WORKERS busiest by mean req/s since ``start``, the rest); all shown when they are
-    no more than one over TOP_WORKERS (an "others" curve of one worker says nothing)."""
-    if len(history) <= TOP_WORKERS + 1:
+def top_workers(history: Sequence[WorkerHistory], start: float,
+                top: int = TOP_WORKERS) -> tuple[list[WorkerHistory], list[WorkerHistory]]:
+    """(the ``top`` busiest by mean req/s since ``start``, the rest); all shown when they are no
+    more than one over ``top`` (an "others" curve of one worker says nothing)."""
+    if len(history) <= top + 1:
         return list(history), []
 
     def rate(h: WorkerHistory) -> float:
@@ -555,8 +584,8 @@ def top_workers(history: Sequence[WorkerHistory], start: float) -> tuple[list[Wo
         return m
 
     ranked = sorted(history, key=lambda h: (-rate(h), h.node, h.pid))
-    top = set(id(h) for h in ranked[:TOP_WORKERS])
-    return [h for h in history if id(h) in top], [h for h in history if id(h) not in top]
+    chosen = set(id(h) for h in ranked[:top])
+    return [h for h in history if id(h) in chosen], [h for h in history if id(h) not in chosen]
 
 
 def mean_of(history: Sequence[WorkerHistory], start: float) -> tuple[np.ndarray, ...]:
