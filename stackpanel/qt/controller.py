@@ -153,6 +153,7 @@ class StackController(QObject):
     operationStarted = Signal(str)
     operationFinished = Signal(str)
     portOffsetChanged = Signal(int)
+    logRequested = Signal(str)  # node: show its log (the Logs tab, filtered to it)
     closing = Signal()
     shuttingDown = Signal()
 
@@ -271,6 +272,10 @@ class StackController(QObject):
         if loaded.profile is not None:
             self.select_node(loaded.profile.entry)
         self.stateChanged.emit()
+
+    def show_log(self, node: str) -> None:
+        """Ask the window to show ``node``'s log lines (a failed start offers this)."""
+        self.logRequested.emit(node)
 
     def acknowledge_failure(self) -> None:
         """The person has read why the start failed (the dialog is closed): the stack is stopped now,

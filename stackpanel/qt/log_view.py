@@ -185,6 +185,7 @@ class LogView(QWidget):
 
         controller.sessionChanged.connect(session_changed)
         controller.bridge.stackStateChanged.connect(stack_state)
+        controller.logRequested.connect(self.show_node)
         controller.shuttingDown.connect(self.stop)
 
     def mark_run_start(self, wall_time: float) -> None:
@@ -211,6 +212,13 @@ class LogView(QWidget):
         self.source_box.blockSignals(False)
         self.follower.set_sources(sources)
         self.follower.start()
+
+    def show_node(self, node: str) -> None:
+        """Every log of ``node`` (the filter set to it), newest at the end."""
+        i = self.source_box.findData(f"{node}.")
+        if i >= 0:
+            self.source_box.setCurrentIndex(i)
+        self.follow.setChecked(True)
 
     def stop(self) -> None:
         self.follower.stop()

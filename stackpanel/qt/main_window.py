@@ -127,6 +127,8 @@ class MainWindow(QMainWindow):
         #: None where the desktop has no tray
         self.tray = StackTray.create(c, self, [self.act_start, self.act_stop, None, *self.url_actions.all()])
         c.profileLoaded.connect(self._show_title)
+        if "logs" in self.panels:  # "show its log" (a failed start): the Logs tab in front
+            c.logRequested.connect(lambda _node: self.tabs.setCurrentWidget(self.panels["logs"]))
         self._restore_settings()
         self.profile_list.refresh(select=initial_profile or str(self.settings.value("profile", DEFAULT_PROFILE, str)))
 
@@ -230,6 +232,10 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if isinstance(app, QApplication):
             apply_theme(app, mode)
+        # colours set by style sheet or drawn into an icon do not follow the palette by themselves
+        self.state_label.update_state()
+        if self.tray is not None:
+            self.tray.update_state()
         self.settings.setValue("theme", mode)
 
     def _open_user_dir(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QEvent, QSize, Qt
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -111,6 +111,14 @@ class NodeTable(QTableWidget):
     def sizeHint(self) -> QSize:
         hint = super().sizeHint()
         return QSize(max(hint.width(), self.minimumSizeHint().width()), hint.height())
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # the states' shade for the new theme
+            for r in self.rows.values():
+                colour = state_colour(self.cell(r, 2).text())
+                if self.cell(r, 2).foreground().color() != colour:
+                    self.cell(r, 2).setForeground(colour)
 
     def cell(self, row: int, column: int) -> QTableWidgetItem:
         """The item at row, column (every cell gets one when its row is added)."""

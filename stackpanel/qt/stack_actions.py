@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl
+from PySide6.QtCore import QObject, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QWidget
 
@@ -55,7 +55,15 @@ def report_failure(parent: QWidget, controller: StackController, op: Operation[T
         box.setText(f"Node <b>{_esc(err.node)}</b> did not start: {_esc(err.reason)}")
         box.setInformativeText("Nothing it started is left running. Its last log lines are below.")
         box.setDetailedText("\n".join(err.last_lines) or "(no output)")
-        box.finished.connect(lambda _r: controller.acknowledge_failure())
+        show_log = box.addButton("Show its log", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+
+        def done() -> None:
+            controller.acknowledge_failure()
+            if box.clickedButton() is show_log:
+                controller.show_log(err.node)
+
+        box.finished.connect(lambda _r: done())
         box.open()
         controller.select_node(err.node)
         controller.publish_last_lines(err.node, err.last_lines)
@@ -200,18 +208,14 @@ class StackStateLabel(QLabel):
         controller.stateChanged.connect(self.update_state)
         self.update_state()
 
-    def update_state(self, force: bool = False) -> None:
+    def update_state(self) -> None:
         state = self._controller.stack_state
         text = f" ● {state} "
-        if text == self.text() and not force:  # a style sheet change re-polishes the label: only when it differs
+        style = f"color: {stack_colour(state).name()}; font-weight: bold;"
+        if text == self.text() and style == self.styleSheet():  # a style sheet change re-polishes: only if it differs
             return
         self.setText(text)
-        self.setStyleSheet(f"color: {stack_colour(state).name()}; font-weight: bold;")
-
-    def changeEvent(self, event: QEvent) -> None:
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.ApplicationPaletteChange:  # the shade for the new theme
-            self.update_state(force=True)
+        self.setStyleSheet(style)
 
 
 class EntryUrlLabel(QLabel):

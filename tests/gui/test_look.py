@@ -382,6 +382,39 @@ def test_toolbar_drops_failed_once_the_failure_is_answered_or_the_profile_change
     assert "stopped" in w.state_label.text()
 
 
+def test_a_start_cancelled_at_the_port_conflict_leaves_the_toolbar_at_stopped(qtbot: Any,
+                                                                              settings: QSettings) -> None:
+    import socket
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from stackpanel.core.supervise.ports import free_port_offset
+
+    w = open_window(qtbot, settings, "uvicorn-workers")
+    offset = free_port_offset([8000])
+    w.offset_spin.setValue(offset)
+    qtbot.waitUntil(lambda: w.controller.loaded is not None and w.controller.loaded.port_offset == offset)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 8000 + offset))
+    holder.listen()
+    try:
+        w.act_start.trigger()
+
+        def dialog() -> QMessageBox | None:
+            return next((b for b in w.findChildren(QMessageBox)
+                         if b.windowTitle() == "Port already in use" and b.isVisible()), None)
+
+        qtbot.waitUntil(lambda: dialog() is not None, timeout=30_000)
+        box = dialog()
+        assert box is not None
+        assert "failed" in w.state_label.text()  # true while the dialog says why
+        box.button(QMessageBox.StandardButton.Cancel).click()  # the start is cancelled: nothing runs
+        qtbot.waitUntil(lambda: "stopped" in w.state_label.text())
+        assert w.controller.stack_state == StackState.STOPPED and w.act_start.isEnabled()
+    finally:
+        holder.close()
+
+
 def test_load_tab_says_what_to_do_for_the_state_it_is_in(qtbot: Any) -> None:
     panel = LoadPanel()
     qtbot.addWidget(panel)
@@ -488,3 +521,14 @@ def test_controller_alone_has_no_failed_after_a_profile_switch(qtbot: Any) -> No
         c.set_port_offset(300)  # another offset: another stack, never started
     assert c.stack_state == StackState.STOPPED
     c.shutdown()
+
+
+def test_a_theme_switch_gives_states_the_shade_of_the_new_theme(qtbot: Any, settings: QSettings, theme: Any) -> None:
+    w = open_window(qtbot, settings, "nginx-uvicorn")
+    for mode, pal in (("dark", _dark_palette()), ("light", _light_palette())):
+        w.set_theme(mode)
+        qtbot.wait(10)
+        want = hue_colour("grey", pal)  # stopped
+        assert all(n.colour == want for n in w.graph.nodes.values()), mode
+        assert want.name() in w.state_label.styleSheet()
+        assert w.node_table.item(0, 2).foreground().color() == want

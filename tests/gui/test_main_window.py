@@ -229,7 +229,13 @@ def test_failed_start_shows_the_node_and_its_last_lines(qtbot: Any, settings: QS
     assert "Node <b>app</b> did not start" in box.text() and "while starting" in box.text()
     assert "config file missing" in box.detailedText()
     assert w.controller.stack_state in (StackState.FAILED, StackState.STOPPED)
-    box.close()
+    # it offers the node's log: the Logs tab, filtered to that node; the toolbar no longer says failed
+    show_log = next(b for b in box.buttons() if b.text() == "Show its log")
+    show_log.click()
+    logs = w.panel(LogView)
+    qtbot.waitUntil(lambda: w.tabs.currentWidget() is logs)
+    assert logs.source_box.currentData() == "app."
+    assert w.controller.stack_state == StackState.STOPPED and "stopped" in w.state_label.text()
     w.close()
 
 
