@@ -7,9 +7,11 @@ text, pens and colours.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -309,9 +311,12 @@ class EdgeItem(QGraphicsPathItem):
         self.label.setZValue(1)
         self._a = QPointF()
         self._b = QPointF()
+        self._controls = (QPointF(), QPointF(), QPointF(), QPointF())  # of the cubic, start to end
         self._base_colour = QColor("#6e7781")
         #: the plate changed size: the view places the labels again
         self.label_resized = False
+        #: the line's width when the label was placed
+        self.placed_width = edge_width(0.0)
         self.set_traffic(0.0, 0.0)
 
     def add_to(self, scene: QGraphicsScene) -> None:
@@ -342,8 +347,8 @@ class EdgeItem(QGraphicsPathItem):
         colour = QColor(ERROR_COLOUR) if err >= 0.01 else (
             QColor("#1f6feb") if rps > 0 else self._base_colour)
         width = edge_width(rps)
-        if width != self.pen().widthF():
-            self.label_resized = True  # a wider line needs more room
+        if abs(width - self.placed_width) > LABEL_CLEARANCE / 2:
+            self.label_resized = True  # a line this much wider eats the label's clearance: room again
         pen = QPen(colour, width)
         pen.setCapStyle(Qt.PenCapStyle.RoundCap)
         self.setPen(pen)
@@ -365,7 +370,8 @@ class EdgeItem(QGraphicsPathItem):
         a, b = self._a, self._b
         path = QPainterPath(a)
         dx = (b.x() - a.x()) * 0.5
-        path.cubicTo(QPointF(a.x() + dx, a.y()), QPointF(b.x() - dx, b.y()), b - QPointF(9, 0))
+        self._controls = (a, QPointF(a.x() + dx, a.y()), QPointF(b.x() - dx, b.y()), b - QPointF(9, 0))
+        path.cubicTo(*self._controls[1:])
         self.setPath(path)
         self._rebuild_arrow()
         self.label_resized = True
@@ -374,6 +380,18 @@ class EdgeItem(QGraphicsPathItem):
         b = self._b
         s = 5.0 + self.pen().widthF() * 0.6
         self.arrow.setPath(_polygon_path([b, b + QPointF(-2 * s, -s), b + QPointF(-2 * s, s)]))
+
+    def samples(self) -> np.ndarray:
+        """Points at most SAMPLE_PX apart along the line (its control polygon bounds the curve) and
+        around the arrowhead, in scene coordinates: what labels keep clear of."""
+        p0, p1, p2, p3 = (np.array([p.x(), p.y()]) for p in self._controls)
+        bound = sum(float(np.hypot(*(q - p))) for p, q in ((p0, p1), (p1, p2), (p2, p3)))
+        t = np.linspace(0.0, 1.0, max(2, math.ceil(bound / SAMPLE_PX) + 1))[:, None]
+        line = (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
+        arrow = self.arrow.path()
+        corners = [QPointF(arrow.elementAt(i).x, arrow.elementAt(i).y) for i in range(arrow.elementCount())]
+        centre = (corners[0] + corners[1] + corners[2]) / 3
+        return np.concatenate([line, _samples(corners), _samples([centre, self._controls[-1]])])
 
     def outline(self, margin: float = 0.0) -> QPainterPath:
         """The area the line and its arrowhead cover, grown by ``margin`` (labels keep out of it)."""
@@ -396,30 +414,84 @@ FAN_GAP = 40.0
 _LABEL_ALIGN = (0.5, 1.0, 0.0)
 
 
-def _label_spot(edge: EdgeItem, size: QRectF, blocked: list[tuple[QRectF, QPainterPath | None]],
-                fan: bool = False) -> tuple[QPointF, int]:
-    """The top-left for ``edge``'s plate: beside the edge, clear of every area in ``blocked`` (its own
+#: spacing of the points that stand for a line when labels are placed (<= 2 * LABEL_CLEARANCE, so
+#: a plate clear of every point by half the line's width plus the clearance is clear of the line)
+SAMPLE_PX = 4.0
+
+
+def _samples(points: list[QPointF], spacing: float = SAMPLE_PX) -> np.ndarray:
+    """Points every ``spacing`` px (or closer) along the polyline through ``points``: (n, 2)."""
+    out = []
+    for p, q in itertools.pairwise(points):
+        n = max(1, math.ceil(math.hypot(q.x() - p.x(), q.y() - p.y()) / spacing))
+        t = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
+        out.append(np.array([p.x(), p.y()]) * (1 - t) + np.array([q.x(), q.y()]) * t)
+    out.append(np.array([[points[-1].x(), points[-1].y()]]))
+    return np.concatenate(out)
+
+
+class _Obstacles:
+    """What labels keep clear of, as arrays: points along every line and arrowhead, each with the
+    distance to keep from it (half the line's width plus the clearance), and rectangles (boxes,
+    placed labels) already grown by the clearance. One vectorised test per label's candidates."""
+
+    def __init__(self) -> None:
+        self.points = np.empty((0, 2))
+        self.radius = np.empty(0)
+        self.rects = np.empty((0, 4))  # left, top, right, bottom
+
+    def add_points(self, points: np.ndarray, radius: float) -> None:
+        self.points = np.concatenate([self.points, points])
+        self.radius = np.concatenate([self.radius, np.full(len(points), radius)])
+
+    def add_rect(self, r: QRectF) -> None:
+        c = LABEL_CLEARANCE
+        self.rects = np.concatenate([self.rects, [[r.left() - c, r.top() - c, r.right() + c, r.bottom() + c]]])
+
+    def hits(self, left: np.ndarray, top: np.ndarray, w: float, h: float) -> np.ndarray:
+        """For each candidate plate (its top-left corners), how many obstacles it touches."""
+        # only the points near the candidates matter
+        reach = float(self.radius.max()) if len(self.radius) else 0.0
+        x0, y0 = float(left.min()) - reach, float(top.min()) - reach
+        x1, y1 = float(left.max()) + w + reach, float(top.max()) + h + reach
+        near = ((self.points[:, 0] > x0) & (self.points[:, 0] < x1) & (self.points[:, 1] > y0)
+                & (self.points[:, 1] < y1))
+        cx, cy = left[:, None], top[:, None]
+        px, py, r = self.points[near, 0], self.points[near, 1], self.radius[near]
+        on_points = ((px > cx - r) & (px < cx + w + r) & (py > cy - r) & (py < cy + h + r)).sum(axis=1)
+        rl, rt, rr, rb = (self.rects[:, i] for i in range(4))
+        on_rects = ((rl < cx + w) & (rr > cx) & (rt < cy + h) & (rb > cy)).sum(axis=1)
+        return np.asarray(on_points + on_rects)
+
+
+def _label_spot(edge: EdgeItem, size: QRectF, blocked: _Obstacles, fan: bool = False) -> tuple[QPointF, int]:
+    """The top-left for ``edge``'s plate: beside the edge, clear of everything in ``blocked`` (its own
     line included), as near the edge's middle as there is room; the least crowded spot otherwise
-    (and how many areas it overlaps there)."""
+    (and how many obstacles it touches there). Candidates, in order of preference: plate centred on
+    the point, ending at it, starting at it; points from the middle out; above, then below; moved
+    away from the line in 6 px steps (a sloped line)."""
     path = edge.path()
     w, h = size.width(), size.height()
     gap = edge.pen().widthF() / 2 + LABEL_CLEARANCE
-    best: tuple[int, QPointF] | None = None
-    for align in _LABEL_ALIGN:
-        for t in _FAN_LABEL_AT if fan else _LABEL_AT:
-            p = path.pointAtPercent(t)
-            for side in (-1.0, 1.0):  # above, then below
-                for step in range(10):  # a sloped line: move away from it until the plate is clear
-                    y = p.y() - gap - h - step * 6 if side < 0 else p.y() + gap + step * 6
-                    rect = QRectF(p.x() - w * align, y, w, h)
-                    hits = sum(1 for box, area in blocked
-                               if box.intersects(rect) and (area is None or area.intersects(rect)))
-                    if hits == 0:
-                        return rect.topLeft(), 0
-                    if best is None or hits < best[0]:
-                        best = (hits, rect.topLeft())
+    at = [path.pointAtPercent(t) for t in (_FAN_LABEL_AT if fan else _LABEL_AT)]
+    px = np.array([p.x() for p in at])[None, :, None, None]
+    py = np.array([p.y() for p in at])[None, :, None, None]
+    align = np.array(_LABEL_ALIGN)[:, None, None, None]
+    above = np.array([True, False])[None, None, :, None]
+    step = np.arange(10.0)[None, None, None, :] * 6
+    shape = (len(_LABEL_ALIGN), len(at), 2, 10)
+    left = np.broadcast_to(px - w * align, shape).reshape(-1, 20)  # a row: one point, both sides, all steps
+    top = np.broadcast_to(np.where(above, py - gap - h - step, py + gap + step), shape).reshape(-1, 20)
+    best: tuple[int, float, float] | None = None
+    for row in range(len(left)):  # the first row with a clear spot ends the search (most often the first)
+        hits = blocked.hits(left[row], top[row], w, h)
+        i = int(np.argmin(hits))
+        if best is None or hits[i] < best[0]:
+            best = (int(hits[i]), float(left[row, i]), float(top[row, i]))
+        if best[0] == 0:
+            break
     assert best is not None
-    return best[1], best[0]
+    return QPointF(best[1], best[2]), best[0]
 
 
 def _polygon_path(points: list[QPointF]) -> QPainterPath:
@@ -451,6 +523,7 @@ class GraphView(QGraphicsView):
         self.edges: list[EdgeItem] = []
         self.workers: dict[str, dict[int, WorkerChip]] = {}
         self._depth: dict[str, int] = {}
+        self._widen: dict[int, float] = {}
         self._selected: str | None = None
         if controller is not None:
             self.bind(controller)
@@ -479,6 +552,7 @@ class GraphView(QGraphicsView):
         self.edges.clear()
         self.workers.clear()
         self._depth.clear()
+        self._widen = {}  # extra room per column gap for its labels (learnt by _layout)
         self.profile = profile
         self.auto_fit = True
         if profile is None:
@@ -542,7 +616,7 @@ class GraphView(QGraphicsView):
         return item.h + rows * (CHIP_H + CHIP_GAP) + (CHIP_GAP if rows else 0)
 
     def _layout(self) -> None:
-        widen: dict[int, float] = {}
+        widen = self._widen  # kept between layouts of one profile: the next one starts wide enough
         for _attempt in range(6):  # a gap without room for its labels is made wider, and again
             crowded = self._place(widen)
             if not crowded:
@@ -596,15 +670,15 @@ class GraphView(QGraphicsView):
         crowded: set[int] = set()
         for e in self.edges:
             e.label_resized = False
-        blocked: list[tuple[QRectF, QPainterPath | None]] = []
+            e.placed_width = e.pen().widthF()
+        blocked = _Obstacles()
         for e in self.edges:
-            area = e.outline(LABEL_CLEARANCE)
-            blocked.append((area.boundingRect(), area))
+            if not e.path().isEmpty():
+                blocked.add_points(e.samples(), e.pen().widthF() / 2 + LABEL_CLEARANCE)
         boxes: list[QGraphicsItem] = [*self.nodes.values(), *self.leaves.values()]
         boxes += [chip for chips in self.workers.values() for chip in chips.values()]
         for item in boxes:
-            blocked.append((item.sceneBoundingRect().adjusted(-LABEL_CLEARANCE, -LABEL_CLEARANCE,
-                                                              LABEL_CLEARANCE, LABEL_CLEARANCE), None))
+            blocked.add_rect(item.sceneBoundingRect())
         for e in self.edges:
             if e.path().isEmpty():
                 continue
@@ -612,8 +686,7 @@ class GraphView(QGraphicsView):
             e.label.setPos(pos)
             if hits:
                 crowded.add(self._depth.get(e.source, 0))
-            blocked.append((e.label.sceneBoundingRect().adjusted(-LABEL_CLEARANCE, -LABEL_CLEARANCE,
-                                                                 LABEL_CLEARANCE, LABEL_CLEARANCE), None))
+            blocked.add_rect(e.label.sceneBoundingRect())
         rect = self.scene().itemsBoundingRect().adjusted(-6, -6, 6, 6)
         self.scene().setSceneRect(rect)
         return crowded
