@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
+    QAction,
     QBrush,
     QColor,
+    QContextMenuEvent,
     QFont,
     QFontMetricsF,
     QMouseEvent,
@@ -35,6 +37,7 @@ from PySide6.QtWidgets import (
     QGraphicsPathItem,
     QGraphicsScene,
     QGraphicsView,
+    QMenu,
     QStyleOptionGraphicsItem,
     QWidget,
 )
@@ -517,6 +520,8 @@ class GraphView(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         #: the scale is the fitted one (resizes and new workers fit again); False once the user zooms
         self.auto_fit = True
+        #: what the entry node's context menu offers (the window's Open in browser and Copy URL)
+        self.entry_actions: list[QAction] = []
         self.profile: Profile | None = None
         self.nodes: dict[str, NodeItem] = {}
         self.leaves: dict[str, LeafItem] = {}
@@ -857,6 +862,27 @@ class GraphView(QGraphicsView):
             self.select(item.key)
             self.nodeClicked.emit(item.key)
         super().mousePressEvent(event)
+
+    def node_menu(self, item: QGraphicsItem | None) -> QMenu | None:
+        """The context menu of the box ``item`` belongs to: the entry node offers its URL actions."""
+        while item is not None and not isinstance(item, NodeItem):
+            item = item.parentItem()
+        if not isinstance(item, NodeItem) or self.profile is None or item.key != self.profile.entry:
+            return None
+        if not self.entry_actions:
+            return None
+        menu = QMenu(self)
+        for action in self.entry_actions:
+            menu.addAction(action)
+        return menu
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        menu = self.node_menu(self.itemAt(event.pos()))
+        if menu is not None:
+            menu.exec(event.globalPos())
+            event.accept()
+        else:
+            super().contextMenuEvent(event)
 
     def changeEvent(self, event: object) -> None:  # palette switches (light/dark)
         super().changeEvent(event)  # type: ignore[arg-type]

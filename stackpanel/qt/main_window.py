@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
         # right: graph (or problems) above, tabs below
         self.top_stack = ProfileOverview(c)
         self.graph, self.problems = self.top_stack.graph, self.top_stack.problems
+        self.graph.entry_actions = list(self.url_actions.all())  # the URL is an action on the entry node too
         self.tabs = QTabWidget()
         self.panels: dict[str, QWidget] = {}
         for spec in panels:

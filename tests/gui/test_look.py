@@ -532,3 +532,14 @@ def test_a_theme_switch_gives_states_the_shade_of_the_new_theme(qtbot: Any, sett
         assert all(n.colour == want for n in w.graph.nodes.values()), mode
         assert want.name() in w.state_label.styleSheet()
         assert w.node_table.item(0, 2).foreground().color() == want
+
+
+def test_the_entry_node_offers_open_in_browser_and_copy_url(qtbot: Any, settings: QSettings) -> None:
+    w = open_window(qtbot, settings, "nginx-split")
+    graph = w.graph
+    entry = graph.nodes[graph.profile.entry]  # type: ignore[union-attr]
+    menu = graph.node_menu(entry)
+    assert menu is not None
+    assert menu.actions() == [w.url_actions.open, w.url_actions.copy]  # the window's own: same enabled state
+    assert graph.node_menu(graph.nodes["site"]) is None and graph.node_menu(graph.leaves["client"]) is None
+
