@@ -31,6 +31,10 @@ class ProfileList(QListWidget):
     def __init__(self, controller: StackController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("profiles")
+        # no horizontal scroll bar (it would cut the last name): a long name or folder is elided
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setUniformItemSizes(True)
         self._controller = controller
         self.currentItemChanged.connect(lambda cur, _prev: self._select(cur))
         controller.stateChanged.connect(lambda: self.setEnabled(not controller.active and not controller.busy))
@@ -45,7 +49,8 @@ class ProfileList(QListWidget):
             group = [e for e in entries if e.group == group_name]
             if not group:
                 continue
-            header = QListWidgetItem(f"yours ({user_dir()})" if group_name == "user" else group_name)
+            header = QListWidgetItem(f"yours ({_home_short(user_dir())})" if group_name == "user" else group_name)
+            header.setToolTip(str(user_dir()) if group_name == "user" else "")
             header.setFlags(Qt.ItemFlag.NoItemFlags)
             f = header.font()
             f.setBold(True)
@@ -95,6 +100,14 @@ class ProfileList(QListWidget):
         if item is None or not item.data(PATH_ROLE):
             return
         self._controller.load_profile(item.data(NAME_ROLE), Path(item.data(PATH_ROLE)))
+
+
+def _home_short(path: Path) -> str:
+    """``path`` with the home directory as ``~``."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 class ProfileDescription(QLabel):

@@ -273,6 +273,10 @@ def test_unchecked_checkboxes_are_visible_in_both_themes(qtbot: Any, theme: Any)
 
 
 def test_nodes_table_shows_every_column_and_the_profile_list_fits_its_names(qtbot: Any, settings: QSettings) -> None:
+    from stackpanel.core.profiles.library import user_dir
+
+    user_dir().mkdir(parents=True, exist_ok=True)  # a "yours (<long path>)" group too
+    (user_dir() / "mine.yaml").write_text(resolve_profile("nginx-uvicorn").read_text())
     w = open_window(qtbot, settings, "nginx-split")
     table = w.node_table
     for name in table.rows:  # the widest a row gets: a long pid, a long state, workers, restarts
@@ -286,8 +290,10 @@ def test_nodes_table_shows_every_column_and_the_profile_list_fits_its_names(qtbo
         assert header.sectionViewportPosition(c) + header.sectionSize(c) <= table.viewport().width()
     assert not table.horizontalScrollBar().isVisible()
     plist = w.profile_list
+    assert plist.count() > 10  # built-in and user profiles
     assert abs(plist.height() - plist.content_height()) <= 2
     assert not plist.verticalScrollBar().isVisible()
+    assert plist.viewport().height() >= sum(plist.sizeHintForRow(i) for i in range(plist.count()))  # none cut
 
 
 # -- plots -------------------------------------------------------------------------------------------
