@@ -23,12 +23,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import (
     QColor,
     QFont,
     QFontDatabase,
     QHideEvent,
+    QPalette,
     QShowEvent,
     QSyntaxHighlighter,
     QTextCharFormat,
@@ -49,7 +50,7 @@ from PySide6.QtWidgets import (
 
 from stackpanel.core.supervise.events import StackState, StackStateChanged
 from stackpanel.qt.bridge import LogFollower, LogSource
-from stackpanel.qt.theme import ERROR_COLOUR, WARNING_COLOUR, hue_colour
+from stackpanel.qt.theme import hue_colour
 
 if TYPE_CHECKING:
     from stackpanel.core.render import RenderedStack
@@ -85,16 +86,21 @@ class LogHighlighter(QSyntaxHighlighter):
     def __init__(self, document: QTextDocument) -> None:
         super().__init__(document)
         self.error_format = QTextCharFormat()
-        self.error_format.setForeground(QColor(ERROR_COLOUR))
         self.error_format.setFontWeight(QFont.Weight.Bold)
         self.warning_format = QTextCharFormat()
-        self.warning_format.setForeground(QColor(WARNING_COLOUR))
         self.run_format = QTextCharFormat()
-        self.run_format.setForeground(hue_colour("blue"))
         self.run_format.setFontWeight(QFont.Weight.Bold)
+        self.set_palette(None)
         self.match_format = QTextCharFormat()
         self.match_format.setBackground(QColor(255, 213, 79, 110))
         self.search = ""
+
+    def set_palette(self, palette: QPalette | None) -> None:
+        """Error red, warning orange, run marks blue: the state palette's shades for this theme
+        (readable as text, >= 4.5:1)."""
+        self.error_format.setForeground(hue_colour("red", palette))
+        self.warning_format.setForeground(hue_colour("orange", palette))
+        self.run_format.setForeground(hue_colour("blue", palette))
 
     def highlightBlock(self, text: str) -> None:
         line = text[LABEL_WIDTH + 1:]  # the label ("web error") is the source's name, not the line's level
@@ -341,6 +347,12 @@ class LogView(QWidget):
         if self._backfill and not self._flush_timer.isActive():
             self._flush_timer.start()
         self._update_count()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "highlighter"):
+            self.highlighter.set_palette(self.palette())
+            self.highlighter.rehighlight()
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)

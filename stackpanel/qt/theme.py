@@ -43,7 +43,6 @@ SERIES_COLOURS: tuple[str, ...] = (
     "#bcbd22", "#7f7f7f", "#393b79", "#e7ba52", "#637939", "#ad494a", "#6b6ecf", "#3182bd",
 )
 ERROR_COLOUR = "#e5534b"
-WARNING_COLOUR = "#d4a72c"
 
 THEMES = ("system", "light", "dark")
 

@@ -549,3 +549,14 @@ def test_the_entry_node_offers_open_in_browser_and_copy_url(qtbot: Any, settings
     assert menu.actions() == [w.url_actions.open, w.url_actions.copy]  # the window's own: same enabled state
     assert graph.node_menu(graph.nodes["site"]) is None and graph.node_menu(graph.leaves["client"]) is None
 
+
+
+def test_log_highlights_are_readable_text_in_both_themes(qtbot: Any, theme: Any) -> None:
+    logs = LogView()
+    qtbot.addWidget(logs)
+    for mode, pal in (("dark", _dark_palette()), ("light", _light_palette())):
+        theme(mode)
+        QApplication.processEvents()
+        h = logs.highlighter
+        for fmt in (h.error_format, h.warning_format, h.run_format):
+            assert contrast_ratio(fmt.foreground().color(), pal.color(QPalette.ColorRole.Base)) >= 4.5, mode
