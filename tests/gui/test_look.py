@@ -270,6 +270,26 @@ def test_unchecked_checkboxes_are_visible_in_both_themes(qtbot: Any, theme: Any)
         qtbot.addWidget(box)
         box.show()
         assert _indicator_contrast(box) >= 3.0, mode  # WCAG's contrast for the parts of a control
+        # and the check boxes of a list (the compare view's profiles)
+        from PySide6.QtWidgets import QListWidget, QListWidgetItem, QStyleOptionViewItem
+
+        lst = QListWidget()
+        qtbot.addWidget(lst)
+        item = QListWidgetItem("uvicorn-workers")
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Unchecked)
+        lst.addItem(item)
+        lst.show()
+        opt = QStyleOptionViewItem()
+        opt.initFrom(lst.viewport())
+        opt.rect = lst.visualItemRect(item)
+        opt.features = QStyleOptionViewItem.ViewItemFeature.HasCheckIndicator
+        rect = lst.style().subElementRect(QStyle.SubElement.SE_ItemViewItemCheckIndicator, opt, lst)
+        image = lst.viewport().grab().toImage()
+        base = lst.palette().color(QPalette.ColorRole.Base)
+        best = max(contrast_ratio(QColor(image.pixel(x, y)), base)
+                   for x in range(rect.left(), rect.right() + 1) for y in range(rect.top(), rect.bottom() + 1))
+        assert best >= 3.0, mode
 
 
 def test_nodes_table_shows_every_column_and_the_profile_list_fits_its_names(qtbot: Any, settings: QSettings) -> None:
