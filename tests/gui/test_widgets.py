@@ -22,7 +22,7 @@ from stackpanel.qt.bridge import LogSource
 from stackpanel.qt.graph_view import GraphView, edge_width
 from stackpanel.qt.log_view import LogView, is_error_line
 from stackpanel.qt.plots import PlotsPanel
-from stackpanel.qt.theme import STATE_COLOURS
+from stackpanel.qt.theme import state_colour
 
 pytestmark = pytest.mark.gui
 
@@ -68,11 +68,11 @@ def test_graph_follows_states_workers_and_traffic(qtbot: Any, tmp_path: Path, sl
     qtbot.addWidget(view)
     view.set_profile(profile)
     view.apply_event(NodeStateChanged("app", NodeState.STARTING, NodeState.STOPPED, sleepers[0]))
-    assert view.nodes["app"].colour == QColor(STATE_COLOURS[NodeState.STARTING])
+    assert view.nodes["app"].colour == state_colour(NodeState.STARTING)
     view.apply_event(WorkersChanged("app", sleepers[0], (sleepers[1], sleepers[2]), (sleepers[1], sleepers[2]), ()))
     view.apply_event(NodeStateChanged("app", NodeState.READY, NodeState.STARTING, sleepers[0]))
     assert set(view.workers["app"]) == {sleepers[1], sleepers[2]}
-    assert view.nodes["app"].colour == QColor(STATE_COLOURS[NodeState.READY])
+    assert view.nodes["app"].colour == state_colour(NodeState.READY)
     chip = view.workers["app"][sleepers[1]]
     assert chip.pos().y() > view.nodes["app"].pos().y() + view.nodes["app"].h - 1  # under its master
     view.apply_event(WorkersChanged("app", sleepers[0], (sleepers[2],), (), (sleepers[1],)))
@@ -98,8 +98,8 @@ def test_graph_follows_states_workers_and_traffic(qtbot: Any, tmp_path: Path, sl
     static = view.edge("web", "static:web")
     client = view.edge("client", "web")
     assert api is not None and static is not None and client is not None
-    assert api.label_text == "/api\n100 req/s · 5.0% 5xx"
-    assert static.label_text == "/\n10 req/s · 0.0% 5xx"
+    assert api.label_text == "/api\n100 req/s\n5.0% 5xx"
+    assert static.label_text == "/\n10 req/s\n0.0% 5xx"
     assert client.rps == pytest.approx(110.0)
     assert api.pen().widthF() == pytest.approx(edge_width(100.0)) and api.pen().widthF() > static.pen().widthF()
     assert api.pen().color() == QColor("#e5534b")  # >= 1 % errors: red
