@@ -132,6 +132,12 @@ class StackSession:
     def trace(self, request_id: str) -> Trace | None:
         return None if self._traces is None else self._traces.get(request_id)
 
+    def traces_held(self) -> dict[str, int]:
+        """What the trace collector holds (kept traces by kind, pending lines) and has completed."""
+        if self._traces is None:
+            return {}
+        return {**self._traces.sizes(), "completed": self._traces.completed_total}
+
     def last_lines(self, node: str, n: int = 50) -> list[str]:
         return self._supervisor.last_lines(node, n)
 
