@@ -1,6 +1,7 @@
 """Cost of live tracing (#15): throughput with metrics + traces on vs off, and memory at full load.
 
     .venv/bin/python benchmarks/bench_traces.py ab   [--profile nginx-uvicorn] [--pairs 6] [--seconds 8] [--hz 1]
+    .venv/bin/python benchmarks/bench_traces.py ingest [--lines 5000] [--chunks 40]
     .venv/bin/python benchmarks/bench_traces.py soak [--profile nginx-uvicorn] [--minutes 30] [--every 30]
 
 The stack is a built-in proxied profile (default nginx → uvicorn, 2 workers), ports shifted out of
@@ -11,6 +12,9 @@ the way, supervised by a real :class:`StackSession` with traces on (its default)
   servers write the same access logs). ``--pairs`` pairs alternating the order (on/off, off/on,
   ...); before each run the engine catches up with what was logged meanwhile (one tick, not timed),
   so an "on" run does not pay for the previous "off" run's lines. Medians and pair ratios.
+* ``ingest``: the hot path alone, no servers: the engine's ingest of ``--lines`` synthetic requests
+  a chunk through three tiers (nginx, Apache, gunicorn lines with ids and finish times, 1 % failed),
+  with the trace collector attached vs not, CPU time (``thread_time``) per chunk, alternating.
 * ``soak``: wrk at full speed for ``--minutes`` (one connection in 100 asks ``/api/status?code=500``
   and one ``/api/wait?ms=20``, so the failed and slowest sets fill up), the engine at 1 Hz; every
   ``--every`` seconds this process's RSS, the Python heap (tracemalloc) and what the collector holds.
@@ -92,6 +96,45 @@ def cmd_ab(args: argparse.Namespace) -> None:
             session.close()
 
 
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from stackpanel.core.metrics.ingest import AccessLogIngest
+    from stackpanel.core.metrics.synthetic import trace_lines
+    from stackpanel.core.metrics.tracing import TraceCollector
+
+    print(machine())
+    path = [("edge", "nginx", 11, "web"), ("web", "apache", 22, "app"), ("app", "gunicorn", 33, "-")]
+    chunks = []
+    for c in range(args.chunks):
+        by_node: dict[str, list[str]] = {"edge": [], "web": [], "app": []}
+        for i in range(args.lines):
+            for node, line in trace_lines(f"{c:04x}{i:028x}", path, start=1.75e9 + c, duration=0.001 + i * 1e-7,
+                                          status=500 if i % 100 == 7 else 200):
+                by_node[node].append(line)
+        chunks.append({n: ("\n".join(v) + "\n").encode() for n, v in by_node.items()})
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    collector = TraceCollector("edge")
+    ingests = {mode: {n: AccessLogIngest() for n in ("app", "web", "edge")} for mode in times}
+    for n, ingest in ingests["on"].items():
+        collector.add_node(n)
+        ingest.line_sink = lambda lines, n=n: collector.feed(n, lines)
+    for k, chunk in enumerate(chunks):
+        for mode in (("on", "off") if k % 2 else ("off", "on")):
+            collector.now = float(k)
+            t = time.thread_time()
+            for n in ("app", "web", "edge"):
+                ingests[mode][n].feed(chunk[n])
+            if mode == "on":
+                collector.complete(float(k))
+                collector.publish()
+            times[mode].append(time.thread_time() - t)
+    lines = 3 * args.lines
+    off, on = med(times["off"]) / lines * 1e6, med(times["on"]) / lines * 1e6
+    print(f"{args.chunks} chunks of {args.lines} requests x 3 tiers: median {off:.3f} us/line without traces, "
+          f"{on:.3f} us/line with (+{on - off:.3f} us/line, x{on / off:.2f}); "
+          f"{1e6 / on:,.0f} lines/s with traces on one core")
+    print(f"collector holds {collector.sizes()}, completed {collector.completed_total}")
+
+
 def cmd_soak(args: argparse.Namespace) -> None:
     print(machine(), flush=True)
     tracemalloc.start()
@@ -134,13 +177,16 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--hz", type=float, default=1.0)
+    p = sub.add_parser("ingest")
+    p.add_argument("--lines", type=int, default=5000)
+    p.add_argument("--chunks", type=int, default=40)
     p = sub.add_parser("soak")
     p.add_argument("--profile", default="nginx-uvicorn")
     p.add_argument("--minutes", type=float, default=30)
     p.add_argument("--every", type=float, default=30)
     p.add_argument("--conns", type=int, default=32)
     args = ap.parse_args()
-    {"ab": cmd_ab, "soak": cmd_soak}[args.cmd](args)
+    {"ab": cmd_ab, "ingest": cmd_ingest, "soak": cmd_soak}[args.cmd](args)
 
 
 if __name__ == "__main__":

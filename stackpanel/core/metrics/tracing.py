@@ -37,6 +37,7 @@ from stackpanel.core.metrics.ingest import parse_latency
 from stackpanel.core.pubsub import Subscribers
 
 _SPLIT6 = methodcaller("split", b" ", 5)
+_SPLIT4 = methodcaller("split", b" ", 3)
 _ID = itemgetter(4)
 _STATUS = itemgetter(1)
 _SECONDS = itemgetter(2)
@@ -300,13 +301,20 @@ class TraceCollector:
                 self._advance(pending)
 
     def _feed_entry(self, lines: list[bytes], now: float) -> None:
-        parts = [p for p in map(_SPLIT6, lines) if len(p) == 6]
-        if not parts:
-            return
-        codes = np.array(list(map(_STATUS, parts)), dtype="S3")
-        durations = _durations(list(map(_SECONDS, parts)))
+        # only status and seconds for every line (in C); the id and the rest for the lines kept
+        try:
+            heads = list(map(_SPLIT4, lines))
+            codes = np.array(list(map(_STATUS, heads)), dtype="S3")
+            durations = _durations(list(map(_SECONDS, heads)))
+        except IndexError:  # a short line somewhere: drop those
+            lines = [ln for ln in lines if ln.count(b" ") >= 5]
+            if not lines:
+                return
+            heads = list(map(_SPLIT4, lines))
+            codes = np.array(list(map(_STATUS, heads)), dtype="S3")
+            durations = _durations(list(map(_SECONDS, heads)))
         keep: dict[int, set[str]] = {}
-        n = len(parts)
+        n = len(lines)
         step = -(-n // self.sample_per_chunk) if self.sample_per_chunk > 0 else 0
         if step:
             for i in range(random.randrange(step) if step > 1 else 0, n, step):
@@ -321,10 +329,11 @@ class TraceCollector:
         for i in slow.tolist():
             keep.setdefault(i, set()).add("slow")
         for i, kinds in keep.items():
-            rid = parts[i][4]
+            fields = lines[i].split(b" ", 5)
+            rid = fields[4] if len(fields) == 6 else b"-"
             if rid == b"-" or rid in self._waiting:
                 continue
-            span = parse_span(self.entry, lines_of(parts[i]))
+            span = parse_span(self.entry, lines[i].decode("utf-8", "replace"))
             if span is None:
                 continue
             pending = _Pending(rid, now, [span], _next_node(span, self._nodes), kinds)
@@ -407,10 +416,6 @@ class TraceCollector:
         held["pending_lines"] = sum(len(c) for chunks in self._lines.values() for _, c in chunks)
         held["waiting"] = len(self._waiting)
         return held
-
-
-def lines_of(parts: list[bytes]) -> str:
-    return b" ".join(parts).decode("utf-8", "replace")
 
 
 def pending_nodes(pending: _Pending) -> set[str]:
