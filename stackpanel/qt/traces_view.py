@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -42,7 +43,7 @@ STATUS_FILTERS = ("any status", "2xx", "3xx", "4xx", "5xx", "failed")
 ANY_NODE = "any node"
 #: the list is read again at most this often while new traces come in
 REFRESH_MS = 400
-COLUMNS = ("time", "request", "status", "ms", "tiers", "request id")
+COLUMNS = ("time", "request", "status", "ms at the edge", "tiers", "request id")
 
 
 def _ms(seconds: float) -> str:
@@ -174,16 +175,22 @@ class TracesView(QWidget):
         self.list.setUniformRowHeights(True)
         self.list.setSortingEnabled(False)
         self.list.currentItemChanged.connect(self._on_current)
+        header = self.list.header()
+        header.setStretchLastSection(False)
+        for col in range(len(COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.waterfall = WaterfallView()
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.waterfall)
+        scroll.setMinimumHeight(WaterfallView.ROW * 3 + WaterfallView.HOP * 2 + 30)
         self.summary = QLabel()
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.list)
         split.addWidget(scroll)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
         content = QWidget()
         box = QVBoxLayout(content)
         box.setContentsMargins(0, 0, 0, 0)

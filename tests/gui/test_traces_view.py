@@ -173,3 +173,16 @@ def test_traces_from_a_core_thread_reach_the_view_and_export_as_otlp(qtbot: Any,
     assert sorted(rs["resource"]["attributes"][0]["value"]["stringValue"] for rs in doc["resourceSpans"]) == [
         "app", "edge", "web"]
     controller.bridge.detach()
+
+
+def test_a_running_stack_without_requests_says_where_to_send_one(qtbot: Any, tmp_path: Path) -> None:
+    from tests.gui.test_controller import RecordingSession, loaded_controller
+
+    controller = loaded_controller(qtbot, lambda p: RecordingSession(p, tmp_path / "run", []))
+    view = TracesView(controller=controller)
+    qtbot.addWidget(view)
+    assert view.empty_button.text() == "Start the stack" and view.empty_button.isEnabled()
+    view.empty_button.click()  # starts the stack, like the toolbar's Start
+    qtbot.waitUntil(lambda: view.empty_button.text() == "Open in browser", timeout=10_000)
+    assert controller.browser_url in view.empty_text.text() and "send one" in view.empty_text.text()
+    assert view.pages.currentIndex() == 0

@@ -211,3 +211,19 @@ def test_otlp_json_has_the_spec_shape(tmp_path: Path) -> None:
 
 def test_otlp_of_nothing_is_an_empty_document() -> None:
     assert to_otlp([]) == {"resourceSpans": []}
+
+
+def test_a_finished_runs_logs_assemble_like_the_live_collector(tmp_path: Path) -> None:
+    from stackpanel.core.traces import entry_of, traces_from_logs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [ln for i in range(30) for ln in trace_lines(f"r{i}", PATH3, start=T0 + i, duration=0.01 + i / 1000)]
+    lines += trace_lines("static", [("edge", "nginx", 11, "static")], start=T0 + 40, duration=0.001)
+    for node in ("edge", "web", "app"):
+        (logs / f"{node}.access.log").write_text("".join(ln + "\n" for n, ln in lines if n == node))
+    assert entry_of(logs) == "edge"
+    traces = traces_from_logs(logs, limit=10)
+    assert [t.request_id for t in traces] == ["static", *(f"r{i}" for i in range(29, 20, -1))]
+    assert traces[1].nodes == ("edge", "web", "app") and traces[0].nodes == ("edge",)
+    assert traces_from_logs(tmp_path) == ()  # no logs, no entry
