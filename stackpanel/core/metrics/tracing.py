@@ -51,7 +51,9 @@ SAMPLE_PER_CHUNK = 16
 #: how long an inner tier's line waits for its entry line (nginx flushes once a second), and an
 #: entry line for the inner tiers' (they log after their response is out, a few ms later)
 KEEP_S = 3.0
-PENDING_MAX = 200_000
+#: per inner node (~180 bytes each with the index: ~18 MB at most); under more load than that the
+#: oldest lines go first and their traces name the tier as missing
+PENDING_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class TraceCollector:
         self._lock = threading.Lock()  # the kept sets (queries from any thread)
         self._recent: deque[Trace] = deque(maxlen=recent_max)
         self._failed: deque[Trace] = deque(maxlen=failed_max)
+        self._failed_max = failed_max
         self._slowest: list[tuple[float, int, Trace]] = []  # min-heap of the slowest
         self._slowest_max = slowest_max
         self._seq = itertools.count()
@@ -319,7 +322,7 @@ class TraceCollector:
         if step:
             for i in range(random.randrange(step) if step > 1 else 0, n, step):
                 keep.setdefault(i, set()).add("sample")
-        for i in np.flatnonzero(codes >= b"500").tolist():
+        for i in np.flatnonzero(codes >= b"500")[-self._failed_max:].tolist():  # older ones would be dropped
             keep.setdefault(i, set()).add("failed")
         with self._lock:
             floor = self._slowest[0][0] if len(self._slowest) >= self._slowest_max else -1.0
@@ -348,8 +351,9 @@ class TraceCollector:
             if line is None:
                 return
             span = parse_span(pending.want, line.decode("utf-8", "replace"))
-            if span is None:
-                break
+            if span is None:  # a line that is not in the format: that tier's part is unknown
+                self._finish(pending, (pending.want,))
+                return
             pending.spans.append(span)
             pending.want = _next_node(span, self._nodes)
             if pending.want in pending_nodes(pending):  # a loop in the routes: stop
