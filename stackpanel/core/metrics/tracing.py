@@ -296,7 +296,7 @@ class TraceCollector:
         chunks = self._lines[node]
         chunks.append((now, chunk))
         held = sum(len(c) for _, c in chunks)
-        while chunks and (chunks[0][0] < now - self.keep_s or held > self.pending_max):
+        while len(chunks) > 1 and (chunks[0][0] < now - self.keep_s or held > self.pending_max):  # keep the newest
             held -= len(chunks.popleft()[1])
         for rid in chunk.keys() & self._waiting.keys():
             pending = self._waiting[rid]
