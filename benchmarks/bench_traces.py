@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_metrics_engine import machine, med, wrk
+from bench_metrics_engine import machine, med, thread_cpu_seconds, wrk
 
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile
@@ -67,6 +67,7 @@ def cmd_ab(args: argparse.Namespace) -> None:
             wrk(url, 3, args.conns)  # warm up
             on: list[float] = []
             off: list[float] = []
+            engine_cpu: list[float] = []  # % of one core the engine's thread used during "on" runs
             for i in range(args.pairs):
                 order = ("on", "off") if i % 2 == 0 else ("off", "on")
                 pair = {}
@@ -74,10 +75,13 @@ def cmd_ab(args: argparse.Namespace) -> None:
                     time.sleep(1.2)  # nginx's 1 s log flush
                     session.tick_metrics()  # catch up with what was logged meanwhile (not timed)
                     if mode == "on":
-                        session.start_metrics(args.hz)
+                        thread = session.start_metrics(args.hz)
                         time.sleep(0.3)
+                        assert thread.native_id is not None
+                        c0, w0 = thread_cpu_seconds(thread.native_id), time.monotonic()
                     pair[mode] = wrk(url, args.seconds, args.conns)
                     if mode == "on":
+                        engine_cpu.append((thread_cpu_seconds(thread.native_id) - c0) / (time.monotonic() - w0) * 100)
                         session.stop_metrics()
                 on.append(pair["on"])
                 off.append(pair["off"])
@@ -86,7 +90,8 @@ def cmd_ab(args: argparse.Namespace) -> None:
             ratios = [a / b for a, b in zip(on, off, strict=True)]
             print(f"median on {med(on):,.0f} req/s, off {med(off):,.0f} req/s; ratio of medians "
                   f"{med(on) / med(off):.3f}; median of pair ratios {med(ratios):.3f} "
-                  f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f}); the engine's thread (counts + traces) used "
+                  f"{med(engine_cpu):.2f} % of a core (median of the 'on' runs)")
             time.sleep(1.2)
             session.tick_metrics()
             print(f"traces held: {session.traces_held()}; {len(session.traces())} kept, e.g. "
