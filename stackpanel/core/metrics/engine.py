@@ -17,6 +17,7 @@ Threading rules
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from stackpanel.core.metrics.ringbuffer import (
     capacity_for,
 )
 from stackpanel.core.metrics.sampler import ProcessSample, ProcessSampler, Role
+from stackpanel.core.metrics.tracing import TraceCollector
 from stackpanel.core.pubsub import Subscribers
 
 log = logging.getLogger("stackpanel.metrics")
@@ -354,8 +356,11 @@ class MetricsEngine:
         latency_window_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sampler: ProcessSampler | None = None,
+        traces: TraceCollector | None = None,
     ) -> None:
         self._check_rate(rate_hz)
+        #: assembles traces from the same lines the counts are made of (None: no tracing)
+        self.traces = traces
         self.history_seconds = history_seconds
         self.latency_window_s = latency_window_s
         self._rate_hz = rate_hz
@@ -393,11 +398,9 @@ class MetricsEngine:
     ) -> None:
         """Watch a node. ``routes`` are the route names its log will carry (edges are listed from
         the start, at 0); routes seen in the log that are not listed are added as they appear."""
-        ingest = (
-            AccessLogIngest(access_log_path, latency_sample_max=self._latency_sample_max())
-            if access_log_path is not None
-            else None
-        )
+        ingest = self._new_ingest(name, access_log_path) if access_log_path is not None else None
+        if self.traces is not None:
+            self.traces.add_node(name)
         with self._tick_lock, self._lock:
             if name in self._nodes:
                 if ingest is not None:
@@ -406,6 +409,12 @@ class MetricsEngine:
             self._nodes[name] = _NodeState(name, kind, ingest, routes)
             self._nodes[name].websockets_dir = Path(websockets_dir) if websockets_dir is not None else None
 
+    def _new_ingest(self, name: str, path: str | os.PathLike[str]) -> AccessLogIngest:
+        ingest = AccessLogIngest(path, latency_sample_max=self._latency_sample_max())
+        if self.traces is not None:
+            ingest.line_sink = functools.partial(self.traces.feed, name)
+        return ingest
+
     def restart_counts(self) -> None:
         """A new run of the same stack: every node's counts start again from its (new, empty) log."""
         with self._tick_lock, self._lock:
@@ -413,8 +422,10 @@ class MetricsEngine:
                 if node.ingest is not None and node.ingest.tailer is not None:
                     path = node.ingest.tailer.path
                     node.ingest.close()
-                    node.ingest = AccessLogIngest(path, latency_sample_max=self._latency_sample_max())
+                    node.ingest = self._new_ingest(node.name, path)
                 node.latency_window.clear()
+            if self.traces is not None:
+                self.traces.reset()
 
     def unregister_node(self, name: str) -> None:
         with self._tick_lock, self._lock:
@@ -454,6 +465,8 @@ class MetricsEngine:
             with self._lock:
                 self._latest = snap
         self._subscribers.publish(snap)  # outside every engine lock
+        if self.traces is not None:
+            self.traces.publish()
         return snap
 
     def _tick(self, now: float) -> MetricsSnapshot:
@@ -466,6 +479,8 @@ class MetricsEngine:
             members = {n.name: n.pids() for n in nodes}
         samples = {(s.node, s.pid): s for s in self._sampler.sample()}
         sample_max = self._latency_sample_max()
+        if self.traces is not None:
+            self.traces.now = now
 
         workers: list[WorkerMetrics] = []
         node_metrics: list[NodeMetrics] = []
@@ -490,6 +505,8 @@ class MetricsEngine:
                                        nm.rss_bytes, _nan(nm.cpu_percent))))
             node_series.append((node.name, node.ring))
 
+        if self.traces is not None:
+            self.traces.complete(now)
         with self._rings_lock:  # snapshots copy histories under it, from any thread
             for ring, values in points:
                 ring.append(now, *values)
