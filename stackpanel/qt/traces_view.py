@@ -37,7 +37,7 @@ from stackpanel.core.metrics.tracing import Trace, TraceQuery
 from stackpanel.core.supervise.events import StackState
 from stackpanel.qt.controller import StackController
 from stackpanel.qt.operations import Operation
-from stackpanel.qt.theme import ERROR_COLOUR, SERIES_COLOURS, WARNING_COLOUR
+from stackpanel.qt.theme import SERIES_COLOURS, hue_colour
 
 STATUS_FILTERS = ("any status", "2xx", "3xx", "4xx", "5xx", "failed")
 ANY_NODE = "any node"
@@ -109,8 +109,8 @@ class WaterfallView(QWidget):
         p.drawText(QRectF(x0, 2, span_w, 18), Qt.AlignmentFlag.AlignRight, f"{_ms(total)} ms")
         y = 24.0
         for i, (s, row) in enumerate(zip(trace.spans, waterfall_rows(trace), strict=True)):
-            colour = QColor(ERROR_COLOUR if s.status >= 500 else WARNING_COLOUR if s.status >= 400
-                            else SERIES_COLOURS[i % len(SERIES_COLOURS)])
+            colour = (hue_colour("red") if s.status >= 500 else hue_colour("orange") if s.status >= 400
+                      else QColor(SERIES_COLOURS[i % len(SERIES_COLOURS)]))
             p.setPen(text)
             p.drawText(QRectF(6, y, self.LABEL - 12, self.ROW), Qt.AlignmentFlag.AlignVCenter,
                        f"{s.node}  pid {s.pid}  {s.status}")
@@ -129,7 +129,7 @@ class WaterfallView(QWidget):
                            f"↳ hop {row['hop']} ms to {trace.spans[i + 1].node}")
                 y += self.HOP
         if trace.missing:
-            p.setPen(QColor(ERROR_COLOUR))
+            p.setPen(hue_colour("red"))
             p.drawText(QRectF(6, y, self.width() - 12, self.HOP), Qt.AlignmentFlag.AlignVCenter,
                        f"no line from {', '.join(trace.missing)} for this request id")
 
@@ -285,7 +285,7 @@ class TracesView(QWidget):
             item.setData(0, Qt.ItemDataRole.UserRole, t.request_id)
             item.setTextAlignment(3, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             if t.failed:
-                item.setForeground(2, QColor(ERROR_COLOUR))
+                item.setForeground(2, hue_colour("red"))
             items.append(item)
         self.list.addTopLevelItems(items)
         self.list.blockSignals(False)
