@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         app = next(n for n, node in unix.nodes.items() if isinstance(node, AppServerNode))
         assert sessions["unix"].stack.nodes[app].unix_socket is not None
         assert sessions["tcp"].stack.nodes[app].unix_socket is None
-        for mode, session in sessions.items():  # warm-up
+        for session in sessions.values():  # warm-up
             run_wrk(session.profile.entry_url + args.path.lstrip("/"), connections=args.connections, duration_s=1)
         for i in range(args.pairs):
             order = ("tcp", "unix") if i % 2 == 0 else ("unix", "tcp")

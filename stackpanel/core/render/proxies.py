@@ -223,7 +223,8 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         static_aliases=[r for r in routes if r.static and r.path != "/"],
         routes_shortest_first=by_length,
         routes_longest_first=[r for r in reversed(by_length) if r.to or proxied],
-        proxied=proxied, balancers=balancers, balanced_log_format=logformat.APACHE_BALANCED_LOG_FORMAT.replace('"', '\\"'),
+        proxied=proxied, balancers=balancers,
+        balanced_log_format=logformat.APACHE_BALANCED_LOG_FORMAT.replace('"', '\\"'),
         defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
         tls=node.tls, certificate=certificate, tls_address=_tls_address(node),
     )
