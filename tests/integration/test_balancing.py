@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +46,6 @@ def edge_counts(snap, base) -> dict[str, int]:
 
 def node_counts(snap, base) -> dict[str, int]:
     return {b: snap.node(b).requests_total - base.node(b).requests_total for b in BACKENDS}
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A run directory outside pytest's basetemp: as root, nginx and Apache workers (nobody) must
-    reach the backends' sockets in it, and every pytest session resets its basetemp root to 0700."""
-    directory = Path(tempfile.mkdtemp(prefix="sp-lb-"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def started(profile: Profile, tmp_path: Path) -> tuple[StackSession, MetricsWaiter]:
