@@ -3,9 +3,11 @@ and a backend killed under load is routed around and comes back into the pool.""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from .conftest import MetricsWaiter, free_offset
 
 pytestmark = pytest.mark.integration
 
-N = 600
+N = 600  # requests per spread test
 BACKENDS = ("app1", "app2")
 
 
@@ -68,6 +70,9 @@ def test_requests_spread_evenly_and_each_backend_edge_counts_its_own(proxy: str,
     session, metrics = started(profile, tmp_path)
     try:
         assert all(session.stack.nodes[b].unix_socket is not None for b in BACKENDS) == (listen != "tcp")
+        # the client's address reaches the app through the proxy, over a socket as over TCP
+        with urllib.request.urlopen(profile.entry_url + "api/headers", timeout=10) as answer:
+            assert json.load(answer)["client"] == "127.0.0.1"
         base = metrics.wait_quiet()
         result = run_load(LoadConfig(url=profile.entry_url + "api/hello", connections=4, requests=N, duration_s=60))
         assert result.requests_ok == N and result.errors_total == 0

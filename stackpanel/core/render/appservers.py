@@ -15,6 +15,12 @@ UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 TRUSTED_PROXIES = "127.0.0.1,::1"
 
 
+def _trusted(unix_socket: Path | None) -> str:
+    """A connection over a Unix socket has no peer address, so uvicorn would trust none of it:
+    trust every peer of the socket, which only this machine can reach (as it can 127.0.0.1)."""
+    return TRUSTED_PROXIES if unix_socket is None else "*"
+
+
 def _seconds(value: float) -> str:
     return str(max(1, int(value)))
 
@@ -138,7 +144,7 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         "--log-config", str(log_conf),
         "--timeout-keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--timeout-graceful-shutdown", _seconds(node.shutdown.timeout_seconds),
-        "--proxy-headers", "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--proxy-headers", "--forwarded-allow-ips", _trusted(unix_socket),
         "--no-server-header",
     ]
     if node.app.interface == "wsgi":
@@ -196,7 +202,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, unix_socket:
         "--timeout", _seconds(node.timeout_seconds),
         "--graceful-timeout", _seconds(node.shutdown.timeout_seconds),
         "--keep-alive", _seconds(node.keepalive_timeout_seconds),
-        "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--forwarded-allow-ips", _trusted(unix_socket),
     ]
     if uvicorn_workers:
         argv += ["--pythonpath", str(paths.conf_dir)]  # the access wrapper
