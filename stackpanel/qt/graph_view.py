@@ -255,7 +255,8 @@ class EdgeItem(QGraphicsPathItem):
     def label_text(self) -> str:
         return self.label.text()
 
-    def set_traffic(self, rps: float, error_rps: float, limited_rps: float = 0.0) -> None:
+    def set_traffic(self, rps: float, error_rps: float, limited_rps: float = 0.0, share: float | None = None) -> None:
+        """`share`: of a balanced route, this backend's part of the route's requests."""
         self.rps, self.error_rps, self.limited_rps = rps, error_rps, limited_rps
         err = error_rps / rps if rps > 0 else 0.0
         colour = QColor(ERROR_COLOUR) if err >= 0.01 else (
@@ -269,6 +270,10 @@ class EdgeItem(QGraphicsPathItem):
         traffic = format_rate(rps) + (f" · {err * 100:.1f}% 5xx" if rps > 0 else "")
         if limited_rps > 0 and rps > 0:  # a rate limit at work: its own kind, not an error of the app
             traffic += f" · {limited_rps / rps * 100:.1f}% 429"
+        if share is not None:
+            traffic += f" · {share * 100:.0f}% of route"
+            self.setToolTip(f"{self.target} served {share * 100:.1f}% of the requests of {route or 'its route'}, "
+                            "balanced over its backends")
         self.label.setText(f"{route}\n{traffic}" if route else traffic)
         self._place_label()
         self._rebuild_arrow()
@@ -354,7 +359,8 @@ class GraphView(QGraphicsView):
         entry = profile.entry
         self.leaves["client"] = LeafItem("client", "client", ["browser, curl, load"])
         for name, node in profile.nodes.items():
-            self.nodes[name] = NodeItem(name, node.kind, node.address)
+            address = "unix socket" if profile.listens_on_unix(name) else node.address
+            self.nodes[name] = NodeItem(name, node.kind, address)
             self.workers[name] = {}
         # group routes by (source, target): two paths to the same node share one edge
         grouped: dict[tuple[str, str], list[str]] = {("client", entry): []}
@@ -534,7 +540,7 @@ class GraphView(QGraphicsView):
                     e.set_traffic(nm.rps, nm.status_rates.get("5xx", 0.0))
                 continue
             if em is not None:
-                e.set_traffic(em.rps, em.error_rps, em.limited_rps)
+                e.set_traffic(em.rps, em.error_rps, em.limited_rps, em.share)
 
     def edge(self, source: str, target: str) -> EdgeItem | None:
         return next((e for e in self.edges if e.source == source and e.target == target), None)
