@@ -119,6 +119,9 @@ def test_apache_sticky_cookie_pins_a_client_to_its_backend(tmp_path: Path) -> No
             answer = conn.getresponse()
             answer.read()
             assert answer.status == 200 and answer.getheader("Set-Cookie") is None
+        conn.request("GET", "/balancer-manager")  # the manager page is never exposed
+        manager = conn.getresponse()
+        assert manager.status == 404 and b"Load Balancer Manager" not in manager.read()
         conn.close()
         metrics.wait_for(lambda s: sum(node_counts(s, base).values()) >= 41)
         edges = edge_counts(metrics.wait_quiet(), base)
