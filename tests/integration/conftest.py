@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,22 +52,6 @@ def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = previous
-
-
-@pytest.fixture(scope="session")
-def _traversable_tmp_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="stackpanel-it-"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def tmp_path(request: pytest.FixtureRequest, _traversable_tmp_root: Path) -> Path:
-    """A test's directory outside pytest's basetemp: as root, the proxies' workers (nobody) connect
-    to app sockets in the run directory, and every pytest session that starts resets the
-    basetemp root (/tmp/pytest-of-root) to 0700, which they could then no longer traverse."""
-    name = re.sub(r"\W", "_", request.node.name)[:40]
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_traversable_tmp_root))
 
 
 @pytest.fixture
