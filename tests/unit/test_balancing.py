@@ -129,6 +129,9 @@ def test_balance_keys_need_several_backends_and_an_empty_list_is_refused(tmp_pat
     assert "apply to a route with several backends" in message
     path.write_text(path.read_text().replace("to: [app1]", "to: []").replace("balance: least_conn", ""))
     assert any("names no node" in m for _, _, m, _ in problems(path))
+    path.write_text(path.read_text().replace("to: []", "to: {app1: 1}"))
+    [(line, _, message, _)] = problems(path)
+    assert line == 9 and "is not a node name: write `to: app`, or `to: [app1, app2]`" in message
 
 
 def test_unix_listen_on_the_entry_or_an_exposed_node_is_refused(tmp_path: Path) -> None:

@@ -361,6 +361,13 @@ class Route(StrictModel):
     def _path(cls, v: str) -> str:
         return check_url_path(v)
 
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> Any:
+        if v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(n, str) for n in v)):
+            return v
+        raise ValueError(f"{v!r} is not a node name: write `to: app`, or `to: [app1, app2]` to balance over several")
+
     @field_validator("static")
     @classmethod
     def _static(cls, v: str | None, info: ValidationInfo) -> str | None:
