@@ -152,10 +152,14 @@ def test_unix_listen_on_the_entry_or_an_exposed_node_is_refused(tmp_path: Path) 
     assert "not reachable from the network" in message
 
 
-def test_listen_auto_is_a_socket_behind_a_proxy_only(tmp_path: Path) -> None:
+def test_listen_auto_is_a_socket_behind_nginx_only(tmp_path: Path) -> None:
     profile = load_profile(write(tmp_path, listen="listen: tcp"), check_files=False)
     assert not profile.listens_on_unix("app1") and profile.listens_on_unix("app2") and not profile.listens_on_unix(
         "web")
+    behind_apache = load_profile(write(tmp_path, "apache"), check_files=False)
+    assert not behind_apache.listens_on_unix("app1") and not behind_apache.listens_on_unix("app2")
+    exposed = load_profile(write(tmp_path, listen="host: 0.0.0.0\nexpose: true"), check_files=False)
+    assert not exposed.listens_on_unix("app1") and exposed.listens_on_unix("app2")
 
 
 # ------------------------------------------------------------------------------------- rendering
@@ -187,12 +191,13 @@ def test_nginx_ip_hash_and_round_robin(tmp_path: Path) -> None:
 
 
 def test_apache_balancer_members_sticky_cookie_and_no_manager(tmp_path: Path) -> None:
-    stack = render(write(tmp_path, "apache", "balance: sticky\nfail_timeout_seconds: 4", "listen: tcp"), tmp_path / "r")
+    path = write(tmp_path, "apache", "balance: sticky\nfail_timeout_seconds: 4", "listen: unix")
+    stack = render(path, tmp_path / "r")
     conf = conf_text(stack.nodes["web"])
-    sock = stack.paths.unix_socket("app2")
+    sock = stack.paths.unix_socket("app1")
     assert '<Proxy "balancer://sp-lb0">' in conf
-    assert 'BalancerMember "http://127.0.0.1:18001" route=app1 retry=4 ttl=4 ' in conf
-    assert f'BalancerMember "unix:{sock}|http://app2" route=app2 retry=4 ttl=4 ' in conf
+    assert f'BalancerMember "unix:{sock}|http://app1" route=app1 retry=4 ttl=4 ' in conf
+    assert 'BalancerMember "http://127.0.0.1:18002" route=app2 retry=4 ttl=4 ' in conf  # behind Apache: TCP
     assert "ProxySet lbmethod=byrequests stickysession=sp_lb0" in conf
     assert 'Header add Set-Cookie "sp_lb0=.%{BALANCER_WORKER_ROUTE}e; Path=/; HttpOnly; SameSite=Lax" ' \
            "env=BALANCER_ROUTE_CHANGED" in conf

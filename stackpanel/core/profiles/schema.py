@@ -26,7 +26,7 @@ RestartPolicy = Literal["no", "on-failure", "always"]
 #: How a proxy spreads a route's requests over several backends (`to: [a, b]`).
 BalanceMethod = Literal["round_robin", "least_conn", "ip_hash", "sticky"]
 #: Where an app server listens: its TCP port, a Unix socket in the run directory, or `auto`
-#: (a Unix socket when only proxies reach the node, see BENCHMARKS.md; TCP otherwise).
+#: (a Unix socket behind nginx, see UNIX_SOCKET_FRONTS; TCP otherwise).
 ListenMode = Literal["auto", "tcp", "unix"]
 Interface = Literal["asgi", "wsgi"]
 
@@ -541,16 +541,17 @@ OWNED_GUNICORN_OPTIONS = frozenset({
 })
 
 
-#: What `listen: auto` means for an app server behind a proxy (measured in BENCHMARKS.md).
-UNIX_SOCKETS_BEHIND_PROXIES = True
+#: The proxies behind which `listen: auto` is a Unix socket: faster than loopback TCP behind nginx
+#: (1.13-1.25x), no faster behind Apache (0.99x), measured in BENCHMARKS.md.
+UNIX_SOCKET_FRONTS: frozenset[str] = frozenset({"nginx"})
 
 
 class AppServerNode(NodeBase):
     app: AppSpec
     listen: ListenMode = Field(
         default="auto", description="tcp: host and port; unix: a Unix socket in the run directory, reached by the "
-        "proxies in front only (the port is not bound); auto: unix when proxies front the node and it is not "
-        "exposed, tcp otherwise")
+        "proxies in front only (the port is not bound); auto: unix when only nginx proxies front the node and "
+        "it is not exposed, tcp otherwise")
     args: list[str] = Field(default_factory=list, max_length=64,
                             description="more command-line options for the server, after stackpanel's own")
 
@@ -764,7 +765,10 @@ class Profile(StrictModel):
         node = self.nodes[name]
         if not isinstance(node, AppServerNode) or node.listen == "tcp":
             return False
-        return node.listen == "unix" or (UNIX_SOCKETS_BEHIND_PROXIES and not node.expose and name != self.entry)
+        if node.listen == "unix":
+            return True
+        fronts = {self.nodes[e.source].kind for e in self.edges() if e.target == name}
+        return bool(fronts) and fronts <= UNIX_SOCKET_FRONTS and not node.expose
 
     def kinds(self) -> set[str]:
         return {n.kind for n in self.nodes.values()}
