@@ -169,8 +169,12 @@ def test_a_backend_killed_under_load_is_routed_around_and_returns_to_the_pool(pr
         print(f"\n{proxy}: {result.requests_ok} ok, {result.errors_total} failed {result.errors} "
               f"while app1 (pid {victim}) was killed and restarted")
         assert result.requests_ok > 500
-        # idempotent GETs are retried on app2: at most the requests in flight on app1 can fail
-        assert result.errors_total <= 4 * 2, result.errors
+        # nginx retries idempotent GETs on app2 (measured: none failed); Apache fails the requests in
+        # flight on app1's connections, when its master dies and when its workers are reaped (measured:
+        # 3-6 of ~5,000): under 1 %
+        assert result.errors_total <= max(8, result.requests_total // 100), result.errors
+        if proxy == "nginx":
+            assert result.errors_total == 0, result.errors
         assert session.snapshot().node("app2").restarts == 0
     finally:
         stop.set()
