@@ -173,8 +173,8 @@ def test_a_backend_killed_under_load_is_routed_around_and_returns_to_the_pool(pr
         # flight on app1's connections, when its master dies and when its workers are reaped (measured:
         # 3-6 of ~5,000): under 1 %
         assert result.errors_total <= max(8, result.requests_total // 100), result.errors
-        if proxy == "nginx":
-            assert result.errors_total == 0, result.errors
+        if proxy == "nginx":  # only a response cut after nginx began to send it cannot be retried
+            assert result.errors_total <= 4, result.errors
         assert session.snapshot().node("app2").restarts == 0
     finally:
         stop.set()
