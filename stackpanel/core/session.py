@@ -75,8 +75,10 @@ class StackSession:
         self._metrics = MetricsEngine(rate_hz=metrics_hz, traces=self._traces)
         for name, rendered in self._stack.nodes.items():
             node = profile.nodes[name]
-            routes = [r.target for r in node.routes] if isinstance(node, ProxyNode) else []
-            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes, rendered.websockets_dir)
+            routes = [t for r in node.routes for t in r.targets] if isinstance(node, ProxyNode) else []
+            balanced = [r.backends for r in node.routes if r.is_balanced] if isinstance(node, ProxyNode) else []
+            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes, rendered.websockets_dir,
+                                        balanced)
         self._supervisor.subscribe(self._feed_metrics)
 
     def _feed_metrics(self, event: Event) -> None:

@@ -344,7 +344,8 @@ class EdgeItem(QGraphicsPathItem):
     def label_text(self) -> str:
         return self.label.text()
 
-    def set_traffic(self, rps: float, error_rps: float, limited_rps: float = 0.0) -> None:
+    def set_traffic(self, rps: float, error_rps: float, limited_rps: float = 0.0, share: float | None = None) -> None:
+        """`share`: of a balanced route, this backend's part of the route's requests."""
         self.rps, self.error_rps, self.limited_rps = rps, error_rps, limited_rps
         err = error_rps / rps if rps > 0 else 0.0
         colour = QColor(ERROR_COLOUR) if err >= 0.01 else (
@@ -358,13 +359,18 @@ class EdgeItem(QGraphicsPathItem):
         self.arrow.setPen(QPen(colour, 1))
         self.arrow.setBrush(colour)
         # short lines, not one long one: the label sits in the gap between two columns
-        lines = [", ".join(self.routes)] if self.routes else []
+        route = ", ".join(self.routes)
+        lines = [route] if self.routes else []
         lines.append(format_rate(rps))
         if rps > 0:
             errors = f"{err * 100:.1f}% 5xx"
             if limited_rps > 0:  # a rate limit at work: its own kind, not an error of the app
                 errors += f" · {limited_rps / rps * 100:.1f}% 429"
             lines.append(errors)
+        if share is not None:
+            lines.append(f"{share * 100:.0f}% of route")
+            self.setToolTip(f"{self.target} served {share * 100:.1f}% of the requests of {route or 'its route'}, "
+                            "balanced over its backends")
         if self.label.set_text("\n".join(lines)):
             self.label_resized = True
         self._rebuild_arrow()
@@ -565,7 +571,8 @@ class GraphView(QGraphicsView):
         entry = profile.entry
         self.leaves["client"] = LeafItem("client", "client", ["browser, curl, load"])
         for name, node in profile.nodes.items():
-            self.nodes[name] = NodeItem(name, node.kind, node.address)
+            address = "unix socket" if profile.listens_on_unix(name) else node.address
+            self.nodes[name] = NodeItem(name, node.kind, address)
             self.workers[name] = {}
         # group routes by (source, target): two paths to the same node share one edge
         grouped: dict[tuple[str, str], list[str]] = {("client", entry): []}
@@ -830,7 +837,7 @@ class GraphView(QGraphicsView):
                     e.set_traffic(nm.rps, nm.status_rates.get("5xx", 0.0))
                 continue
             if em is not None:
-                e.set_traffic(em.rps, em.error_rps, em.limited_rps)
+                e.set_traffic(em.rps, em.error_rps, em.limited_rps, em.share)
         self.refresh_labels()
 
     def refresh_labels(self) -> None:

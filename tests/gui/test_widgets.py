@@ -328,3 +328,35 @@ def test_notice_lines_of_an_error_log_and_client_closed_499s_are_not_highlighted
     assert formats("web error", "2026/12/01 08:12:26 [crit] 12#12: connect() failed") == {"error"}
     assert formats("web access", '4321 499 0.010 app - GET "/api/hello"') == set()
     assert formats("web access", '4321 404 0.001 app - GET "/nope"') == {"warning"}
+
+
+def test_balanced_edges_show_each_backends_share_in_the_graph_and_the_details(qtbot: Any, tmp_path: Path) -> None:
+    from stackpanel.qt.details import NodeDetails
+
+    profile = load_profile(resolve_profile("nginx-balanced"))
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_profile(profile)
+    assert view.edge("web", "app1") is not None and view.edge("web", "app2") is not None
+    assert view.nodes["app1"].address == "unix socket"  # behind the proxy: listen auto → a socket
+    web_log = tmp_path / "web.log"
+    eng = MetricsEngine()
+    eng.register_node("web", "nginx", web_log, routes=["app1", "app2", "static"], balanced=[("app1", "app2")])
+    eng.set_workers("web", os.getpid(), [])
+    eng.tick(0.0)
+    append(web_log, [access_line("nginx", os.getpid(), 200, 0.002, "app1")] * 150
+           + [access_line("nginx", os.getpid(), 200, 0.002, "app2")] * 50)
+    snap = eng.tick(2.0)
+    eng.close()
+    view.apply_metrics(snap)
+    one, two = view.edge("web", "app1"), view.edge("web", "app2")
+    assert one is not None and two is not None
+    assert one.label_text == "/api\n75 req/s · 0.0% 5xx · 75% of route"
+    assert two.label_text == "/api\n25 req/s · 0.0% 5xx · 25% of route"
+    assert "25.0% of the requests of /api" in two.toolTip()
+    assert "of route" not in view.edge("web", "static:web").label_text  # type: ignore[union-attr]
+    details = NodeDetails()
+    qtbot.addWidget(details)
+    details.show_node("web", "nginx", profile.nodes["web"].address, "", {})
+    details.set_backend_shares(snap.edges_of("web"))
+    assert details.backends.text() == "app1: 75% (150 requests, 75 req/s)\napp2: 25% (50 requests, 25 req/s)"

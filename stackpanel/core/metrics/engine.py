@@ -118,6 +118,9 @@ class EdgeMetrics:
     #: 429: requests a rate limit turned away (their own kind: the proxy working, not the app failing)
     limited_total: int = 0
     limited_rps: float = 0.0
+    #: of a balanced route: this backend's part of the requests the route's backends got (0..1);
+    #: None for a route with one backend
+    share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ def snapshot_to_json(snapshot: MetricsSnapshot) -> dict[str, Any]:
         ],
         "edges": [
             {"node": e.node, "route": e.route, "rps": e.rps, "requests": e.requests_total, "errors": e.errors_total,
-             "rate_limited": e.limited_total}
+             "rate_limited": e.limited_total, **({"share": e.share} if e.share is not None else {})}
             for e in snapshot.edges
         ],
     }
@@ -309,11 +312,14 @@ _WORKER_CHANNELS = ("cpu", "rps", "rss")
 
 
 class _NodeState:
-    def __init__(self, name: str, kind: str, ingest: AccessLogIngest | None, routes: Iterable[str]):
+    def __init__(self, name: str, kind: str, ingest: AccessLogIngest | None, routes: Iterable[str],
+                 balanced: Iterable[Iterable[str]] = ()):
         self.name = name
         self.kind = kind
         self.ingest = ingest
         self.routes: dict[str, None] = dict.fromkeys(routes)
+        #: route tag → the tags of the balanced route it belongs to
+        self.groups: dict[str, tuple[str, ...]] = {t: tuple(g) for g in map(tuple, balanced) for t in g}
         self.master: int | None = None
         self.workers: tuple[int, ...] = ()
         self.latency_window: deque[tuple[float, FloatArray, float]] = deque()
@@ -395,9 +401,11 @@ class MetricsEngine:
         access_log_path: str | os.PathLike[str] | None,
         routes: Iterable[str] = (),
         websockets_dir: str | os.PathLike[str] | None = None,
+        balanced: Iterable[Iterable[str]] = (),
     ) -> None:
         """Watch a node. ``routes`` are the route names its log will carry (edges are listed from
-        the start, at 0); routes seen in the log that are not listed are added as they appear."""
+        the start, at 0); routes seen in the log that are not listed are added as they appear.
+        ``balanced``: the backends of each balanced route, whose edges report their ``share``."""
         ingest = self._new_ingest(name, access_log_path) if access_log_path is not None else None
         if self.traces is not None:
             self.traces.add_node(name)
@@ -406,7 +414,7 @@ class MetricsEngine:
                 if ingest is not None:
                     ingest.close()
                 raise ValueError(f"node {name!r} is already registered")
-            self._nodes[name] = _NodeState(name, kind, ingest, routes)
+            self._nodes[name] = _NodeState(name, kind, ingest, routes, balanced)
             self._nodes[name].websockets_dir = Path(websockets_dir) if websockets_dir is not None else None
 
     def _new_ingest(self, name: str, path: str | os.PathLike[str]) -> AccessLogIngest:
@@ -585,10 +593,20 @@ class MetricsEngine:
 
     @staticmethod
     def _edges(node: _NodeState, batch: IngestBatch, totals: IngestBatch, tick: _Tick) -> list[EdgeMetrics]:
+        by_route = totals.by_route
+
+        def share(route: str) -> float | None:
+            group = node.groups.get(route)
+            if group is None:
+                return None
+            together = sum(by_route.get(r, 0) for r in group)
+            return by_route.get(route, 0) / together if together else 0.0
+
         return [
-            EdgeMetrics(node.name, route, tick.rate(batch.by_route.get(route, 0)), totals.by_route.get(route, 0),
+            EdgeMetrics(node.name, route, tick.rate(batch.by_route.get(route, 0)), by_route.get(route, 0),
                         totals.errors_by_route.get(route, 0), tick.rate(batch.errors_by_route.get(route, 0)),
-                        totals.limited_by_route.get(route, 0), tick.rate(batch.limited_by_route.get(route, 0)))
+                        totals.limited_by_route.get(route, 0), tick.rate(batch.limited_by_route.get(route, 0)),
+                        share(route))
             for route in node.routes
         ]
 

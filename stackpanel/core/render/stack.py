@@ -15,6 +15,7 @@ from stackpanel.core.render.common import (
     RenderedNode,
     RunPaths,
     running_as_root,
+    unix_socket_of,
     unprivileged_group,
 )
 from stackpanel.core.render.proxies import render_apache, render_nginx
@@ -107,7 +108,8 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             assert apache is not None
             nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group)
         elif isinstance(node, GunicornNode):
-            nodes[name] = render_gunicorn(name, node, paths)
+            nodes[name] = render_gunicorn(name, node, paths, unix_socket_of(profile, paths, name))
         elif isinstance(node, UvicornNode):
-            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name))
+            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name),
+                                         unix_socket_of(profile, paths, name))
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)
