@@ -153,7 +153,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     stack.write()
     print(f"# {profile.name}: rendered into {stack.paths.root}")
     print("# start these in order (backends first); the entry is", profile.entry_url)
-    for node in stack.nodes.values():
+    for node in (p for n in stack.nodes.values() for p in n.processes):
         for path in node.files:
             print(f"# {node.name}: wrote {path}")
         if node.config_test_argv:

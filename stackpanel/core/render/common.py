@@ -84,6 +84,11 @@ def header_value(value: object) -> str:
     return text
 
 
+def unquoted(value: object) -> str:
+    """A path inside a quoted string that carries more than the path (``"proxy:unix:PATH|fcgi://..."``)."""
+    return quote(value)[1:-1]
+
+
 def seconds(value: object) -> int:
     """Whole seconds, at least 1 (both servers take integers here)."""
     return max(1, int(float(str(value))))
@@ -195,6 +200,11 @@ class RenderedNode:
     certificate: CertificateRequest | None = None
     #: where the app's workers count their open WebSockets (None: the tier cannot tell)
     websockets_dir: Path | None = None
+    #: a process the node owns and runs beside its own (an apache node's php-fpm): started and
+    #: probed before it, stopped after it, and a crash of either restarts both
+    companion: RenderedNode | None = None
+    #: readiness of a process without HTTP of its own (a companion): this Unix socket accepts
+    ready_socket: Path | None = None
 
     def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """The process environment: the inherited one without the variables that would change the
@@ -212,6 +222,11 @@ class RenderedNode:
     def config_file(self) -> Path | None:
         return next(iter(self.files), None)
 
+    @property
+    def processes(self) -> tuple[RenderedNode, ...]:
+        """This node's processes in start order: its companion first."""
+        return (self.companion, self) if self.companion is not None else (self,)
+
 
 @functools.cache
 def template_env() -> jinja2.Environment:
@@ -228,6 +243,7 @@ def template_env() -> jinja2.Environment:
     env.filters["word"] = word
     env.filters["header_value"] = header_value
     env.filters["seconds"] = seconds
+    env.filters["unquoted"] = unquoted
     env.filters["num"] = num
     env.filters["uri"] = uri
     env.filters["prefix_regex"] = prefix_regex

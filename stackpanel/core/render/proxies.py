@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stackpanel.core import logformat
-from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.discovery import ApacheInfo, NginxInfo, PhpFpmInfo
 from stackpanel.core.discovery.apache import (
     APACHE_BASE_MODULES,
     APACHE_GZIP_MODULES,
     APACHE_HTTP2_MODULES,
+    APACHE_PHP_MODULES,
     APACHE_PROXY_MODULES,
     APACHE_TLS_MODULES,
 )
+from stackpanel.core.discovery.platform import install_hint
+from stackpanel.core.errors import RenderError
 from stackpanel.core.profiles.schema import (
     DEFAULT_LIMITS,
     ApacheNode,
@@ -24,6 +27,7 @@ from stackpanel.core.profiles.schema import (
     ProxyNode,
 )
 from stackpanel.core.render.common import CertificateRequest, RenderedNode, RunPaths, template_env
+from stackpanel.core.render.php import php_socket, render_php_fpm
 
 
 def upstream_idle_seconds(profile: Profile, target: str) -> int:
@@ -55,6 +59,7 @@ class _EdgeRoute:
     path: str
     to: str | None
     static: str | None
+    php: bool
     follow_symlinks: bool
     target: str  # node name or "static": the access-log route tag
     address: str  # the backend's host:port ("" for static)
@@ -94,7 +99,8 @@ def _edge_routes(profile: Profile, name: str, node: ProxyNode) -> list[_EdgeRout
     for i, r in enumerate(node.routes):
         backend = profile.nodes[r.to] if r.to else None
         out.append(_EdgeRoute(
-            index=i, path=r.path, to=r.to, static=r.static, follow_symlinks=r.follow_symlinks, target=r.target,
+            index=i, path=r.path, to=r.to, static=r.static, php=r.php, follow_symlinks=r.follow_symlinks,
+            target=r.target,
             address=backend.address if backend else "",
             idle_seconds=upstream_idle_seconds(profile, r.to) if r.to else 0,
             strip=r.strip_prefix, forwarded_prefix=r.prefix if r.strip_prefix else "", buffering=r.buffering,
@@ -149,10 +155,17 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
 
 
 def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths, apache: ApacheInfo,
-                  as_root: bool, user: str, group: str) -> RenderedNode:
+                  as_root: bool, user: str, group: str, php: PhpFpmInfo | None = None) -> RenderedNode:
+    """`php`: the php-fpm that runs the node's `php: true` routes (required when it has any)."""
     routes = _edge_routes(profile, name, node)
     proxied = any(r.to for r in routes)
     modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ())
+    companion = None
+    if node.php_dirs:
+        if php is None:
+            raise RenderError(f"node {name!r} runs PHP, and php-fpm is not installed: {install_hint('php')}")
+        companion = render_php_fpm(name, node, paths, php, as_root, user, group)
+        modules += tuple(m for m in APACHE_PHP_MODULES if m not in modules)
     certificate = _certificate(profile, name, node, paths)
     if node.tls is not None:
         modules += APACHE_TLS_MODULES + (APACHE_HTTP2_MODULES if node.tls.http2 else ())
@@ -172,12 +185,14 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         mime_types=apache.mime_types, document_root=document_root,
         root_follow_symlinks=root_route.follow_symlinks if root_route else False,
+        root_php=root_route.php if root_route else False,
         exact_names=[n for n in names if not n.startswith("*")], wildcard_names=[n for n in names if n.startswith("*")],
         static_aliases=[r for r in routes if r.static and r.path != "/"],
         routes_shortest_first=by_length,
         routes_longest_first=[r for r in reversed(by_length) if r.to or proxied],
         proxied=proxied, defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
         tls=node.tls, certificate=certificate, tls_address=_tls_address(node),
+        php_socket=php_socket(paths, name) if companion else None,
     )
     base = (str(apache.path), "-d", str(paths.root), "-f", str(conf))
     return RenderedNode(
@@ -190,7 +205,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         config_test_argv=base + ("-t",),
         # WINCH = graceful-stop (finish requests, then exit); USR1 = graceful restart with the new config.
         stop_signal=signal.SIGWINCH, reload_signal=signal.SIGUSR1, certificate=certificate,
-        dirs=(document_root,) if root_static is None else (),
+        dirs=(document_root,) if root_static is None else (), companion=companion,
     )
 
 
