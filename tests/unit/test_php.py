@@ -197,3 +197,12 @@ def test_doctor_names_the_install_command_for_missing_php_fpm(tmp_path: Path) ->
     assert php.install_hint == f"{sudo}apt-get install -y php-fpm"
     assert f"install: {sudo}apt-get install -y php-fpm" in discovery.format_report(report)
     assert not_needed.get("php").found is False and not_needed.get("php").needed is False
+
+
+@pytest.mark.parametrize("kind", ["compose", "systemd", "process-compose"])
+def test_exports_refuse_a_php_profile_instead_of_dropping_php_fpm(kind: str, tmp_path: Path) -> None:
+    from stackpanel.core.export import ExportError, export
+
+    with pytest.raises(ExportError, match="do not carry php-fpm yet"):
+        export(load_profile(builtin_dir() / "nginx-php-uvicorn.yaml"), kind, tmp_path / "out", "php")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
