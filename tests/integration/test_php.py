@@ -206,3 +206,16 @@ def test_up_and_kill_9_of_stackpanel_leave_no_php_fpm(tmp_path: Path) -> None:
         finally:
             if up.poll() is None:
                 up.kill()
+
+
+def test_a_changed_php_pool_is_applied_by_reload(php_site) -> None:
+    sup, port, tmp = php_site
+    run_dir = tmp / "run"
+    assert len(fpm_pids(run_dir)) == 2  # master + php_workers: 1
+    text = PHP_PROFILE.format(port=port).replace("php_workers: 1", "php_workers: 3")
+    changed = sup.reload(render_stack(load_profile_text(text, tmp / "p.yaml"), run_dir))
+    assert changed == ["web"]
+    assert len(fpm_pids(run_dir)) == 4
+    assert "pm.max_children = 3" in (run_dir / "conf" / "php-fpm-web.conf").read_text()
+    status, _, body, _ = request(port, "GET", "/index.php")
+    assert status == 200 and body.startswith(b"INDEX-")
