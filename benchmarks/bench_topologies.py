@@ -100,6 +100,8 @@ APACHE_BUFFERED_LOGS = apache_sub(r"^(CustomLog .*)$", r"BufferedLogs On\n\1")
 APACHE_THREADS_32 = apache_sub(r"^(ThreadLimit|ThreadsPerChild|MaxRequestWorkers) 128$", r"\1 32")
 APACHE_2_CHILDREN = chain(apache_sub(r"^(StartServers|ServerLimit) 1$", r"\1 2"),
                           apache_sub(r"^(ThreadLimit|ThreadsPerChild) 128$", r"\1 64"))
+APACHE_MPM_WORKER = apache_sub(r"^LoadModule mpm_event_module (\S+)/mod_mpm_event\.so$",
+                               r"LoadModule mpm_worker_module \1/mod_mpm_worker.so")
 APACHE_TCP_KEEPALIVE = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 keepalive=On")
 APACHE_NO_REUSE = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 disablereuse=On")
 # diagnostics (not proposals): what the per-request expressions and the request id cost
@@ -140,12 +142,14 @@ PROXY_CASES = [
     Case("apache BufferedLogs On", "apache-uvicorn", APACHE_BUFFERED_LOGS),
     Case("apache ThreadsPerChild 32", "apache-uvicorn", APACHE_THREADS_32),
     Case("apache 2 children x 64 threads", "apache-uvicorn", APACHE_2_CHILDREN),
+    Case("apache mpm_worker", "apache-uvicorn", APACHE_MPM_WORKER),
     Case("apache ProxyPass keepalive=On", "apache-uvicorn", APACHE_TCP_KEEPALIVE),
     Case("apache ProxyPass disablereuse=On", "apache-uvicorn", APACHE_NO_REUSE),
     Case("apache without the <If> expressions", "apache-uvicorn", APACHE_NO_EXPRS),
     Case("apache without the request id", "apache-uvicorn", APACHE_NO_REQUEST_ID),
     Case("nginx → apache (as rendered)", "nginx-apache-uvicorn"),
     Case("nginx → apache, BufferedLogs On", "nginx-apache-uvicorn", APACHE_BUFFERED_LOGS),
+    Case("nginx → apache, mpm_worker", "nginx-apache-uvicorn", APACHE_MPM_WORKER),
 ]
 
 
