@@ -122,5 +122,6 @@ def test_proxy_targets_are_measured_in_alternating_ab_pairs_with_wrk() -> None:
     assert [p.baseline_first for p in result.pairs] == [True, False]
     assert all(not p.problem and p.baseline_rps > 0 and p.proxied_rps > 0 for p in result.pairs), result.pairs
     assert len(result.ratios) == 2 and result.met is not None
+    assert all(p.cpu_ratio > 0 for p in result.pairs), result.pairs  # CPU-µs per request on both sides
     assert "nginx-uvicorn" in report.format_table() and report.settings["workers"] == 2
     assert stack_processes() == []

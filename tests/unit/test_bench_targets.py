@@ -19,11 +19,13 @@ def test_the_targets_are_the_issues() -> None:
 
 
 def test_a_target_is_the_median_of_its_pairs_ratios_and_failed_pairs_claim_nothing() -> None:
-    pairs = (TargetPair(True, 1000, 900), TargetPair(False, 1000, 700), TargetPair(True, 2000, 1800),
+    pairs = (TargetPair(True, 1000, 900, baseline_cpu_us=150, proxied_cpu_us=200), TargetPair(False, 1000, 700),
+             TargetPair(True, 2000, 1800),
              TargetPair(False, 1000, math.nan, problem="nginx-uvicorn: did not start"))
     result = TargetResult(Target("nginx-uvicorn", 0.85), pairs)
     assert result.ratios == [0.9, 0.7, 0.9]
     assert result.median == 0.9 and result.met is True
+    assert result.cpu_median == 0.75  # the one pair with CPU figures
     assert TargetResult(Target("apache-uvicorn", 0.95), pairs).met is False
     nothing = TargetResult(Target("apache-uvicorn", 0.65), pairs[3:])
     assert nothing.met is None and math.isnan(nothing.median)
@@ -32,7 +34,7 @@ def test_a_target_is_the_median_of_its_pairs_ratios_and_failed_pairs_claim_nothi
     table = report.format_table()
     assert "3 A/B pairs of 4 s" in table and "load average 1.5 at start, 2.5 at the end" in table
     row = next(line for line in table.splitlines() if line.startswith("nginx-uvicorn"))
-    assert "0.90" in row and "0.70–0.90" in row and "0.85" in row and " met " in row
+    assert "0.90" in row and "0.70–0.90" in row and "0.85" in row and " met " in row and "0.75" in row
     assert "1,000→900" in row and "failed" in row
     assert "no data" in next(line for line in table.splitlines() if line.startswith("apache-uvicorn"))
     assert "nginx-uvicorn: did not start" in table
@@ -40,6 +42,7 @@ def test_a_target_is_the_median_of_its_pairs_ratios_and_failed_pairs_claim_nothi
     assert doc["baseline"] == "uvicorn-workers"
     assert doc["results"][0]["median"] == 0.9 and doc["results"][1]["met"] is None
     assert doc["results"][0]["pairs"][3]["ratio"] is None
+    assert doc["results"][0]["cpu_median"] == 0.75 and doc["results"][0]["pairs"][1]["cpu_ratio"] is None
 
 
 def test_bench_without_profiles_needs_wrk_and_refuses_options_for_named_profiles(capsys) -> None:

@@ -44,12 +44,24 @@ class TargetPair:
     baseline_rps: float
     proxied_rps: float
     problem: str = ""  # why a side did not run ("" when both did)
+    #: CPU-µs per request of every server process and wrk together, per side
+    baseline_cpu_us: float = math.nan
+    proxied_cpu_us: float = math.nan
 
     @property
     def ratio(self) -> float:
         if self.problem or not self.baseline_rps or not math.isfinite(self.baseline_rps):
             return math.nan
         return self.proxied_rps / self.baseline_rps
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The ratio the rates would have if CPU were all that limits them: baseline cost over
+        proxied cost. On a machine shared with other work the rates follow the CPU share each
+        side gets (a stack of more processes gets more), this does not."""
+        if self.problem or not self.proxied_cpu_us or not math.isfinite(self.proxied_cpu_us):
+            return math.nan
+        return self.baseline_cpu_us / self.proxied_cpu_us
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,11 @@ class TargetResult:
     @property
     def median(self) -> float:
         return statistics.median(self.ratios) if self.ratios else math.nan
+
+    @property
+    def cpu_median(self) -> float:
+        values = [p.cpu_ratio for p in self.pairs if math.isfinite(p.cpu_ratio)]
+        return statistics.median(values) if values else math.nan
 
     @property
     def met(self) -> bool | None:
@@ -92,7 +109,8 @@ class TargetReport:
             f"start, {self.loadavg_end if self.loadavg_end is not None else '?'} at the end "
             "(a busy machine lowers and spreads every ratio)",
             "",
-            f"{'profile':<24} {'ratio':>6} {'range':>11} {'target':>7}  result   pairs (baseline req/s → proxied)",
+            f"{'profile':<24} {'ratio':>6} {'range':>11} {'target':>7}  result   {'by CPU':>6}  "
+            "pairs (baseline req/s → proxied)",
         ]
         for r in self.results:
             rng = f"{min(r.ratios):.2f}–{max(r.ratios):.2f}" if r.ratios else "-"
@@ -100,8 +118,11 @@ class TargetReport:
             pairs = ", ".join(f"{p.baseline_rps:,.0f}→{p.proxied_rps:,.0f}" if not p.problem else "failed"
                               for p in r.pairs)
             ratio = f"{r.median:.2f}" if r.ratios else "-"
+            by_cpu = f"{r.cpu_median:.2f}" if math.isfinite(r.cpu_median) else "-"
             lines.append(f"{r.target.profile:<24} {ratio:>6} {rng:>11} {r.target.at_least:>7.2f}  {verdict:<8} "
-                         f"{pairs}")
+                         f"{by_cpu:>6}  {pairs}")
+        lines.append("by CPU: baseline CPU-µs per request over the proxied profile's (servers and wrk), the "
+                     "rate ratio an otherwise idle machine would show")
         problems = [f"  {r.target.profile}: {p.problem}" for r in self.results for p in r.pairs if p.problem]
         if problems:
             lines += ["", "pairs that did not run:", *problems]
@@ -112,13 +133,26 @@ class TargetReport:
             "baseline": BASELINE, "settings": self.settings, "machine": self.machine, "loadavg_end": self.loadavg_end,
             "results": [{"profile": r.target.profile, "target": r.target.at_least,
                          "median": r.median if r.ratios else None, "met": r.met,
-                         "pairs": [asdict(p) | {"ratio": p.ratio if math.isfinite(p.ratio) else None}
+                         "cpu_median": r.cpu_median if math.isfinite(r.cpu_median) else None,
+                         "pairs": [_finite(asdict(p) | {"ratio": p.ratio, "cpu_ratio": p.cpu_ratio})
                                    for p in r.pairs]} for r in self.results],
         }, indent=1)
 
 
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
+
+
 def _rps(run: ProfileRun) -> float:
     return run.throughput_rps if run.ok else math.nan
+
+
+def cpu_us_per_request(run: ProfileRun) -> float:
+    """CPU-µs per successful request of the run's server processes and its generator."""
+    server = run.server_cpu_percent()
+    if not run.ok or server is None or not run.throughput_rps or not math.isfinite(run.generator_cpu_percent):
+        return math.nan
+    return (server + run.generator_cpu_percent) / 100.0 / run.throughput_rps * 1e6
 
 
 def run_targets(*, pairs: int = 5, duration_s: float = 4.0, warmup_s: float = 1.0, connections: int = 64,
@@ -137,7 +171,8 @@ def run_targets(*, pairs: int = 5, duration_s: float = 4.0, warmup_s: float = 1.
             by_name = {r.name: r for r in comparison.runs}
             base, proxied = by_name[BASELINE], by_name[target.profile]
             problem = "; ".join(f"{r.name}: {r.reason}" for r in (base, proxied) if not r.ok)
-            found[target.profile].append(TargetPair(baseline_first, _rps(base), _rps(proxied), problem))
+            found[target.profile].append(TargetPair(baseline_first, _rps(base), _rps(proxied), problem,
+                                                    cpu_us_per_request(base), cpu_us_per_request(proxied)))
     try:
         end: float | None = round(os.getloadavg()[0], 2)
     except OSError:
