@@ -148,8 +148,8 @@ PROXY_CASES = [
     Case("apache without the <If> expressions", "apache-uvicorn", APACHE_NO_EXPRS),
     Case("apache without the request id", "apache-uvicorn", APACHE_NO_REQUEST_ID),
     Case("nginx → apache (as rendered)", "nginx-apache-uvicorn"),
-    Case("nginx → apache, BufferedLogs On", "nginx-apache-uvicorn", APACHE_BUFFERED_LOGS),
-    Case("nginx → apache, mpm_worker", "nginx-apache-uvicorn", APACHE_MPM_WORKER),
+    Case("nginx → apache BufferedLogs On", "nginx-apache-uvicorn", APACHE_BUFFERED_LOGS),
+    Case("nginx → apache mpm_worker", "nginx-apache-uvicorn", APACHE_MPM_WORKER),
 ]
 
 

@@ -474,6 +474,9 @@ class NginxNode(ProxyNode):
 class ApacheNode(ProxyNode):
     kind: Literal["apache"]
     threads_per_child: int = Field(default=128, ge=1, le=1024)
+    mpm: Literal["event", "worker"] = Field(
+        default="event", description="event: idle keep-alive connections wait in one listener thread; worker: "
+        "each connection keeps its thread (fewer hand-offs per request, but idle clients hold threads)")
     php_workers: int = Field(default=4, ge=1, le=256, description="php-fpm processes for the node's `php: true` "
                              "routes (a static pool: each runs one script at a time)")
 

@@ -159,7 +159,8 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
     """`php`: the php-fpm that runs the node's `php: true` routes (required when it has any)."""
     routes = _edge_routes(profile, name, node)
     proxied = any(r.to for r in routes)
-    modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ())
+    base_modules = tuple(f"mpm_{node.mpm}" if m == "mpm_event" else m for m in APACHE_BASE_MODULES)
+    modules = base_modules + (APACHE_PROXY_MODULES if proxied else ())
     companion = None
     if node.php_dirs:
         if php is None:
