@@ -103,6 +103,7 @@ APACHE_2_CHILDREN = chain(apache_sub(r"^(StartServers|ServerLimit) 1$", r"\1 2")
 APACHE_MPM_WORKER = apache_sub(r"^LoadModule mpm_event_module (\S+)/mod_mpm_event\.so$",
                                r"LoadModule mpm_worker_module \1/mod_mpm_worker.so")
 APACHE_TCP_KEEPALIVE = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 keepalive=On")
+APACHE_POOL_16 = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 max=16")
 APACHE_NO_REUSE = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 disablereuse=On")
 # diagnostics (not proposals): what the per-request expressions and the request id cost
 APACHE_NO_EXPRS = chain(apache_sub(r"^\s*<If \"-n %\{HTTP:Content-Length\}.*\n.*\n\s*</If>\n", ""),
@@ -145,6 +146,7 @@ PROXY_CASES = [
     Case("apache mpm_worker", "apache-uvicorn", APACHE_MPM_WORKER),
     Case("apache ProxyPass keepalive=On", "apache-uvicorn", APACHE_TCP_KEEPALIVE),
     Case("apache ProxyPass disablereuse=On", "apache-uvicorn", APACHE_NO_REUSE),
+    Case("apache ProxyPass max=16", "apache-uvicorn", APACHE_POOL_16),
     Case("apache without the <If> expressions", "apache-uvicorn", APACHE_NO_EXPRS),
     Case("apache without the request id", "apache-uvicorn", APACHE_NO_REQUEST_ID),
     Case("nginx → apache (as rendered)", "nginx-apache-uvicorn"),
