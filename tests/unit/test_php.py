@@ -2,7 +2,6 @@
 companion, the profile errors for misuse, and what doctor says about php-fpm."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -11,19 +10,16 @@ from pathlib import Path
 import pytest
 
 from stackpanel.core import discovery
-from stackpanel.core.discovery import PhpFpmInfo, parse_php_fpm_version, run_doctor
+from stackpanel.core.discovery import parse_php_fpm_version, run_doctor
 from stackpanel.core.errors import ProfileError, RenderError
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile, load_profile_text
 from stackpanel.core.render import render_stack
-from tests.unit.test_render import APACHE, NGINX
-
-APACHE_FCGI = dataclasses.replace(APACHE, available=APACHE.available | {"proxy_fcgi"})
-PHP = PhpFpmInfo(path=Path("/usr/sbin/php-fpm8.2"), version="8.2.36")
+from tests.unit.test_render import APACHE, NGINX, PHP
 
 
 def render(profile, tmp_path: Path, as_root: bool = False):
-    return render_stack(profile, tmp_path / "run", as_root=as_root, nginx=NGINX, apache=APACHE_FCGI, php=PHP)
+    return render_stack(profile, tmp_path / "run", as_root=as_root, nginx=NGINX, apache=APACHE, php=PHP)
 
 
 def builtin_php(tmp_path: Path, as_root: bool = False):
@@ -145,7 +141,7 @@ def test_missing_php_fpm_names_the_install_command_before_anything_runs(tmp_path
     monkeypatch.setattr(discovery, "find_php_fpm", lambda *a, **k: None)
     with pytest.raises(RenderError) as info:
         render_stack(load_profile(builtin_dir() / "nginx-php-uvicorn.yaml"), tmp_path / "run", nginx=NGINX,
-                     apache=APACHE_FCGI)
+                     apache=APACHE)
     assert "php-fpm is not installed" in str(info.value)
     assert "install -y php-fpm" in str(info.value)
     assert not (tmp_path / "run").exists()  # nothing written, nothing launched
@@ -154,7 +150,7 @@ def test_missing_php_fpm_names_the_install_command_before_anything_runs(tmp_path
 def test_a_socket_path_too_long_for_unix_sockets_is_refused(tmp_path: Path) -> None:
     profile = load_profile(builtin_dir() / "nginx-php-uvicorn.yaml")
     with pytest.raises(RenderError, match="longer than a Unix socket path"):
-        render_stack(profile, tmp_path / ("d" * 100), nginx=NGINX, apache=APACHE_FCGI, php=PHP)
+        render_stack(profile, tmp_path / ("d" * 100), nginx=NGINX, apache=APACHE, php=PHP)
 
 
 # ----------------------------------------------------------------- doctor
