@@ -34,6 +34,7 @@ from stackpanel.core.export.common import (
     over_tcp,
     package_files,
     profile_with,
+    refuse_php,
     relocate,
     server_requirements,
     slug,
@@ -181,6 +182,7 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
                    nginx_image: str = NGINX_IMAGE, httpd_image: str = HTTPD_IMAGE,
                    python_image: str | None = None) -> ExportPlan:
     """The plan of a compose export of `profile` (`name`: the project name, e.g. the file stem)."""
+    refuse_php(profile)
     project = slug(name)
     python_image = python_image or f"python:{interpreter_tag()}"
     cprofile = container_profile(profile)
