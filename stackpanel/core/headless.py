@@ -113,7 +113,8 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
     previous = {s: signal.signal(s, h) for s, h in handlers.items()}
     for warning in exposure_warnings(profile):
         say(f"warning: {warning}")
-    try:
+
+    def run() -> int:
         try:
             session.start()
         except StackpanelError as exc:
@@ -142,6 +143,27 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
                     say(f"reload refused, the stack keeps running as it was:\n{exc}")
         say("stopping ...")
         return 0
+
+    # The stack runs in a thread; the main thread only joins it. A signal handler runs on the main
+    # thread between its bytecodes: had it been inside an Event's wait, holding the Event's lock,
+    # the handler's set() would wait for that lock forever (seen once: `up` hung on Ctrl-C).
+    outcome: list[int | BaseException] = []
+
+    def body() -> None:
+        try:
+            outcome.append(run())
+        except BaseException as exc:  # re-raised on the main thread
+            outcome.append(exc)
+
+    try:
+        runner = threading.Thread(target=body, name="stackpanel-up")
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.5)
+        result = outcome[0] if outcome else 1
+        if isinstance(result, BaseException):
+            raise result
+        return result
     finally:
         session.close()
         for s, handler in previous.items():

@@ -524,3 +524,20 @@ nodes:
     with pytest.raises(StartError, match=f"looks like an? {actual.upper()} app.*write `interface: {actual}`"):
         sup.start()
     assert time.monotonic() - started < 20  # not the 60 s timeout
+
+
+def test_a_storm_of_signals_never_hangs_up(tmp_path: Path) -> None:
+    """Signal handlers run on the main thread between bytecodes; `up` keeps that thread out of any
+    lock a handler takes, so hundreds of SIGHUPs and then Ctrl-C end the run (once it hung)."""
+    offset = free_offset((8000,))
+    up = _up(["uvicorn-workers", "--port-offset", str(offset), "--run-dir", str(tmp_path / "r")])
+    try:
+        _read_until(up, "is up")
+        for _ in range(300):
+            up.send_signal(signal.SIGHUP)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
