@@ -126,10 +126,13 @@ def test_gunicorn_with_uvicorn_workers(tmp_path: Path) -> None:
     assert argv[1:4] == ["-m", "gunicorn", "stackpanel_access:app"]
     assert app.env["STACKPANEL_APP"] == "stackpanel.apps.fastapi_demo:app"
     assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
-    assert argv[argv.index("--workers") + 1] == "4"
     run = tmp_path / "run"
+    # the settings a HUP re-reads live in the config file (an option on the command line would win)
+    settings = app.files[run / "conf" / "gunicorn-app.conf.py"]
+    assert "workers = 4\n" in settings and "keepalive = 5\n" in settings
+    assert "--workers" not in argv and "--keep-alive" not in argv
+    assert argv[argv.index("--config") + 1] == str(run / "conf" / "gunicorn-app.conf.py")
     assert argv[argv.index("--control-socket") + 1] == str(run / "run" / "gunicorn-app.ctl")
-    assert argv[argv.index("--keep-alive") + 1] == "5"
     log_conf = json.loads(next(iter(app.files.values())))
     # the wrapper's lines go to the access log as they are; uvicorn's own access lines are off
     assert log_conf["loggers"]["stackpanel.access"]["handlers"] == ["wrapped_access"]
@@ -268,5 +271,7 @@ nodes:
     assert "--root-path /sub --limit-concurrency 50 --http h11 --loop asyncio --backlog 64" in fast
     assert stack.nodes["fast"].env["STACKPANEL_APP_FACTORY"] == "1"  # the access wrapper calls the factory
     sync = " ".join(stack.nodes["sync"].argv)
-    assert "--preload --max-requests 1000 --max-requests-jitter 50 --backlog=64" in sync
+    assert "--preload --backlog=64" in sync
+    settings = stack.nodes["sync"].files[stack.paths.conf_dir / "gunicorn-sync.conf.py"]
+    assert "max_requests = 1000\nmax_requests_jitter = 50\n" in settings  # re-read on HUP
     assert f"--config {stack.paths.conf_dir / 'gunicorn-sync.conf.py'}" in sync  # a stray gunicorn.conf.py never runs

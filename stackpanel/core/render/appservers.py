@@ -169,6 +169,23 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     )
 
 
+def gunicorn_settings(node: GunicornNode) -> str:
+    """The gunicorn.conf.py of a node: the settings a HUP re-reads (a command-line option would
+    win over the file on every reload), so a reload applies a new worker count or timeout. Only
+    validated numbers are written."""
+    settings = {
+        "workers": node.workers,
+        "timeout": int(_seconds(node.timeout_seconds)),
+        "graceful_timeout": int(_seconds(node.shutdown.timeout_seconds)),
+        "keepalive": int(_seconds(node.keepalive_timeout_seconds)),
+        "threads": node.threads if node.effective_worker_class == "sync" else 1,
+        "max_requests": node.max_requests,
+        "max_requests_jitter": node.max_requests_jitter if node.max_requests else 0,
+    }
+    lines = [f"{key} = {int(value)}" for key, value in settings.items()]
+    return "# Rendered by stackpanel from the profile (HUP re-reads it); edit the profile.\n" + "\n".join(lines) + "\n"
+
+
 def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
     """A stripped prefix reaches a WSGI app as X-Forwarded-Prefix only: gunicorn's SCRIPT_NAME
     would refuse every request that does not carry the prefix (the readiness probe's). Apps read
@@ -184,33 +201,27 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
         node.app.interpreter, "-m", "gunicorn", target,
         "--config", str(py_conf),
         "--bind", node.address,
-        "--workers", str(node.workers),
         "--worker-class", UVICORN_WORKER_CLASS if uvicorn_workers else "sync",
         "--chdir", str(workdir),
         "--pid", str(paths.pid_file(name)),
         # gunicorn ≥ 27 opens a control socket in ~/.gunicorn by default: two stacks would collide.
         "--control-socket", str(paths.state_dir / f"gunicorn-{name}.ctl"),
         "--log-config-json", str(log_conf),
-        "--timeout", _seconds(node.timeout_seconds),
-        "--graceful-timeout", _seconds(node.shutdown.timeout_seconds),
-        "--keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--forwarded-allow-ips", TRUSTED_PROXIES,
     ]
     if uvicorn_workers:
         argv += ["--pythonpath", str(paths.conf_dir)]  # the access wrapper
     else:
         argv += ["--access-logformat", logformat.GUNICORN_ACCESS_FORMAT]
-        if node.threads > 1:
-            argv += ["--threads", str(node.threads)]
     if node.preload:
         argv += ["--preload"]
-    if node.max_requests:
-        argv += ["--max-requests", str(node.max_requests), "--max-requests-jitter", str(node.max_requests_jitter)]
+    if node.reload:
+        argv += ["--reload"]
     argv += node.args
     return RenderedNode(
         name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
-               py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n",
+               py_conf: gunicorn_settings(node),
                **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from stackpanel.core import discovery
 from stackpanel.core.errors import RenderError
-from stackpanel.core.profiles.schema import ApacheNode, GunicornNode, NginxNode, Profile, UvicornNode
+from stackpanel.core.profiles.schema import ApacheNode, CommandNode, GunicornNode, NginxNode, Profile, UvicornNode
 from stackpanel.core.render.appservers import render_gunicorn, render_uvicorn
+from stackpanel.core.render.command import render_command
 from stackpanel.core.render.common import (
     UNPRIVILEGED_USER,
     RenderedNode,
@@ -110,4 +111,6 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             nodes[name] = render_gunicorn(name, node, paths)
         elif isinstance(node, UvicornNode):
             nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name))
+        elif isinstance(node, CommandNode):
+            nodes[name] = render_command(name, node, paths)
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)
