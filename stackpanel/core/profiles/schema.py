@@ -518,7 +518,7 @@ OWNED_UVICORN_OPTIONS = frozenset({
     "--reload-exclude", "--reload-delay", "--log-config", "--app-dir", "--env-file", "--root-path",
     "--interface", "--factory", "--timeout-keep-alive", "--timeout-graceful-shutdown", "--proxy-headers",
     "--no-proxy-headers", "--forwarded-allow-ips", "--log-level", "--access-log", "--no-access-log", "--use-colors",
-    "--no-use-colors", "--limit-concurrency", "--http", "--loop",
+    "--no-use-colors", "--limit-concurrency", "--http", "--loop", "--timeout-worker-healthcheck",
 })
 OWNED_GUNICORN_OPTIONS = frozenset({
     "--bind", "-b", "--workers", "-w", "--worker-class", "-k", "--chdir", "--pid", "-p", "--control-socket",

@@ -122,8 +122,26 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
     return _with_wrapper(config, paths, name)
 
 
-def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
-    """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path)."""
+#: uvicorn 0.54's HUP starts each replacement worker and waits until it serves before retiring the
+#: old one; earlier versions terminate first (a HUP there is a restart of every worker at once).
+UVICORN_ROLLING_HUP = (0, 54)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "",
+                   uvicorn_version: str = "") -> RenderedNode:
+    """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path);
+    `uvicorn_version`: of the node's interpreter (its reload signal depends on it)."""
+    rolling = node.workers > 1 and not node.reload and _version(uvicorn_version) >= UVICORN_ROLLING_HUP
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
     wrapped = node.app.interface == "asgi"
@@ -156,6 +174,10 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         argv += ["--reload", "--reload-dir", str(workdir)]
     elif node.workers > 1:
         argv += ["--workers", str(node.workers)]
+    if rolling:
+        # a replacement must be ready within this (5 s by default: too short on a busy machine,
+        # where uvicorn then keeps the old worker and aborts the reload)
+        argv += ["--timeout-worker-healthcheck", _seconds(node.readiness_probe.timeout_seconds)]
     argv += node.args
     return RenderedNode(
         name=name, kind="uvicorn", argv=tuple(argv), cwd=workdir,
@@ -164,8 +186,7 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         env=_app_env(node) | wrapper_env, stop_signal=signal.SIGTERM,
         websockets_dir=paths.websockets_dir(name) if wrapped else None,
         dirs=(paths.websockets_dir(name),) if wrapped else (),
-        # uvicorn has no graceful reload; --workers N restarts workers on HUP only since 0.29
-        reload_signal=None,
+        reload_signal=signal.SIGHUP if rolling else None,
     )
 
 

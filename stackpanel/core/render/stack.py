@@ -62,8 +62,10 @@ def _make_traversable(path: Path) -> None:
             break
 
 
-def _check_app_servers(profile: Profile) -> None:
-    """Each app-server node's interpreter must have its server package (and uvicorn-worker)."""
+def _check_app_servers(profile: Profile) -> dict[str, str]:
+    """Each app-server node's interpreter must have its server package (and uvicorn-worker).
+    Returns each uvicorn node's uvicorn version (what its reload can do depends on it)."""
+    uvicorn_versions: dict[str, str] = {}
     for name, node in profile.nodes.items():
         if not isinstance(node, GunicornNode | UvicornNode):
             continue
@@ -77,6 +79,9 @@ def _check_app_servers(profile: Profile) -> None:
             if env.package_version(kind) is None:
                 raise RenderError(f"node {name!r} needs {kind.replace('_', '-')} in {node.app.interpreter}; "
                                   f"install it with: {discovery.install_hint(kind, python=node.app.interpreter)}")
+        if isinstance(node, UvicornNode):
+            uvicorn_versions[name] = env.package_version("uvicorn") or ""
+    return uvicorn_versions
 
 
 def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None,
@@ -97,7 +102,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
         if apache is None:
             raise RenderError(f"this profile needs Apache httpd, which is not installed: "
                               f"{discovery.install_hint('apache')}")
-    _check_app_servers(profile)
+    uvicorn_versions = _check_app_servers(profile)
     nodes: dict[str, RenderedNode] = {}
     for name in profile.start_order():
         node = profile.nodes[name]
@@ -110,7 +115,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
         elif isinstance(node, GunicornNode):
             nodes[name] = render_gunicorn(name, node, paths)
         elif isinstance(node, UvicornNode):
-            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name))
+            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name), uvicorn_versions[name])
         elif isinstance(node, CommandNode):
             nodes[name] = render_command(name, node, paths)
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)

@@ -8,7 +8,8 @@ A pure decision (no processes, no files): the supervisor carries the steps out. 
   and a fresh import of the app; the old ones finish. A new worker count alone is ``TTIN``/``TTOU``
   one worker at a time, and nothing else is replaced;
 * uvicorn ``--workers N`` (N ≥ 2) ``HUP``: its supervisor starts each replacement and waits until
-  it serves before it retires the old worker (uvicorn ≥ 0.54); ``TTIN``/``TTOU`` change the count;
+  it serves before it retires the old worker (uvicorn ≥ 0.54: the renderer sets the node's reload
+  signal only then); ``TTIN``/``TTOU`` change the count;
 * a single-worker uvicorn has nothing to hand over to: a changed one is restarted (said so), an
   unchanged one keeps running rather than refuse connections while it restarts;
 * what the running process cannot take from a signal (its command line, environment, directory,
@@ -118,6 +119,10 @@ def _plan_uvicorn(name: str, old: RenderedNode, old_spec: UvicornNode, new: Rend
                   changed: bool) -> ReloadStep:
     multi = old_spec.workers > 1 and new_spec.workers > 1 and not (old_spec.reload or new_spec.reload)
     same_launch = _launch(new) == _launch(old)
+    if multi and same_launch and new.reload_signal is None:
+        return ReloadStep(name, "restart" if changed else "keep", "this uvicorn (< 0.54) ends every worker before "
+                          "its successor serves: " + ("restarted" if changed else "kept running; upgrade uvicorn "
+                                                      "for a reload without a failed request"))
     rescaled = replace(new, argv=_without_workers(new.argv)), replace(old, argv=_without_workers(old.argv))
     if multi and _only_workers_differ(old_spec, new_spec) and _launch(rescaled[0]) == _launch(rescaled[1]):
         return ReloadStep(name, "scale", f"{old_spec.workers} → {new_spec.workers} workers with "
