@@ -49,7 +49,9 @@ def test_nginx_uvicorn_fast_proxy_path(tmp_path: Path) -> None:
     conf = conf_text(stack.nodes["web"])
     assert "daemon off;" in conf
     # upstream keepalive needs all three: pool, HTTP/1.1, and a cleared Connection header
-    assert re.search(r"upstream sp_app \{\s+server 127\.0\.0\.1:8000;\s+# .*\n\s+keepalive \d+;", conf)
+    assert re.search(r"upstream sp_app \{\s+(# .*\n\s+)*server 127\.0\.0\.1:8000 max_fails=0;\s+"
+                     r"server 127\.0\.0\.1:8000 max_fails=0;\s+# .*\n\s+keepalive \d+;", conf)
+    assert "proxy_next_upstream error;" in conf  # the backup entry is a retry after an error only
     assert "proxy_http_version 1.1;" in conf
     # ... cleared for plain requests by the upgrade map (WebSockets get "upgrade")
     assert "proxy_set_header Connection $sp_connection_upgrade;" in conf
@@ -114,7 +116,7 @@ def test_nginx_split_routes_and_route_tags(tmp_path: Path) -> None:
 def test_nginx_apache_uvicorn_chain(tmp_path: Path) -> None:
     stack = render_builtin("nginx-apache-uvicorn", tmp_path)
     assert list(stack.nodes) == ["app", "web", "edge"]
-    assert "server 127.0.0.1:8081;" in conf_text(stack.nodes["edge"])
+    assert "server 127.0.0.1:8081 max_fails=0;" in conf_text(stack.nodes["edge"])
     # apache's KeepAliveTimeout is 5 s, so nginx keeps its pooled connections 4 s at most
     assert "keepalive_timeout 4s;" in conf_text(stack.nodes["edge"])
 
@@ -162,7 +164,7 @@ def test_uvicorn_workers_and_reload(tmp_path: Path) -> None:
 def test_port_offset_reaches_every_rendered_address(tmp_path: Path) -> None:
     stack = render_builtin("nginx-apache-uvicorn", tmp_path, offset=100)
     assert "listen 127.0.0.1:8180;" in conf_text(stack.nodes["edge"])
-    assert "server 127.0.0.1:8181;" in conf_text(stack.nodes["edge"])
+    assert "server 127.0.0.1:8181 max_fails=0;" in conf_text(stack.nodes["edge"])
     assert 'ProxyPass "/" "http://127.0.0.1:8100/"' in conf_text(stack.nodes["web"])
     assert "8100" in stack.nodes["app"].argv
 

@@ -190,10 +190,28 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     )
 
 
-def gunicorn_settings(node: GunicornNode) -> str:
+_READY_HOOKS = """
+import os as _os
+
+
+def post_worker_init(worker):
+    # this worker has loaded the app: a reload may now retire an old one
+    open(_os.path.join(READY_DIR, str(_os.getpid())), "w").close()
+
+
+def worker_exit(server, worker):
+    try:
+        _os.unlink(_os.path.join(READY_DIR, str(worker.pid)))
+    except OSError:
+        pass
+"""
+
+
+def gunicorn_settings(node: GunicornNode, ready_dir: Path) -> str:
     """The gunicorn.conf.py of a node: the settings a HUP re-reads (a command-line option would
-    win over the file on every reload), so a reload applies a new worker count or timeout. Only
-    validated numbers are written."""
+    win over the file on every reload), so a reload applies a new worker count or timeout; and
+    the hooks that tell a reload which workers have loaded the app. Only validated numbers and
+    the run directory's path (as a Python literal) are written."""
     settings = {
         "workers": node.workers,
         "timeout": int(_seconds(node.timeout_seconds)),
@@ -203,8 +221,9 @@ def gunicorn_settings(node: GunicornNode) -> str:
         "max_requests": node.max_requests,
         "max_requests_jitter": node.max_requests_jitter if node.max_requests else 0,
     }
-    lines = [f"{key} = {int(value)}" for key, value in settings.items()]
-    return "# Rendered by stackpanel from the profile (HUP re-reads it); edit the profile.\n" + "\n".join(lines) + "\n"
+    lines = [f"{key} = {int(value)}" for key, value in settings.items()] + [f"READY_DIR = {str(ready_dir)!r}"]
+    return ("# Rendered by stackpanel from the profile (HUP re-reads it); edit the profile.\n" + "\n".join(lines)
+            + "\n" + _READY_HOOKS)
 
 
 def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
@@ -242,11 +261,12 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     return RenderedNode(
         name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
-               py_conf: gunicorn_settings(node),
+               py_conf: gunicorn_settings(node, paths.ready_dir(name)),
                **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,
         websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None,
-        dirs=(paths.websockets_dir(name),) if uvicorn_workers else (),
+        dirs=(paths.ready_dir(name), *((paths.websockets_dir(name),) if uvicorn_workers else ())),
+        ready_dir=paths.ready_dir(name),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

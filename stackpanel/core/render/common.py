@@ -134,6 +134,10 @@ class RunPaths:
         """stdout + stderr of the node's leader process."""
         return self.logs_dir / f"{node}.out.log"
 
+    def ready_dir(self, node: str) -> Path:
+        """One empty file per worker pid that has loaded the app (gunicorn's post_worker_init)."""
+        return self.state_dir / f"ready-{node}"
+
     def websockets_dir(self, node: str) -> Path:
         """One file per worker pid holding its count of open WebSockets (the access wrapper's)."""
         return self.state_dir / f"ws-{node}"
@@ -195,6 +199,9 @@ class RenderedNode:
     certificate: CertificateRequest | None = None
     #: where the app's workers count their open WebSockets (None: the tier cannot tell)
     websockets_dir: Path | None = None
+    #: where each worker leaves a file named by its pid once it has loaded the app (None: the
+    #: server cannot tell); a reload waits for these before it retires old workers
+    ready_dir: Path | None = None
 
     def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """The process environment: the inherited one without the variables that would change the

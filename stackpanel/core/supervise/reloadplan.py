@@ -4,9 +4,12 @@ A pure decision (no processes, no files): the supervisor carries the steps out. 
 
 * nginx ``HUP`` / Apache ``USR1`` (graceful) once the server's own test passed on the new config:
   new workers take the new config, old ones finish their requests;
-* gunicorn ``HUP``: new workers with the re-read ``gunicorn.conf.py`` (worker count, timeouts)
-  and a fresh import of the app; the old ones finish. A new worker count alone is ``TTIN``/``TTOU``
-  one worker at a time, and nothing else is replaced;
+* gunicorn, the app's code only: a surge, ``TTIN`` until there are twice the workers, and once
+  the new ones have loaded the app (its ``post_worker_init`` hook says so) ``TTOU`` retires the
+  old ones, oldest first: no moment without a worker that serves. A changed config: ``HUP``, new
+  workers with the re-read ``gunicorn.conf.py`` (worker count, timeouts), the old ones finish
+  (gunicorn retires them at once: requests wait in the backlog until a new worker serves). A new
+  worker count alone is ``TTIN``/``TTOU`` one worker at a time, and nothing else is replaced;
 * uvicorn ``--workers N`` (N ≥ 2) ``HUP``: its supervisor starts each replacement and waits until
   it serves before it retires the old worker (uvicorn ≥ 0.54: the renderer sets the node's reload
   signal only then); ``TTIN``/``TTOU`` change the count;
@@ -26,9 +29,10 @@ from stackpanel.core.profiles.schema import GunicornNode, NodeBase, UvicornNode
 from stackpanel.core.render import RenderedNode
 
 #: keep: nothing to do; signal: one graceful reload signal; scale: TTIN/TTOU until the count is
-#: right; restart: stop, then start with the new rendering; update: not running, the next start
-#: takes the new rendering.
-Action = Literal["keep", "signal", "scale", "restart", "update"]
+#: right; surge: as many new workers as there are (TTIN), and once they have loaded the app the
+#: old ones retire (TTOU retires the oldest); restart: stop, then start with the new rendering;
+#: update: not running, the next start takes the new rendering.
+Action = Literal["keep", "signal", "scale", "surge", "restart", "update"]
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,12 @@ def _plan_gunicorn(name: str, old: RenderedNode, old_spec: GunicornNode, new: Re
                           workers=new_spec.workers, replaces_workers=True)
     if new.files == old.files and new_spec.reload:
         return ReloadStep(name, "keep", "unchanged; --reload reloads its code on file changes")
-    return ReloadStep(name, "signal", "HUP: new workers load the app and the config again, old ones finish "
-                      "their requests", signal=signal.SIGHUP, workers=new_spec.workers, replaces_workers=True)
+    if new.files == old.files:
+        return ReloadStep(name, "surge", f"{new_spec.workers} new workers load the app's code (TTIN); once they "
+                          "have, the old ones finish their requests and retire (TTOU)", workers=new_spec.workers)
+    return ReloadStep(name, "signal", "HUP: new workers with the new config and the app's code; the old ones "
+                      "finish their requests (until the new ones have loaded the app, requests wait in the "
+                      "listen backlog)", signal=signal.SIGHUP, workers=new_spec.workers, replaces_workers=True)
 
 
 def _plan_uvicorn(name: str, old: RenderedNode, old_spec: UvicornNode, new: RenderedNode, new_spec: UvicornNode,

@@ -320,6 +320,8 @@ class Supervisor:
         # exists (a zombie not yet reaped by init counts). Nothing of ours is running now.
         for pid_file in self.stack.paths.state_dir.glob("*.pid"):
             pid_file.unlink(missing_ok=True)
+        for stale in self.stack.paths.state_dir.glob("ready-*/*"):  # workers of a killed run
+            stale.unlink(missing_ok=True)
 
         addresses = [a for n in self._nodes.values() for a in n.spec.listen_addresses]
         conflicts = check_ports_free(addresses, offset=self.stack.profile.port_offset)
@@ -687,7 +689,7 @@ class Supervisor:
                     self._apply(node, step)
                 except _Cancelled:  # a stop came meanwhile: it stops everything anyway
                     break
-            return [s.node for s in steps if s.action in ("signal", "scale", "restart")]
+            return [s.node for s in steps if s.action in ("signal", "scale", "surge", "restart")]
 
     def _running(self, node: _Node) -> bool:
         return node.proc is not None and node.proc.returncode is None and node.state == NodeState.READY
@@ -747,15 +749,35 @@ class Supervisor:
                     raise
             elif step.action == "scale":
                 self._scale(node, proc, step.workers)
+            elif step.action == "surge":
+                self._refresh_workers(node)
+                before = set(node.workers)
+                self._scale(node, proc, len(before) + step.workers)
+                self._await_workers(node, proc, lambda w: self._serving(node, set(w) - before, step.workers),
+                                    f"{step.workers} new workers that have loaded the app")
+                self._scale(node, proc, step.workers)  # gunicorn's TTOU retires the oldest worker
             else:
                 assert step.signal is not None
                 before = set(node.workers)
                 proc.signal(step.signal)
                 if step.replaces_workers:
-                    self._await_workers(node, proc, lambda w: len(w) == step.workers and not before & set(w),
-                                        f"every worker replaced by one of {step.workers} new ones")
+                    self._await_workers(node, proc, lambda w: not before & set(w) and self._serving(
+                        node, set(w), step.workers), f"every worker replaced by one of {step.workers} new ones")
         except StackpanelError as exc:
             self._message("error", f"{node.name}: reload did not complete: {exc}")
+
+    @staticmethod
+    def _serving(node: _Node, pids: set[int], count: int) -> bool:
+        """`count` of `pids` are workers that have loaded the app (all of them, where the server
+        cannot tell: the rendering has no ready_dir)."""
+        ready_dir = node.rendered.ready_dir
+        if ready_dir is None:
+            return len(pids) == count
+        try:
+            ready = {int(p.name) for p in ready_dir.iterdir() if p.name.isdigit()}
+        except OSError:
+            return False
+        return len(pids) == count and pids <= ready
 
     def _scale(self, node: _Node, proc: ManagedProcess, workers: int) -> None:
         """TTIN/TTOU one at a time, each awaited: gunicorn queues at most 5 signals and drops the rest."""
