@@ -226,6 +226,15 @@ def test_hostile_values_never_change_config_structure(tmp_path: Path, field: tup
         assert skeleton(after) == skeleton(before), f"{field}={value!r} changed {name}'s structure"
     for name in ("app", "fast"):  # argv items stay single arguments; env stays out of argv entirely
         assert len(stack.nodes[name].argv) == len(baseline.nodes[name].argv), f"{field}={value!r}"
+    # gunicorn's settings file assigns the same names (only numbers and the run dir are written)
+    settings = stack.nodes["app"].files[stack.paths.conf_dir / "gunicorn-app.conf.py"]
+    base_settings = baseline.nodes["app"].files[baseline.paths.conf_dir / "gunicorn-app.conf.py"]
+    assert re.findall(r"^(\w+) =", settings, re.M) == re.findall(r"^(\w+) =", base_settings, re.M)
+    # a command node runs its list as written, each item one argument; where it listens reaches it
+    # as HOST and PORT from the node, never from its env
+    job, spec = stack.nodes["job"], stack.profile.nodes["job"]
+    assert job.argv[1:] == tuple(spec.command[1:]) and len(job.argv) == len(spec.command), f"{field}={value!r}"
+    assert job.env["HOST"] == spec.host and job.env["PORT"] == str(spec.port)
 
 
 # ----------------------------------------------------------------- missing servers
