@@ -99,3 +99,12 @@ def test_a_database_next_to_the_app_is_reached_through_depends_on(tmp_path: Path
     _, message, _ = problem(text.replace("readiness_probe: {tcp_socket: {}}",
                                          "readiness_probe: {tcp_socket: {}, http_get: {path: /}}"), tmp_path)
     assert "http_get or tcp_socket, not both" in message
+
+
+def test_a_compose_export_says_it_cannot_package_a_command(tmp_path: Path) -> None:
+    from stackpanel.core.export import export
+    from stackpanel.core.export.common import ExportError
+
+    with pytest.raises(ExportError) as info:
+        export(load(BASE, tmp_path), "compose", tmp_path / "out", "p")
+    assert "node 'main' is a command node" in str(info.value) and "systemd" in str(info.value)
