@@ -26,7 +26,8 @@ from stackpanel.core.supervise.ports import free_port_offset
 
 
 def _with(profile: Profile, node: str, **update: object) -> Profile:
-    shifted = profile.model_copy(update={"nodes": {**profile.nodes, node: profile.nodes[node].model_copy(update=update)}})
+    nodes = {**profile.nodes, node: profile.nodes[node].model_copy(update=update)}
+    shifted = profile.model_copy(update={"nodes": nodes})
     shifted._port_offset = profile.port_offset
     return shifted
 
