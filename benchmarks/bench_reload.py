@@ -4,8 +4,10 @@
 
 Cases: nginx → gunicorn (2 UvicornWorkers) and nginx → uvicorn --workers 2, each reloaded three
 times under wrk -t2 -c8 (the app's code; a worker more; a changed gunicorn config or a worker less),
-one after the other as soon as the previous one is done. Prints one line per run (requests,
-reloads, non-2xx, socket errors, p99 and max latency, time the reloads took) and the medians.
+one after the other as soon as the previous one is done; and nginx → gunicorn with no config
+change (the code, a worker more, the code again). `--case TEXT` runs only matching cases.
+Prints one line per run (requests, reloads, non-2xx, socket errors, p99 and max latency, time the
+reloads took) and the medians.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def cases(offset: int) -> dict[str, tuple[Profile, str, list[Profile]]]:
     uvicorn = load_profile(builtin_dir() / "nginx-uvicorn.yaml", port_offset=offset)
     return {
         "nginx → gunicorn": (gunicorn, "hello", [gunicorn, g3, _with(g3, "app", timeout_seconds=20)]),
+        # the code twice (a surge each) and a worker more: no HUP, so no wait for a worker that serves
+        "nginx → gunicorn, no config change": (gunicorn, "hello", [gunicorn, g3, g3]),
         "nginx → uvicorn --workers 2": (uvicorn, "api/hello", [uvicorn, _with(uvicorn, "app", workers=3), uvicorn]),
     }
 
@@ -64,9 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=40)
+    parser.add_argument("--case", action="append", help="only the cases whose name contains this")
     args = parser.parse_args()
     offset = free_port_offset((8000, 8080))
     for name, (base, path, reloads) in cases(offset).items():
+        if args.case and not any(c in name for c in args.case):
+            continue
         rows = []
         for _ in range(args.reps):
             r, took = run_case(base, path, reloads, args.seconds)
