@@ -108,3 +108,12 @@ def test_a_compose_export_says_it_cannot_package_a_command(tmp_path: Path) -> No
     with pytest.raises(ExportError) as info:
         export(load(BASE, tmp_path), "compose", tmp_path / "out", "p")
     assert "node 'main' is a command node" in str(info.value) and "systemd" in str(info.value)
+
+
+def test_a_systemd_export_probes_a_tcp_node_with_a_connect(tmp_path: Path) -> None:
+    from stackpanel.core.export.systemd import export_systemd
+
+    text = BASE + "    readiness_probe: {tcp_socket: {}}\n"
+    plan = export_systemd(load(text, tmp_path), "p")
+    unit = next(body for rel, body in plan.files.items() if rel.endswith(".service") and "main" in rel)
+    assert '"tcp://127.0.0.1:18000" 30' in unit and "ExecStart=" in unit
