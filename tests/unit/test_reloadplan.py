@@ -90,3 +90,24 @@ def test_gunicorn_reload_option_restarts_workers_on_code_changes(tmp_path: Path)
     with pytest.raises(ProfileError) as info:
         load_profile(path)
     assert f"{path}:" in str(info.value) and "cannot re-import a preloaded app" in str(info.value)
+
+
+def test_gunicorns_hooks_mark_loaded_workers_and_never_break_a_worker(tmp_path: Path) -> None:
+    import os
+    import runpy
+
+    stack = render_stack(load_profile(builtin_dir() / "nginx-gunicorn-uvicorn.yaml"), tmp_path / "run")
+    app = stack.nodes["app"]
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(app.files[stack.paths.conf_dir / "gunicorn-app.conf.py"])
+    hooks = runpy.run_path(str(conf))
+    assert hooks["READY_DIR"] == str(app.ready_dir) and hooks["workers"] == 4
+    assert app.ready_dir is not None and app.ready_dir in app.dirs
+    app.ready_dir.mkdir(parents=True)
+    hooks["post_worker_init"](None)
+    assert (app.ready_dir / str(os.getpid())).exists()
+    hooks["worker_exit"](None, type("Worker", (), {"pid": os.getpid()})())
+    assert not any(app.ready_dir.iterdir())
+    app.ready_dir.rmdir()  # an exported copy of the file, where the directory does not exist
+    hooks["post_worker_init"](None)
+    hooks["worker_exit"](None, type("Worker", (), {"pid": os.getpid()})())

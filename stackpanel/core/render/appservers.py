@@ -195,8 +195,12 @@ import os as _os
 
 
 def post_worker_init(worker):
-    # this worker has loaded the app: a reload may now retire an old one
-    open(_os.path.join(READY_DIR, str(_os.getpid())), "w").close()
+    # this worker has loaded the app: a reload may now retire an old one (stackpanel's runs only:
+    # an exported copy of this file may have no such directory, and must still serve)
+    try:
+        open(_os.path.join(READY_DIR, str(_os.getpid())), "w").close()
+    except OSError:
+        pass
 
 
 def worker_exit(server, worker):
