@@ -141,3 +141,18 @@ def test_a_command_that_never_listens_fails_its_start_with_its_output(tmp_path: 
         session.start()
     assert info.value.node == "job" and "exited with status 3" in info.value.reason
     assert "no port today" in "\n".join(info.value.last_lines)
+
+
+def test_the_editors_demo_command_serves_behind_nginx(tmp_path: Path) -> None:
+    from stackpanel.core.profiles.edit import ProfileDocument
+
+    offset = free_offset((18080, 19000))
+    doc = ProfileDocument(f"version: 1\nname: demo\nnodes:\n  edge: {{kind: nginx, port: {18080 + offset}, "
+                          "routes: [{path: /, static: site}]}\n")
+    (tmp_path / "site").mkdir()
+    name = doc.add_node("command", behind="edge", port_free=lambda p: p >= 19000 + offset)
+    profile = load_profile_text(doc.text, tmp_path / "p.yaml")
+    with StackSession(profile, run_dir=tmp_path / "run") as session:
+        session.start()
+        status, body = get(f"http://127.0.0.1:{18080 + offset}/{name}/")
+        assert status == 200 and f"pid {session.snapshot().node(name).pid}" in body

@@ -117,3 +117,17 @@ def test_a_systemd_export_probes_a_tcp_node_with_a_connect(tmp_path: Path) -> No
     plan = export_systemd(load(text, tmp_path), "p")
     unit = next(body for rel, body in plan.files.items() if rel.endswith(".service") and "main" in rel)
     assert '"tcp://127.0.0.1:18000" 30' in unit and "ExecStart=" in unit
+
+
+
+def test_the_editor_adds_a_command_node_behind_a_proxy(tmp_path: Path) -> None:
+    from stackpanel.core.profiles.edit import DEMO_COMMAND, ProfileDocument
+    from stackpanel.core.profiles.loader import load_profile_text
+
+    doc = ProfileDocument(BASE)
+    name = doc.add_node("command", behind="edge")
+    profile = load_profile_text(doc.text, tmp_path / "p.yaml")
+    node = profile.nodes[name]
+    assert name == "cmd" and isinstance(node, CommandNode) and tuple(node.command) == DEMO_COMMAND
+    assert node.port == 9000 and any(r.to == name for r in profile.nodes["edge"].routes)
+    assert "command: [python, -m, stackpanel.apps.listen_demo]" in doc.text
