@@ -21,8 +21,9 @@ class _Hello(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "9000"))), _Hello)
-    print(f"listening on {server.server_address[0]}:{server.server_address[1]}", flush=True)
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "9000"))
+    server = ThreadingHTTPServer((host, port), _Hello)
+    print(f"listening on {host}:{port}", flush=True)
     server.serve_forever()
 
 
