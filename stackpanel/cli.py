@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append one JSON object per second with per-worker figures")
     p.add_argument("--keep-going", action="store_true",
                    help="when a node fails for good, keep serving what still works (default: stop, exit 1)")
+    p.add_argument("--traces", type=Path, metavar="FILE",
+                   help="append one JSON object per completed trace (each request kept: sampled, slowest, failed)")
 
     p = sub.add_parser("reload", help="apply an edited profile to its running `stackpanel up` without failing a "
                        "request", description="Validate the profile (a broken one is refused with its file:line "
@@ -109,9 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="one request through every tier, as a waterfall (from the access logs)",
                        description="Find REQUEST_ID (the X-Request-ID every tier logs and the edge returns to "
                                    "the client) in the newest run's access logs and print each tier's start, "
-                                   "duration and own time.")
-    p.add_argument("request_id", metavar="REQUEST_ID")
+                                   "duration and own time. With --otlp FILE, write it (or, without an id, the "
+                                   "run's newest requests) in the OpenTelemetry JSON encoding for Jaeger or any "
+                                   "OTLP-file reader.")
+    p.add_argument("request_id", nargs="?", metavar="REQUEST_ID")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="the run to look in (default: the newest)")
+    p.add_argument("--otlp", type=Path, metavar="FILE", help="write OTLP/JSON (resourceSpans) to FILE")
+    p.add_argument("--limit", type=int, default=1000, metavar="N",
+                   help="with --otlp and no id: the newest N requests (1000)")
     # --- selftest (issue #16, kept in one block) ---
     p = sub.add_parser("selftest", help="doctor, then up → request → stop for each profile; PASS/FAIL lines",
                        description="Check this machine before a workshop: doctor, then for each profile bring "
@@ -231,7 +238,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
         name = getattr(args, "profile", None) or DEFAULT_PROFILE
         print(f"No display found: running profile {name!r} headless instead (Ctrl-C stops it).", file=sys.stderr)
-        up_args = argparse.Namespace(profile=name, port_offset=0, run_dir=None, metrics=False, metrics_json=None)
+        up_args = argparse.Namespace(profile=name, port_offset=0, run_dir=None, metrics=False, metrics_json=None,
+                                     traces=None)
         return cmd_up(up_args)
     from stackpanel.qt.app import run_gui
 
@@ -244,6 +252,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     profile = _load(args.profile, args.port_offset)
     return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
+                        traces_json=getattr(args, "traces", None),
                         reload_profile=lambda: _load(args.profile, args.port_offset),
                         keep_going=getattr(args, "keep_going", False),
                         profile_file=resolve_profile(args.profile).resolve())
@@ -316,17 +325,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from stackpanel.core.metrics.otlp import write_otlp
     from stackpanel.core.session import runs_root
-    from stackpanel.core.traces import find_trace, recent_logs_dirs
+    from stackpanel.core.traces import find_trace, recent_logs_dirs, traces_from_logs
 
     dirs = [args.run_dir / "logs"] if args.run_dir else recent_logs_dirs(runs_root())
-    trace = find_trace(args.request_id, dirs)
-    if not trace.spans:
-        where = args.run_dir or runs_root()
-        print(f"stackpanel: no tier logged request id {args.request_id!r} in {where}; copy it from the "
-              "X-Request-ID response header (curl -i)", file=sys.stderr)
-        return EXIT_FAIL
-    print(trace.format())
+    where = args.run_dir or runs_root()
+    if args.request_id is None:
+        if args.otlp is None:
+            print("stackpanel: trace needs a REQUEST_ID, or --otlp FILE to export the run's requests", file=sys.stderr)
+            return EXIT_USAGE
+        traces = traces_from_logs(dirs[0], args.limit) if dirs else ()
+        if not traces:
+            print(f"stackpanel: no request found in the access logs of {dirs[0] if dirs else where}; start the "
+                  "stack and send a request first", file=sys.stderr)
+            return EXIT_FAIL
+    else:
+        trace = find_trace(args.request_id, dirs)
+        if not trace.spans:
+            print(f"stackpanel: no tier logged request id {args.request_id!r} in {where}; copy it from the "
+                  "X-Request-ID response header (curl -i)", file=sys.stderr)
+            return EXIT_FAIL
+        print(trace.format())
+        traces = (trace,)
+    if args.otlp is not None:
+        try:
+            n = write_otlp(traces, args.otlp)
+        except OSError as exc:
+            print(f"stackpanel: cannot write {args.otlp}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"wrote {n} trace(s) as OTLP/JSON to {args.otlp}")
     return EXIT_OK
 
 

@@ -31,6 +31,8 @@ APACHE_BASE_MODULES: tuple[str, ...] = (
 )
 #: ... and those it loads when a route proxies to another node.
 APACHE_PROXY_MODULES: tuple[str, ...] = ("proxy", "proxy_http", "unique_id")
+#: ... when a route balances over several backends (plus the lbmethod_* module of its method).
+APACHE_BALANCER_MODULES: tuple[str, ...] = ("slotmem_shm", "proxy_balancer")
 #: ... when a route compresses (limits.gzip) ...
 APACHE_GZIP_MODULES: tuple[str, ...] = ("filter", "deflate")
 #: ... and when the node listens with TLS (http2 only with tls.http2).

@@ -216,3 +216,10 @@ def profile_with(profile: Profile, **node_updates: dict[str, object]) -> Profile
     exporters, e.g. container paths that do not exist on this machine)."""
     nodes = {name: n.model_copy(update=node_updates.get(name, {})) for name, n in profile.nodes.items()}
     return profile.model_copy(update={"nodes": nodes})
+
+
+def over_tcp(profile: Profile) -> Profile:
+    """Every app server on its TCP port: the targets probe ports (and compose puts each node in
+    a container of its own, where a Unix socket of another cannot be reached)."""
+    tcp: dict[str, object] = {"listen": "tcp"}
+    return profile_with(profile, **{name: tcp for name, n in profile.nodes.items() if isinstance(n, AppServerNode)})

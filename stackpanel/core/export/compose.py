@@ -31,6 +31,7 @@ from stackpanel.core.export.common import (
     ExportPlan,
     app_source,
     interpreter_tag,
+    over_tcp,
     package_files,
     profile_with,
     relocate,
@@ -95,7 +96,7 @@ def container_profile(profile: Profile) -> Profile:
         if isinstance(node, AppServerNode):
             update["app"] = node.app.model_copy(update={"working_dir": APP_DIR, "python": sys.executable})
         updates[name] = update
-    return profile_with(profile, **updates)
+    return over_tcp(profile_with(profile, **updates))
 
 
 def service_name(node: str) -> str:

@@ -26,6 +26,7 @@ from stackpanel.core.export.common import (
     RENDER_ROOT,
     ExportError,
     ExportPlan,
+    over_tcp,
     profile_with,
     relocate,
     slug,
@@ -111,7 +112,7 @@ def _deployment_profile(profile: Profile, layout: Layout) -> Profile:
             routes = [r.model_copy(update={"static": f"/usr/share/stackpanel/{layout.project}/static/{name}-{i}"})
                       if r.static else r for i, r in enumerate(node.routes)]
             updates[name] = {"routes": routes}
-    return profile_with(profile, **updates)
+    return over_tcp(profile_with(profile, **updates))
 
 
 def _unit(profile: Profile, name: str, rendered: RenderedNode, layout: Layout, probe_python: str) -> str:

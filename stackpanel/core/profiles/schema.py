@@ -23,6 +23,11 @@ NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn", "command"]
 PROXY_KINDS: tuple[str, ...] = ("nginx", "apache")
 APP_SERVER_KINDS: tuple[str, ...] = ("gunicorn", "uvicorn")
 RestartPolicy = Literal["no", "on-failure", "always"]
+#: How a proxy spreads a route's requests over several backends (`to: [a, b]`).
+BalanceMethod = Literal["round_robin", "least_conn", "ip_hash", "sticky"]
+#: Where an app server listens: its TCP port, a Unix socket in the run directory, or `auto`
+#: (a Unix socket behind nginx, see UNIX_SOCKET_FRONTS; TCP otherwise).
+ListenMode = Literal["auto", "tcp", "unix"]
 Interface = Literal["asgi", "wsgi"]
 
 NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -367,6 +372,10 @@ DEFAULT_LIMITS = Limits(max_body_mb=32, connect_timeout_seconds=5, read_timeout_
                         gzip=False)
 
 
+#: nginx's own default (fail_timeout=10s), used by both proxies.
+DEFAULT_FAIL_TIMEOUT_SECONDS = 10.0
+
+
 class Route(StrictModel):
     """A path prefix that a proxy sends either to another node (`to`) or to a directory (`static`).
 
@@ -374,8 +383,16 @@ class Route(StrictModel):
     """
 
     path: str
-    to: str | None = None
+    to: str | list[str] | None = Field(default=None, description="the node (or nodes, balanced) that serve it")
     static: str | None = None
+    balance: BalanceMethod | None = Field(
+        default=None, description="several backends only: round_robin (default), least_conn, ip_hash (nginx: one "
+        "client address, one backend) or sticky (Apache: a cookie pins each client to a backend)")
+    max_fails: int | None = Field(default=None, ge=1, le=100, description="several backends, nginx only: failed "
+                                  "attempts within fail_timeout_seconds that take a backend out (default 1)")
+    fail_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="several backends: how long a failing backend stays out of the "
+        "pool (default 10)")
     follow_symlinks: bool = Field(
         default=False, description="static only: follow symbolic links inside the directory (off: a link "
         "out of the directory could publish any file)")
@@ -390,6 +407,13 @@ class Route(StrictModel):
     @classmethod
     def _path(cls, v: str) -> str:
         return check_url_path(v)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> Any:
+        if v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(n, str) for n in v)):
+            return v
+        raise ValueError(f"{v!r} is not a node name: write `to: app`, or `to: [app1, app2]` to balance over several")
 
     @field_validator("static")
     @classmethod
@@ -406,7 +430,31 @@ class Route(StrictModel):
             raise ValueError("strip_prefix and buffering apply to proxied routes (`to:`) only; remove them here")
         if self.strip_prefix and self.path.rstrip("/") == "":
             raise ValueError("strip_prefix on / strips nothing; remove it")
+        if isinstance(self.to, list) and not self.to:
+            raise ValueError("`to: []` names no node; write `to: app` or `to: [app1, app2]`")
+        if not self.is_balanced and {"balance", "max_fails", "fail_timeout_seconds"} & self.model_fields_set:
+            raise ValueError("balance, max_fails and fail_timeout_seconds apply to a route with several backends "
+                             "(`to: [app1, app2]`); remove them here")
         return self
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The node names this route proxies to, in the profile's order (none for static)."""
+        if self.to is None:
+            return ()
+        return (self.to,) if isinstance(self.to, str) else tuple(self.to)
+
+    @property
+    def is_balanced(self) -> bool:
+        return len(self.backends) > 1
+
+    @property
+    def balance_method(self) -> BalanceMethod:
+        return self.balance or "round_robin"
+
+    @property
+    def fail_timeout(self) -> float:
+        return self.fail_timeout_seconds if self.fail_timeout_seconds is not None else DEFAULT_FAIL_TIMEOUT_SECONDS
 
     @property
     def prefix(self) -> str:
@@ -414,9 +462,9 @@ class Route(StrictModel):
         return self.path.rstrip("/")
 
     @property
-    def target(self) -> str:
-        """The node name, or ``static``: also the route tag written to access logs."""
-        return self.to if self.to is not None else "static"
+    def targets(self) -> tuple[str, ...]:
+        """The route tags written to access logs: each backend's name, or ``static``."""
+        return self.backends or ("static",)
 
 
 class NodeBase(StrictModel):
@@ -540,8 +588,17 @@ OWNED_GUNICORN_OPTIONS = frozenset({
 })
 
 
+#: The proxies behind which `listen: auto` is a Unix socket: faster than loopback TCP behind nginx
+#: (1.13-1.25x), no faster behind Apache (0.99x), measured in BENCHMARKS.md.
+UNIX_SOCKET_FRONTS: frozenset[str] = frozenset({"nginx"})
+
+
 class AppServerNode(NodeBase):
     app: AppSpec
+    listen: ListenMode = Field(
+        default="auto", description="tcp: host and port; unix: a Unix socket in the run directory, reached by the "
+        "proxies in front only (the port is not bound); auto: unix when only nginx proxies front the node and "
+        "it is not exposed, tcp otherwise")
     args: list[str] = Field(default_factory=list, max_length=64,
                             description="more command-line options for the server, after stackpanel's own")
 
@@ -747,7 +804,7 @@ class Profile(StrictModel):
         out: list[Edge] = []
         for name, node in self.nodes.items():
             if isinstance(node, ProxyNode):
-                out.extend(Edge(source=name, target=r.target, path=r.path) for r in node.routes)
+                out.extend(Edge(source=name, target=t, path=r.path) for r in node.routes for t in r.targets)
         return out
 
     def dependencies(self, name: str) -> list[str]:
@@ -755,7 +812,7 @@ class Profile(StrictModel):
         node = self.nodes[name]
         deps = list(node.depends_on)
         if isinstance(node, ProxyNode):
-            deps.extend(r.to for r in node.routes if r.to is not None)
+            deps.extend(b for r in node.routes for b in r.backends)
         return list(dict.fromkeys(deps))
 
     def reached(self) -> set[str]:
@@ -807,10 +864,10 @@ class Profile(StrictModel):
             node = self.nodes[name]
             if "readiness_probe" in node.model_fields_set or not isinstance(node, ProxyNode) or name in seen:
                 return node.readiness_probe.http_get.path
-            root = next((r for r in node.routes if r.path == "/"), None)
-            if root is None or root.to is None or root.to not in self.nodes:
+            root = next((r.backends for r in node.routes if r.path == "/"), ())
+            if not root or root[0] not in self.nodes:  # balanced: the backends serve one app
                 return node.readiness_probe.http_get.path
-            return path_of(root.to, seen | {name})
+            return path_of(root[0], seen | {name})
 
         nodes = dict(self.nodes)
         for name, node in self.nodes.items():
@@ -832,7 +889,7 @@ class Profile(StrictModel):
     def mount_prefix(self, name: str) -> str:
         """The prefix that proxies strip before `name` sees a request ('' when none does)."""
         prefixes = {r.prefix for n in self.nodes.values() if isinstance(n, ProxyNode) for r in n.routes
-                    if r.to == name and r.strip_prefix}
+                    if name in r.backends and r.strip_prefix}
         return next(iter(prefixes)) if len(prefixes) == 1 else ""
 
     def accepted_host_names(self, name: str) -> list[str]:
@@ -853,6 +910,16 @@ class Profile(StrictModel):
                 names.extend(node.server_names)
             todo.extend(e.source for e in self.edges() if e.target == current)
         return list(dict.fromkeys(names))
+
+    def listens_on_unix(self, name: str) -> bool:
+        """Whether app server `name` listens on a Unix socket (its path is the run directory's)."""
+        node = self.nodes[name]
+        if not isinstance(node, AppServerNode) or node.listen == "tcp":
+            return False
+        if node.listen == "unix":
+            return True
+        fronts = {self.nodes[e.source].kind for e in self.edges() if e.target == name}
+        return bool(fronts) and fronts <= UNIX_SOCKET_FRONTS and not node.expose
 
     def kinds(self) -> set[str]:
         return {n.kind for n in self.nodes.values()}

@@ -15,6 +15,12 @@ UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 TRUSTED_PROXIES = "127.0.0.1,::1"
 
 
+def _trusted(unix_socket: Path | None) -> str:
+    """A connection over a Unix socket has no peer address, so uvicorn would trust none of it:
+    trust every peer of the socket, which only this machine can reach (as it can 127.0.0.1)."""
+    return TRUSTED_PROXIES if unix_socket is None else "*"
+
+
 def _seconds(value: float) -> str:
     return str(max(1, int(value)))
 
@@ -138,9 +144,10 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "",
-                   uvicorn_version: str = "") -> RenderedNode:
+                   unix_socket: Path | None = None, uvicorn_version: str = "") -> RenderedNode:
     """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path);
-    `uvicorn_version`: of the node's interpreter (its reload signal depends on it)."""
+    `unix_socket`: listen there instead of host:port; `uvicorn_version`: of the node's interpreter
+    (its reload signal depends on it)."""
     rolling = node.workers > 1 and not node.reload and _version(uvicorn_version) >= UVICORN_ROLLING_HUP
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
@@ -148,13 +155,13 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
     target, wrapper_env, wrapper_files = _wrapped(name, node, paths) if wrapped else (node.app.module, {}, {})
     argv = [
         node.app.interpreter, "-m", "uvicorn", target,
-        "--host", node.host, "--port", str(node.port),
+        *(("--uds", str(unix_socket)) if unix_socket else ("--host", node.host, "--port", str(node.port))),
         # the wrapper lives in the conf dir and puts the app's directory on sys.path itself
         "--app-dir", str(paths.conf_dir if wrapped else workdir),
         "--log-config", str(log_conf),
         "--timeout-keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--timeout-graceful-shutdown", _seconds(node.shutdown.timeout_seconds),
-        "--proxy-headers", "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--proxy-headers", "--forwarded-allow-ips", _trusted(unix_socket),
         "--no-server-header",
     ]
     if node.app.interface == "wsgi":
@@ -184,7 +191,7 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         files={log_conf: json.dumps(uvicorn_log_config(paths, name, wrapped), indent=2) + "\n", **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         env=_app_env(node) | wrapper_env, stop_signal=signal.SIGTERM,
-        websockets_dir=paths.websockets_dir(name) if wrapped else None,
+        websockets_dir=paths.websockets_dir(name) if wrapped else None, unix_socket=unix_socket,
         dirs=(paths.websockets_dir(name),) if wrapped else (),
         reload_signal=signal.SIGHUP if rolling else None,
     )
@@ -230,7 +237,7 @@ def gunicorn_settings(node: GunicornNode, ready_dir: Path) -> str:
             + "\n" + _READY_HOOKS)
 
 
-def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
+def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, unix_socket: Path | None = None) -> RenderedNode:
     """A stripped prefix reaches a WSGI app as X-Forwarded-Prefix only: gunicorn's SCRIPT_NAME
     would refuse every request that does not carry the prefix (the readiness probe's). Apps read
     it with werkzeug's ProxyFix(x_prefix=1) or Django's FORCE_SCRIPT_NAME."""
@@ -244,14 +251,14 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     argv = [
         node.app.interpreter, "-m", "gunicorn", target,
         "--config", str(py_conf),
-        "--bind", node.address,
+        "--bind", f"unix:{unix_socket}" if unix_socket else node.address,
         "--worker-class", UVICORN_WORKER_CLASS if uvicorn_workers else "sync",
         "--chdir", str(workdir),
         "--pid", str(paths.pid_file(name)),
         # gunicorn ≥ 27 opens a control socket in ~/.gunicorn by default: two stacks would collide.
         "--control-socket", str(paths.state_dir / f"gunicorn-{name}.ctl"),
         "--log-config-json", str(log_conf),
-        "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--forwarded-allow-ips", _trusted(unix_socket),
     ]
     if uvicorn_workers:
         argv += ["--pythonpath", str(paths.conf_dir)]  # the access wrapper
@@ -269,7 +276,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
                **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,
-        websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None,
+        websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None, unix_socket=unix_socket,
         dirs=(paths.ready_dir(name), *((paths.websockets_dir(name),) if uvicorn_workers else ())),
         ready_dir=paths.ready_dir(name),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,

@@ -16,6 +16,7 @@ from stackpanel.core.render.common import (
     RenderedNode,
     RunPaths,
     running_as_root,
+    unix_socket_of,
     unprivileged_group,
 )
 from stackpanel.core.render.proxies import render_apache, render_nginx
@@ -113,9 +114,10 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             assert apache is not None
             nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group)
         elif isinstance(node, GunicornNode):
-            nodes[name] = render_gunicorn(name, node, paths)
+            nodes[name] = render_gunicorn(name, node, paths, unix_socket_of(profile, paths, name))
         elif isinstance(node, UvicornNode):
-            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name), uvicorn_versions[name])
+            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name),
+                                         unix_socket_of(profile, paths, name), uvicorn_versions[name])
         elif isinstance(node, CommandNode):
             nodes[name] = render_command(name, node, paths)
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)

@@ -44,7 +44,7 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.core.supervise.guardian import Guardian
 from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
-from stackpanel.core.supervise.ports import PortConflict, check_ports_free, wait_ports_free
+from stackpanel.core.supervise.ports import PortConflict, check_ports_free, clear_stale_socket, wait_ports_free
 from stackpanel.core.supervise.process import ManagedProcess
 from stackpanel.core.supervise.reloadplan import ReloadStep, plan_node
 from stackpanel.core.supervise.rundirs import archive_logs
@@ -114,6 +114,20 @@ class _Node:
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
+    @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """The TCP addresses it binds: none on a Unix socket (its file is checked at spawn)."""
+        return [] if self.rendered.unix_socket else self.spec.listen_addresses
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.rendered.unix_socket}" if self.rendered.unix_socket else self.spec.address
+
+    def probe(self, probe: ReadinessProbe | LivenessProbe, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
+        if probe.tcp_socket is not None:
+            return probe_tcp(self.spec.host, self.spec.port, timeout)
+        return probe_http(self.spec.host, self.spec.port, probe.http_get.path, timeout, self.rendered.unix_socket)
+
 
 def _describe_exit(code: int) -> str:
     if code < 0:
@@ -162,10 +176,30 @@ def restart_delay(backoff_seconds: float, restarts: int) -> float:
     return min(MAX_BACKOFF, backoff_seconds * (2 ** restarts - 1))
 
 
-def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
-    """Ready = TCP connect, then GET path answered with a status below 500."""
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (the Host header says localhost)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOUT,
+               unix_socket: Path | None = None) -> tuple[bool, str]:
+    """Ready = connect (TCP, or the Unix socket when given), then GET path answered with a status below 500."""
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = (UnixHTTPConnection(unix_socket, timeout) if unix_socket is not None
+                else http.client.HTTPConnection(host, port, timeout=timeout))
         try:
             conn.request("GET", path, headers={"Connection": "close", "User-Agent": "stackpanel-probe"})
             status = conn.getresponse().status
@@ -183,13 +217,6 @@ def probe_tcp(host: str, port: int, timeout: float = PROBE_IO_TIMEOUT) -> tuple[
     except OSError as exc:
         return False, f"{type(exc).__name__}: {exc}"
     return True, "TCP connect accepted"
-
-
-def probe_node(spec: NodeBase, probe: ReadinessProbe | LivenessProbe, timeout: float = PROBE_IO_TIMEOUT
-               ) -> tuple[bool, str]:
-    if probe.tcp_socket is not None:
-        return probe_tcp(spec.host, spec.port, timeout)
-    return probe_http(spec.host, spec.port, probe.http_get.path, timeout)
 
 
 class Supervisor:
@@ -231,7 +258,7 @@ class Supervisor:
                 NodeSnapshot(
                     name=n.name, kind=n.rendered.kind, state=n.state,
                     pid=n.proc.pid if n.proc is not None and n.proc.is_running else None,
-                    worker_pids=n.workers, restarts=n.restarts, address=n.spec.address, reason=n.reason,
+                    worker_pids=n.workers, restarts=n.restarts, address=n.address, reason=n.reason,
                 )
                 for n in self._nodes.values()
             )
@@ -334,7 +361,7 @@ class Supervisor:
             stale.unlink(missing_ok=True)
 
         nodes = list(self._nodes.values()) if only is None else [only]
-        addresses = [a for n in nodes for a in n.spec.listen_addresses]
+        addresses = [a for n in nodes for a in n.listen_addresses]
         conflicts = check_ports_free(addresses, offset=self.stack.profile.port_offset)
         if conflicts:
             raise PortConflictError(conflicts)
@@ -356,6 +383,10 @@ class Supervisor:
 
     def _spawn(self, node: _Node) -> ManagedProcess:
         r = node.rendered
+        if r.unix_socket is not None:
+            problem = clear_stale_socket(r.unix_socket)
+            if problem is not None:
+                raise StackpanelError(problem)
         env = r.environment(os.environ)
         proc = ManagedProcess.start(
             r.name, list(r.argv), log_path=r.output_log, env=env, cwd=r.cwd,
@@ -388,7 +419,7 @@ class Supervisor:
                 self._discard(node)
                 raise StartError(node.name, f"{_describe_exit(proc.returncode)} while starting",
                                  self.last_lines(node.name))
-            ok, last = probe_node(node.spec, probe)
+            ok, last = node.probe(probe)
             if ok:
                 break
             if last.startswith("HTTP 5") and isinstance(node.spec, AppServerNode):
@@ -405,7 +436,7 @@ class Supervisor:
                                  f"({probe.what}: {last})", self.last_lines(node.name))
             self._sleep(probe.period_seconds)
         self._refresh_workers(node)
-        where = node.spec.address + ("" if probe.tcp_socket is not None else probe.http_get.path)
+        where = node.address + ("" if probe.tcp_socket is not None else probe.http_get.path)
         self._set_state(node, NodeState.READY, f"{last} from {where}")
 
     def _sleep(self, seconds: float) -> None:
@@ -508,7 +539,7 @@ class Supervisor:
                 if probe is None or node.state != NodeState.READY or now < node.liveness_due:
                     continue
                 node.liveness_due = now + probe.period_seconds
-                ok, detail = probe_node(node.spec, probe, probe.timeout_seconds)
+                ok, detail = node.probe(probe, probe.timeout_seconds)
                 self._liveness_result(node, ok, detail, probe)
             self._closed.wait(0.05)
 
@@ -609,7 +640,7 @@ class Supervisor:
                     node.timer = None
             if any(n.proc is not None for n in self._nodes.values()):
                 self._set_stack_state(StackState.STOPPING)
-        ours = [a for n in self._nodes.values() if n.proc is not None for a in n.spec.listen_addresses]
+        ours = [a for n in self._nodes.values() if n.proc is not None for a in n.listen_addresses]
         for name in reversed(list(self.stack.nodes)):
             self._stop_node(self._nodes[name])
         # only the ports our processes held: one taken by someone else before the start is not news
@@ -673,7 +704,7 @@ class Supervisor:
         False when a stop came while it was starting."""
         self._discard(node)
         if any(n.running for n in self._nodes.values()):
-            conflicts = check_ports_free(list(node.spec.listen_addresses), offset=self.stack.profile.port_offset)
+            conflicts = check_ports_free(node.listen_addresses, offset=self.stack.profile.port_offset)
             if conflicts:
                 raise PortConflictError(conflicts)
             self._test_config(node.rendered, node.rendered.config_test_argv)
