@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def _add_profile_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+def _add_profile_args(p: argparse.ArgumentParser, many: bool = False, optional: bool = False) -> None:
     help_text = "profile file or built-in name (see `stackpanel profiles`)"
     if many:
-        p.add_argument("profiles", nargs="+", metavar="PROFILE", help=help_text)
+        p.add_argument("profiles", nargs="*" if optional else "+", metavar="PROFILE", help=help_text)
     else:
         p.add_argument("profile", metavar="PROFILE", help=help_text)
 
@@ -87,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Bring each profile up in turn (ports shifted out of the way), warm it up, "
                                    "apply the same load, record throughput, latency and per-worker CPU, stop "
                                    "it, and print a table with each profile's throughput as a ratio of the "
-                                   "first. Exit 1 if a profile did not run.")
-    _add_profile_args(p, many=True)
+                                   "first. Exit 1 if a profile did not run. With --wrk and no PROFILE: the "
+                                   "proxy-path targets, each proxied built-in against direct uvicorn (2 app "
+                                   "workers) in --pairs A/B pairs of 4 s, median ratios next to the targets.")
+    _add_profile_args(p, many=True, optional=True)
     p.add_argument("--connections", "-c", type=int, default=64, metavar="N", help="concurrent connections (64)")
-    p.add_argument("--duration", "-d", type=float, default=10.0, metavar="S", help="seconds of load per profile (10)")
-    p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds of warm-up load first (2)")
+    p.add_argument("--duration", "-d", type=float, metavar="S", help="seconds of load per profile (10; targets: 4)")
+    p.add_argument("--warmup", type=float, metavar="S", help="seconds of warm-up load first (2; targets: 1)")
+    p.add_argument("--pairs", type=int, default=5, metavar="N", help="targets: A/B pairs per target (5)")
     p.add_argument("--requests", "-n", type=int, metavar="N",
                    help="send N requests instead (the duration is then a cap; built-in generator only)")
     p.add_argument("--path", metavar="P",
@@ -178,7 +181,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     stack.write()
     print(f"# {profile.name}: rendered into {stack.paths.root}")
     print("# start these in order (backends first); the entry is", profile.entry_url)
-    for node in stack.nodes.values():
+    for node in (p for n in stack.nodes.values() for p in n.processes):
         for path in node.files:
             print(f"# {node.name}: wrote {path}")
         if node.config_test_argv:
@@ -208,6 +211,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"\nrun directories: {count} ({size / 2**20:.1f} MiB) in {runs_root()}; the newest {KEEP_PER_PROFILE} "
           "per profile are kept, older ones are removed when a stack starts")
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _bench_targets(args: argparse.Namespace) -> int:
+    """`bench --wrk` without profiles: the proxy-path targets (core/bench/targets.py)."""
+    from stackpanel.core.bench.targets import run_targets
+
+    problem = ""
+    if not args.wrk:
+        problem = "name the profiles to compare, or give --wrk alone for the proxy-path targets"
+    elif args.csv or args.png or args.requests is not None or args.pairs < 1:
+        problem = ("the proxy-path targets take --pairs N (>= 1), -d, --warmup, -c, --workers, --path and --json; "
+                   "--csv, --png and -n are for named profiles")
+    if problem:
+        print(f"stackpanel: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    report = run_targets(pairs=args.pairs, duration_s=4.0 if args.duration is None else args.duration,
+                         warmup_s=1.0 if args.warmup is None else args.warmup, connections=args.connections,
+                         workers=args.workers or 2, path=args.path, progress=lambda e: print(e, flush=True))
+    print()
+    print(report.format_table())
+    if args.json is not None:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(report.to_json() + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"stackpanel: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"\nwrote {args.json}")
+    failed = [r.target.profile for r in report.results if any(p.problem for p in r.pairs)]
+    if failed:
+        print(f"stackpanel: pairs did not run for {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -293,8 +329,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from stackpanel.core.bench import compare_profiles
 
+    if not args.profiles:
+        return _bench_targets(args)
     comparison = compare_profiles(
-        args.profiles, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup,
+        args.profiles, connections=args.connections, duration_s=10.0 if args.duration is None else args.duration,
+        warmup_s=2.0 if args.warmup is None else args.warmup,
         path=args.path, generator="wrk" if args.wrk else "builtin", requests=args.requests,
         workers=args.workers, port_offset=args.port_offset, progress=lambda event: print(event, flush=True),
     )

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stackpanel.core import logformat
-from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.discovery import ApacheInfo, NginxInfo, PhpFpmInfo
 from stackpanel.core.errors import ProfileError, RenderError
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile, load_profile_text
@@ -29,9 +29,11 @@ APACHE = ApacheInfo(
     compiled_in=("core", "so", "watchdog", "http_core", "log_config", "logio", "version", "unixd"),
     available=frozenset({"mpm_event", "authz_core", "mime", "dir", "alias", "setenvif", "proxy", "proxy_http",
                          "headers", "unique_id", "env", "reqtimeout", "filter", "deflate", "ssl", "socache_shmcb",
-                         "http2", "slotmem_shm", "proxy_balancer", "lbmethod_byrequests", "lbmethod_bybusyness"}),
+                         "http2", "slotmem_shm", "proxy_balancer", "lbmethod_byrequests", "lbmethod_bybusyness",
+                         "proxy_fcgi"}),
     mime_types=Path("/etc/mime.types"),
 )
+PHP = PhpFpmInfo(path=Path("/usr/sbin/php-fpm8.2"), version="8.2.36")
 
 
 def render_builtin(name: str, tmp_path: Path, as_root: bool = False, offset: int = 0):

@@ -34,6 +34,7 @@ from stackpanel.core.export.common import (
     over_tcp,
     package_files,
     profile_with,
+    refuse_php,
     relocate,
     server_requirements,
     slug,
@@ -181,6 +182,7 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
                    nginx_image: str = NGINX_IMAGE, httpd_image: str = HTTPD_IMAGE,
                    python_image: str | None = None) -> ExportPlan:
     """The plan of a compose export of `profile` (`name`: the project name, e.g. the file stem)."""
+    refuse_php(profile)
     project = slug(name)
     commands = [n for n, node in profile.nodes.items() if isinstance(node, CommandNode)]
     if commands:  # an arbitrary program has no image to build it in: say so rather than guess one

@@ -28,6 +28,7 @@ from stackpanel.core.export.common import (
     ExportPlan,
     over_tcp,
     profile_with,
+    refuse_php,
     relocate,
     slug,
 )
@@ -199,6 +200,7 @@ def export_systemd(profile: Profile, name: str, *, probe_python: str | None = No
     """Units in `units/`, the files for /etc/stackpanel/<name>/ in `etc/`, static sites in `share/`,
     and a README with the install commands. Renders for root (the proxies drop their workers);
     nginx/apache: this machine's unless given."""
+    refuse_php(profile)
     layout = Layout(slug(name))
     dprofile = _deployment_profile(profile, layout)
     stack = render_stack(dprofile, RENDER_ROOT, as_root=True, nginx=nginx, apache=apache)

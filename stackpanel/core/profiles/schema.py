@@ -401,6 +401,8 @@ class Route(StrictModel):
     buffering: bool = Field(default=True, description="proxied only: off streams each chunk as it comes")
     cache_seconds: int | None = Field(default=None, ge=0, le=31_536_000,
                                       description="static only: Cache-Control max-age")
+    php: bool = Field(default=False, description="static on an apache node only: run the directory's .php files "
+                      "with php-fpm (a process of the node, on a Unix socket in the run dir)")
     limits: Limits = Limits()
 
     @field_validator("path")
@@ -424,8 +426,9 @@ class Route(StrictModel):
     def _one_target(self) -> Route:
         if (self.to is None) == (self.static is None):
             raise ValueError("a route needs exactly one of `to: <node>` or `static: <directory>`")
-        if self.static is None and (self.follow_symlinks or self.cache_seconds is not None):
-            raise ValueError("follow_symlinks and cache_seconds apply to static routes only; remove them here")
+        if self.static is None and (self.follow_symlinks or self.cache_seconds is not None or self.php):
+            raise ValueError("follow_symlinks, cache_seconds and php apply to static routes only "
+                             "(`static: <directory>`); remove them here")
         if self.to is None and (self.strip_prefix or not self.buffering):
             raise ValueError("strip_prefix and buffering apply to proxied routes (`to:`) only; remove them here")
         if self.strip_prefix and self.path.rstrip("/") == "":
@@ -566,6 +569,16 @@ class NginxNode(ProxyNode):
 class ApacheNode(ProxyNode):
     kind: Literal["apache"]
     threads_per_child: int = Field(default=128, ge=1, le=1024)
+    mpm: Literal["event", "worker"] = Field(
+        default="event", description="event: idle keep-alive connections wait in one listener thread; worker: "
+        "each connection keeps its thread (fewer hand-offs per request, but idle clients hold threads)")
+    php_workers: int = Field(default=4, ge=1, le=256, description="php-fpm processes for the node's `php: true` "
+                             "routes (a static pool: each runs one script at a time)")
+
+    @property
+    def php_dirs(self) -> list[str]:
+        """The static directories whose .php files php-fpm runs (empty: the node runs no php-fpm)."""
+        return [r.static for r in self.routes if r.php and r.static is not None]
 
 
 #: Options stackpanel sets itself on an app server's command line (binds, logs, pid, control
@@ -922,7 +935,11 @@ class Profile(StrictModel):
         return bool(fronts) and fronts <= UNIX_SOCKET_FRONTS and not node.expose
 
     def kinds(self) -> set[str]:
-        return {n.kind for n in self.nodes.values()}
+        """The servers this profile runs: the node kinds, and ``php`` (php-fpm) for a `php: true` route."""
+        kinds: set[str] = {n.kind for n in self.nodes.values()}
+        if any(isinstance(n, ProxyNode) and any(r.php for r in n.routes) for n in self.nodes.values()):
+            kinds.add("php")
+        return kinds
 
     @property
     def port_offset(self) -> int:

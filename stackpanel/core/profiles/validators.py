@@ -80,6 +80,11 @@ def check_edge_features(profile: Profile, smap: SourceMap, port_offset: int) -> 
             if isinstance(node, ApacheNode) and route.limits.rate_limit is not None:
                 problems.append(smap.problem(loc + ("limits", "rate_limit"), _APACHE_RATE, _APACHE_RATE_FIX,
                                              prefer_key=True))
+            if route.php and not isinstance(node, ApacheNode):
+                problems.append(smap.problem(loc + ("php",), f"{node.kind} does not run PHP: `php: true` needs "
+                                             "an apache node (it hands .php files to php-fpm)",
+                                             "serve this directory from an apache node (a route of this node "
+                                             "`to:` it), or remove `php: true`", prefer_key=True))
             if route.strip_prefix:
                 for backend in route.backends:
                     if backend in profile.nodes:

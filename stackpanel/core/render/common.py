@@ -129,6 +129,11 @@ def literal_regex(value: object) -> str:
     return "".join(out)
 
 
+def unquoted(value: object) -> str:
+    """A path inside a quoted string that carries more than the path (``"proxy:unix:PATH|fcgi://..."``)."""
+    return quote(value)[1:-1]
+
+
 def seconds(value: object) -> int:
     """Whole seconds, at least 1 (both servers take integers here)."""
     return max(1, int(float(str(value))))
@@ -253,6 +258,11 @@ class RenderedNode:
     ready_dir: Path | None = None
     #: the Unix socket the node listens on instead of its TCP port (None: TCP)
     unix_socket: Path | None = None
+    #: a process the node owns and runs beside its own (an apache node's php-fpm): started and
+    #: probed before it, stopped after it, and a crash of either restarts both
+    companion: RenderedNode | None = None
+    #: readiness of a process without HTTP of its own (a companion): this Unix socket accepts
+    ready_socket: Path | None = None
 
     def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """The process environment: the inherited one without the variables that would change the
@@ -269,6 +279,11 @@ class RenderedNode:
     @property
     def config_file(self) -> Path | None:
         return next(iter(self.files), None)
+
+    @property
+    def processes(self) -> tuple[RenderedNode, ...]:
+        """This node's processes in start order: its companion first."""
+        return (self.companion, self) if self.companion is not None else (self,)
 
 
 #: sun_path's size with its NUL: a longer socket path cannot be bound (Linux 108, BSD/macOS 104).
@@ -313,6 +328,7 @@ def template_env() -> jinja2.Environment:
     env.filters["word"] = word
     env.filters["header_value"] = header_value
     env.filters["seconds"] = seconds
+    env.filters["unquoted"] = unquoted
     env.filters["num"] = num
     env.filters["uri"] = uri
     env.filters["prefix_regex"] = prefix_regex

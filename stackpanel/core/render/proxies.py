@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stackpanel.core import logformat
-from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.discovery import ApacheInfo, NginxInfo, PhpFpmInfo
 from stackpanel.core.discovery.apache import (
     APACHE_BALANCER_MODULES,
     APACHE_BASE_MODULES,
     APACHE_GZIP_MODULES,
     APACHE_HTTP2_MODULES,
+    APACHE_PHP_MODULES,
     APACHE_PROXY_MODULES,
     APACHE_TLS_MODULES,
 )
+from stackpanel.core.discovery.platform import install_hint
+from stackpanel.core.errors import RenderError
 from stackpanel.core.profiles.schema import (
     DEFAULT_LIMITS,
     ApacheNode,
@@ -26,6 +29,7 @@ from stackpanel.core.profiles.schema import (
     Route,
 )
 from stackpanel.core.render.common import CertificateRequest, RenderedNode, RunPaths, backend_address, template_env
+from stackpanel.core.render.php import php_socket, render_php_fpm
 
 
 def upstream_idle_seconds(profile: Profile, target: str) -> int:
@@ -105,6 +109,7 @@ class _EdgeRoute:
     path: str
     upstream: _Upstream | None  # None: static
     static: str | None
+    php: bool
     follow_symlinks: bool
     target: str  # the access-log route tag: the (first) backend's name, or "static"
     strip: bool  # the proxy removes the prefix (strip_prefix) before passing the request on
@@ -151,7 +156,7 @@ def _edge_routes(profile: Profile, name: str, node: ProxyNode, paths: RunPaths) 
     for i, r in enumerate(node.routes):
         out.append(_EdgeRoute(
             index=i, path=r.path, upstream=_upstream(profile, paths, r, i) if r.backends else None, static=r.static,
-            follow_symlinks=r.follow_symlinks, target=r.targets[0],
+            php=r.php, follow_symlinks=r.follow_symlinks, target=r.targets[0],
             strip=r.strip_prefix, forwarded_prefix=r.prefix if r.strip_prefix else "", buffering=r.buffering,
             cache_seconds=r.cache_seconds, limits=profile.route_limits(name, r),
         ))
@@ -199,13 +204,21 @@ def render_nginx(profile: Profile, name: str, node: NginxNode, paths: RunPaths, 
 
 
 def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths, apache: ApacheInfo,
-                  as_root: bool, user: str, group: str) -> RenderedNode:
+                  as_root: bool, user: str, group: str, php: PhpFpmInfo | None = None) -> RenderedNode:
+    """`php`: the php-fpm that runs the node's `php: true` routes (required when it has any)."""
     routes = _edge_routes(profile, name, node, paths)
     proxied = any(r.to for r in routes)
     balancers = [r.upstream for r in routes if r.upstream is not None and r.upstream.balanced]
-    modules = APACHE_BASE_MODULES + (APACHE_PROXY_MODULES if proxied else ())
+    base_modules = tuple(f"mpm_{node.mpm}" if m == "mpm_event" else m for m in APACHE_BASE_MODULES)
+    modules = base_modules + (APACHE_PROXY_MODULES if proxied else ())
     if balancers:
         modules += APACHE_BALANCER_MODULES + tuple(f"lbmethod_{b.apache_method}" for b in balancers)
+    companion = None
+    if node.php_dirs:
+        if php is None:
+            raise RenderError(f"node {name!r} runs PHP, and php-fpm is not installed: {install_hint('php')}")
+        companion = render_php_fpm(name, node, paths, php, as_root, user, group)
+        modules += tuple(m for m in APACHE_PHP_MODULES if m not in modules)
     certificate = _certificate(profile, name, node, paths)
     if node.tls is not None:
         modules += APACHE_TLS_MODULES + (APACHE_HTTP2_MODULES if node.tls.http2 else ())
@@ -225,6 +238,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         shutdown_seconds=_whole_seconds(node.shutdown.timeout_seconds),
         mime_types=apache.mime_types, document_root=document_root,
         root_follow_symlinks=root_route.follow_symlinks if root_route else False,
+        root_php=root_route.php if root_route else False,
         exact_names=[n for n in names if not n.startswith("*")], wildcard_names=[n for n in names if n.startswith("*")],
         static_aliases=[r for r in routes if r.static and r.path != "/"],
         routes_shortest_first=by_length,
@@ -233,6 +247,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         balanced_log_format=logformat.APACHE_BALANCED_LOG_FORMAT.replace('"', '\\"'),
         defaults=DEFAULT_LIMITS, node_headers=node.limits.headers,
         tls=node.tls, certificate=certificate, tls_address=_tls_address(node),
+        php_socket=php_socket(paths, name) if companion else None,
     )
     base = (str(apache.path), "-d", str(paths.root), "-f", str(conf))
     return RenderedNode(
@@ -245,7 +260,7 @@ def render_apache(profile: Profile, name: str, node: ApacheNode, paths: RunPaths
         config_test_argv=base + ("-t",),
         # WINCH = graceful-stop (finish requests, then exit); USR1 = graceful restart with the new config.
         stop_signal=signal.SIGWINCH, reload_signal=signal.SIGUSR1, certificate=certificate,
-        dirs=(document_root,) if root_static is None else (),
+        dirs=(document_root,) if root_static is None else (), companion=companion,
     )
 
 

@@ -38,7 +38,7 @@ class RenderedStack:
         # Workers that dropped root (nginx, apache children) must reach files inside the run dir.
         if self.as_root:
             _make_traversable(p.root)
-        for node in self.nodes.values():
+        for node in (proc for n in self.nodes.values() for proc in n.processes):
             for d in node.dirs:
                 d.mkdir(parents=True, exist_ok=True)
             for d in node.writable_dirs:
@@ -87,7 +87,8 @@ def _check_app_servers(profile: Profile) -> dict[str, str]:
 
 def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None,
                  nginx: discovery.NginxInfo | None = None,
-                 apache: discovery.ApacheInfo | None = None) -> RenderedStack:
+                 apache: discovery.ApacheInfo | None = None,
+                 php: discovery.PhpFpmInfo | None = None) -> RenderedStack:
     """Render every node. nginx/apache are discovered when not given; missing ones raise RenderError
     with the install command."""
     paths = RunPaths(Path(run_dir).resolve())
@@ -103,6 +104,11 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
         if apache is None:
             raise RenderError(f"this profile needs Apache httpd, which is not installed: "
                               f"{discovery.install_hint('apache')}")
+    if "php" in kinds and php is None:
+        php = discovery.find_php_fpm()
+        if php is None:
+            raise RenderError(f"this profile runs PHP (a `php: true` route), and php-fpm is not installed: "
+                              f"{discovery.install_hint('php')}")
     uvicorn_versions = _check_app_servers(profile)
     nodes: dict[str, RenderedNode] = {}
     for name in profile.start_order():
@@ -112,7 +118,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             nodes[name] = render_nginx(profile, name, node, paths, nginx, root, user, group)
         elif isinstance(node, ApacheNode):
             assert apache is not None
-            nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group)
+            nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group, php)
         elif isinstance(node, GunicornNode):
             nodes[name] = render_gunicorn(name, node, paths, unix_socket_of(profile, paths, name))
         elif isinstance(node, UvicornNode):

@@ -75,10 +75,13 @@ def _only_workers_differ(old: NodeBase, new: NodeBase) -> bool:
 def plan_node(name: str, old: RenderedNode, old_spec: NodeBase, new: RenderedNode, new_spec: NodeBase,
               running: bool) -> ReloadStep:
     """The step that applies `new` to the node running `old` (`running`: its process is alive)."""
-    changed = new.files != old.files or _launch(new) != _launch(old) or new_spec != old_spec
+    changed = new.processes != old.processes or new_spec != old_spec
     if not running:
         return ReloadStep(name, "update" if changed else "keep", "not running: its next start takes the new "
                           "configuration" if changed else "not running")
+    if new.companion != old.companion:
+        return ReloadStep(name, "restart", f"its {new.companion.kind if new.companion else 'companion'} changed: "
+                          "restarted with it")
     if new.kind != old.kind or new_spec.listen_addresses != old_spec.listen_addresses:
         where = ", ".join(f"{h}:{p}" for h, p in new_spec.listen_addresses)
         return ReloadStep(name, "restart", f"its kind or port changed: restarted on {where} (requests to the "

@@ -101,6 +101,7 @@ class _Node:
     spec: NodeBase
     state: NodeState = NodeState.STOPPED
     proc: ManagedProcess | None = None
+    companion: ManagedProcess | None = None  # the rendered node's companion (an apache node's php-fpm)
     restarts: int = 0  # over the node's life, for people; decisions use `crashes`
     crashes: deque[float] = field(default_factory=deque)  # monotonic times, within the restart window
     workers: tuple[int, ...] = ()
@@ -127,6 +128,10 @@ class _Node:
         if probe.tcp_socket is not None:
             return probe_tcp(self.spec.host, self.spec.port, timeout)
         return probe_http(self.spec.host, self.spec.port, probe.http_get.path, timeout, self.rendered.unix_socket)
+
+    @property
+    def companion_kind(self) -> str:
+        return self.rendered.companion.kind if self.rendered.companion is not None else "companion"
 
 
 def _describe_exit(code: int) -> str:
@@ -219,6 +224,19 @@ def probe_tcp(host: str, port: int, timeout: float = PROBE_IO_TIMEOUT) -> tuple[
     return True, "TCP connect accepted"
 
 
+def _socket_accepts(path: Path | None) -> bool:
+    """A Unix socket a server listens on accepts a connection (None: nothing to wait for)."""
+    if path is None:
+        return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(PROBE_IO_TIMEOUT)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class Supervisor:
     def __init__(self, stack: RenderedStack, *, use_guardian: bool = True) -> None:
         self.stack = stack
@@ -270,10 +288,11 @@ class Supervisor:
 
     def last_lines(self, node: str, n: int = LAST_LINES) -> list[str]:
         """The node's most recent output and error-log lines (error log last: most telling)."""
-        rendered = self._nodes[node].rendered
-        lines = tail_lines(rendered.output_log, n)
-        if rendered.error_log is not None:
-            lines += tail_lines(rendered.error_log, n)
+        lines: list[str] = []
+        for rendered in self._nodes[node].rendered.processes:
+            lines += tail_lines(rendered.output_log, n)
+            if rendered.error_log is not None:
+                lines += tail_lines(rendered.error_log, n)
         return [line for line in lines if line.strip()][-n:]
 
     # ------------------------------------------------------------------ state
@@ -369,7 +388,8 @@ class Supervisor:
         archive_logs(self.stack.paths.logs_dir)  # a new run starts from empty logs; the last one is logs.1
         self.stack.write()
         for node in nodes:
-            self._test_config(node.rendered, node.rendered.config_test_argv)
+            for rendered in node.rendered.processes:
+                self._test_config(rendered, rendered.config_test_argv)
         if self._use_guardian and self._guardian is None:
             self._guardian = Guardian()
 
@@ -381,8 +401,7 @@ class Supervisor:
             lines = (result.stdout + result.stderr).strip().splitlines()[-LAST_LINES:]
             raise StartError(rendered.name, f"its config fails {Path(argv[0]).name}'s own test", lines)
 
-    def _spawn(self, node: _Node) -> ManagedProcess:
-        r = node.rendered
+    def _spawn(self, r: RenderedNode) -> ManagedProcess:
         if r.unix_socket is not None:
             problem = clear_stale_socket(r.unix_socket)
             if problem is not None:
@@ -403,14 +422,17 @@ class Supervisor:
         with self._lock:
             node.workers = ()
             node.helper_pids = set()
+        probe = node.spec.readiness_probe
+        deadline = time.monotonic() + probe.timeout_seconds
+        if node.rendered.companion is not None:
+            self._start_companion(node, node.rendered.companion, deadline)
+        with self._lock:
             try:
-                node.proc = self._spawn(node)
+                node.proc = self._spawn(node.rendered)
             except StackpanelError as exc:
                 raise StartError(node.name, str(exc)) from None
             self._set_state(node, NodeState.STARTING, f"started pid {node.proc.pid}")
         proc = node.proc
-        probe = node.spec.readiness_probe
-        deadline = time.monotonic() + probe.timeout_seconds
         if probe.initial_delay_seconds:
             self._sleep(probe.initial_delay_seconds)
         last = "no answer yet"
@@ -418,6 +440,11 @@ class Supervisor:
             if proc.returncode is not None:
                 self._discard(node)
                 raise StartError(node.name, f"{_describe_exit(proc.returncode)} while starting",
+                                 self.last_lines(node.name))
+            if node.companion is not None and node.companion.returncode is not None:
+                self._discard(node)
+                raise StartError(node.name, f"its {node.companion_kind} {_describe_exit(node.companion.returncode)} "
+                                 "while starting",
                                  self.last_lines(node.name))
             ok, last = node.probe(probe)
             if ok:
@@ -439,6 +466,25 @@ class Supervisor:
         where = node.address + ("" if probe.tcp_socket is not None else probe.http_get.path)
         self._set_state(node, NodeState.READY, f"{last} from {where}")
 
+    def _start_companion(self, node: _Node, rendered: RenderedNode, deadline: float) -> None:
+        """Spawn the node's companion and wait until its socket accepts (before the node itself starts)."""
+        with self._lock:
+            try:
+                node.companion = self._spawn(rendered)
+            except StackpanelError as exc:
+                raise StartError(node.name, f"{rendered.kind}: {exc}") from None
+            self._set_state(node, NodeState.STARTING, f"started {rendered.kind} pid {node.companion.pid}")
+        companion = node.companion
+        while not _socket_accepts(rendered.ready_socket):
+            if companion.returncode is not None:
+                self._discard(node)
+                raise StartError(node.name, f"its {rendered.kind} {_describe_exit(companion.returncode)} while "
+                                 "starting", self.last_lines(node.name))
+            if time.monotonic() > deadline:
+                raise StartError(node.name, f"its {rendered.kind} did not listen on {rendered.ready_socket} within "
+                                 f"{node.spec.readiness_probe.timeout_seconds:g} s", self.last_lines(node.name))
+            self._sleep(node.spec.readiness_probe.period_seconds)
+
     def _sleep(self, seconds: float) -> None:
         if self._cancel.wait(seconds):
             raise _Cancelled
@@ -453,6 +499,17 @@ class Supervisor:
         """Exit-watcher thread: a child's leader exited. Cheap: state, event, timer."""
         with self._lock:
             node = next((n for n in self._nodes.values() if n.proc is proc), None)
+            owner = next((n for n in self._nodes.values() if n.companion is proc), None)
+            if owner is not None and not proc.stop_requested and owner.state == NodeState.READY and owner.proc:
+                # The node cannot serve without its companion: end the node's own group so that its
+                # crash path (restart policy, backoff) restarts both.
+                self._message("warning", f"{owner.name}: its {owner.companion_kind} {_describe_exit(returncode)}; "
+                              "restarting the node")
+                try:
+                    os.killpg(owner.proc.pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
             if node is None or proc.stop_requested or node.state in (NodeState.STOPPING, NodeState.STOPPED):
                 return
             if node.state == NodeState.STARTING:
@@ -480,14 +537,15 @@ class Supervisor:
             node.timer.start()
 
     def _discard(self, node: _Node) -> None:
-        """Stop what is left of a dead leader's group (nginx workers outlive a killed master)."""
-        proc = node.proc
-        if proc is None:
-            return
-        proc.stop(timeout=1.0)
-        if self._guardian is not None:
-            self._guardian.forget(proc.pgid)
-        self._record.remove(proc.pid)
+        """Stop what is left of a dead leader's group (nginx workers outlive a killed master), and
+        the node's companion."""
+        for proc in (node.proc, node.companion):
+            if proc is None:
+                continue
+            proc.stop(timeout=1.0)
+            if self._guardian is not None:
+                self._guardian.forget(proc.pgid)
+            self._record.remove(proc.pid)
 
     def _restart_after_crash(self, node: _Node, crashed: ManagedProcess) -> None:
         with self._action_lock:
@@ -651,6 +709,25 @@ class Supervisor:
         self._set_stack_state(final, reason)
 
     def _stop_node(self, node: _Node) -> None:
+        try:
+            self._stop_own(node)
+        finally:
+            self._stop_companion(node)  # after the node's own process: Apache finishes its PHP requests
+
+    def _stop_companion(self, node: _Node) -> None:
+        proc = node.companion
+        if proc is None:
+            return
+        result = proc.stop(timeout=node.spec.stop_deadline_seconds)
+        if self._guardian is not None:
+            self._guardian.forget(proc.pgid)
+        self._record.remove(proc.pid)
+        with self._lock:
+            node.companion = None
+        if result.killed:
+            self._message("warning", f"{node.name}'s {node.companion_kind}: {result.describe()}")
+
+    def _stop_own(self, node: _Node) -> None:
         proc = node.proc
         if proc is None:
             if node.state != NodeState.STOPPED:
@@ -707,7 +784,8 @@ class Supervisor:
             conflicts = check_ports_free(node.listen_addresses, offset=self.stack.profile.port_offset)
             if conflicts:
                 raise PortConflictError(conflicts)
-            self._test_config(node.rendered, node.rendered.config_test_argv)
+            for rendered in node.rendered.processes:
+                self._test_config(rendered, rendered.config_test_argv)
         else:
             self._prepare(node)
         try:
@@ -762,8 +840,8 @@ class Supervisor:
         own test, then put them in place; any failure removes the staged files and raises."""
         staged: list[tuple[Path, Path]] = []
         try:
-            for name in names:
-                new = new_stack.nodes[name]
+            for new in (p for name in names for p in new_stack.nodes[name].processes):  # a companion's too
+                name = new.name
                 for d in new.dirs:
                     d.mkdir(parents=True, exist_ok=True)
                 for path, text in new.files.items():
