@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traces", type=Path, metavar="FILE",
                    help="append one JSON object per completed trace (each request kept: sampled, slowest, failed)")
 
+    p = sub.add_parser("reload", help="apply an edited profile to its running `stackpanel up` without failing a "
+                       "request", description="Validate the profile (a broken one is refused with its file:line "
+                       "and the running stack is left alone), then have the `stackpanel up` running it re-read it "
+                       "and reload each node gracefully; prints what each node did. Exit 1 if it was refused.")
+    p.add_argument("profile", nargs="?", metavar="PROFILE", help="profile file or built-in name (default: the one "
+                   "stack running)")
+    p.add_argument("--port-offset", type=int, metavar="N", help="the run started with this offset (when the "
+                   "profile runs more than once)")
+    p.add_argument("--run-dir", type=Path, metavar="DIR", help="the run directory of the `up` to reload")
+
     p = sub.add_parser("bench", help="run the same load against each profile in turn and compare them",
                        description="Bring each profile up in turn (ports shifted out of the way), warm it up, "
                                    "apply the same load, record throughput, latency and per-worker CPU, stop "
@@ -274,12 +284,46 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from stackpanel.core.headless import run_headless
+    from stackpanel.core.profiles.library import resolve_profile
 
     profile = _load(args.profile, args.port_offset)
     return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
                         traces_json=getattr(args, "traces", None),
                         reload_profile=lambda: _load(args.profile, args.port_offset),
-                        keep_going=getattr(args, "keep_going", False))
+                        keep_going=getattr(args, "keep_going", False),
+                        profile_file=resolve_profile(args.profile).resolve())
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from stackpanel.core.profiles.library import resolve_profile
+    from stackpanel.core.profiles.loader import load_profile
+    from stackpanel.core.session import runs_root
+    from stackpanel.core.supervise import runcontrol
+
+    if args.run_dir is not None:
+        one = runcontrol.controlled_run(args.run_dir)
+        runs = [one] if one is not None else []
+    else:
+        runs = runcontrol.controlled_runs(runs_root())
+    if args.profile is not None:
+        wanted = resolve_profile(args.profile).resolve()
+        runs = [r for r in runs if r.profile.resolve() == wanted]
+    if args.port_offset is not None:
+        runs = [r for r in runs if r.port_offset == args.port_offset]
+    if len(runs) != 1:
+        what = f"of {args.profile} " if args.profile else ""
+        if not runs:
+            print(f"stackpanel: no running `stackpanel up` {what}found (a stack the panel runs reloads with its "
+                  "Reload button)", file=sys.stderr)
+        else:
+            print(f"stackpanel: {len(runs)} running stacks {what}match; name one (PROFILE, --port-offset or "
+                  "--run-dir):\n" + "\n".join(f"  {r.describe()}" for r in runs), file=sys.stderr)
+        return EXIT_FAIL
+    run = runs[0]
+    load_profile(run.profile, port_offset=run.port_offset)  # a broken profile stops here, with file:line
+    outcome = runcontrol.request_reload(run)
+    print(outcome.text, file=sys.stdout if outcome.ok else sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_FAIL
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -368,6 +412,7 @@ COMMANDS = {
     "gui": cmd_gui,
     "up": cmd_up,
     "bench": cmd_bench,
+    "reload": cmd_reload,
     "selftest": cmd_selftest,
     "trust": cmd_trust,
     "schema": cmd_schema,

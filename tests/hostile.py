@@ -1,6 +1,6 @@
 """Hostile profiles for the property tests: any value of any type at any field of every node kind.
 
-The base profile sets every field the schema has (nginx, apache, gunicorn, uvicorn), so that
+The base profile sets every field the schema has (nginx, apache, gunicorn, uvicorn, command), so that
 `leaves(BASE)` reaches each one; a test puts a hostile value at one leaf and checks that the
 rendered configs keep their structure (or that the profile is refused with a ProfileError).
 """
@@ -53,6 +53,13 @@ BASE: dict[str, Any] = {
             "timeout_seconds": 30, "worker_class": "sync", "listen": "unix",
             "app": {"module": "stackpanel.apps.flask_demo:app", "interface": "wsgi", "working_dir": ".",
                     "env": {"A": "1"}},
+            "reload": False, "depends_on": ["job"],
+        },
+        "job": {
+            "kind": "command", "host": "127.0.0.1", "port": 18002, "working_dir": ".",
+            "command": ["python", "-m", "http.server", "--bind", "127.0.0.1", "18002"],
+            "env": {"C": "3"}, "readiness_probe": {"tcp_socket": {}},
+            "liveness_probe": {"tcp_socket": {}, "period_seconds": 1, "failure_threshold": 2},
         },
         "fast": {
             "kind": "uvicorn", "host": "::1", "port": 18001, "workers": 1, "reload": False, "listen": "tcp",
@@ -115,8 +122,8 @@ def put(data: dict[str, Any], loc: tuple[Any, ...], value: Any) -> dict[str, Any
 
 
 #: Valid values of Literal fields: putting one of these at another place legitimately changes a config.
-LITERALS = {"nginx", "apache", "gunicorn", "uvicorn", "asgi", "wsgi", "sync", "no", "on-failure", "always", "/",
-            "round_robin", "least_conn", "ip_hash", "sticky", "auto", "tcp", "unix"}
+LITERALS = {"nginx", "apache", "gunicorn", "uvicorn", "command", "asgi", "wsgi", "sync", "no", "on-failure", "always",
+            "/", "python", "round_robin", "least_conn", "ip_hash", "sticky", "auto", "tcp", "unix"}
 
 
 def original(loc: tuple[Any, ...]) -> Any:

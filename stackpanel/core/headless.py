@@ -20,10 +20,12 @@ from stackpanel.core.metrics.tracing import Trace, trace_to_json
 from stackpanel.core.profiles.exposure import exposure_warnings
 from stackpanel.core.profiles.schema import Profile, ProxyNode
 from stackpanel.core.session import StackSession
+from stackpanel.core.supervise import runcontrol
 from stackpanel.core.supervise.events import (
     Event,
     NodeState,
     NodeStateChanged,
+    StackMessage,
     StackState,
     StackStateChanged,
     WorkersChanged,
@@ -55,9 +57,11 @@ def format_metrics_table(snap: MetricsSnapshot) -> str:
 
 def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table: bool = False,
                  metrics_json: Path | None = None, traces_json: Path | None = None, out: TextIO = sys.stdout,
-                 reload_profile: Callable[[], Profile] | None = None, keep_going: bool = False) -> int:
+                 reload_profile: Callable[[], Profile] | None = None, keep_going: bool = False,
+                 profile_file: Path | None = None) -> int:
     """Run until Ctrl-C/SIGTERM. SIGHUP re-reads the profile through ``reload_profile`` and applies
     it gracefully (the servers test their new configs first; a bad one leaves the stack as it was).
+    With ``profile_file`` (the file ``reload_profile`` reads) `stackpanel reload` finds this run.
 
     A node that has failed for good (its restarts used up) ends the run with exit status 1, unless
     ``keep_going``: then what still works keeps serving and the run stays up, degraded."""
@@ -78,6 +82,14 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             wake.set()
 
     session.subscribe(watch_failures)
+    reloading = threading.Event()
+    reload_notes: list[str] = []  # what the nodes said during the reload under way, for `stackpanel reload`
+
+    def note_reload(event: Event) -> None:
+        if isinstance(event, StackMessage) and reloading.is_set():
+            reload_notes.append(f"{event.level}: {event.text}")
+
+    session.subscribe(note_reload)
     json_file = open(metrics_json, "a", encoding="utf-8") if metrics_json else None  # noqa: SIM115
 
     def on_metrics(snap: MetricsSnapshot) -> None:
@@ -127,6 +139,8 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         notice = trust_notice(profile)
         if notice:
             say(notice)
+        if reload_profile is not None and profile_file is not None:
+            runcontrol.announce(session.run_dir, profile_file, profile.port_offset, profile.name)
         while not stop.is_set():
             wake.wait(0.5)
             wake.clear()
@@ -136,11 +150,16 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
                 return 1
             if reload_wanted.is_set() and reload_profile is not None and not stop.is_set():
                 reload_wanted.clear()
+                reloading.set()
                 try:
                     changed = session.reload(reload_profile())
-                    say(f"reloaded: {', '.join(changed) if changed else 'nothing changed'}")
+                    outcome, ok = f"reloaded: {', '.join(changed) if changed else 'nothing changed'}", True
                 except StackpanelError as exc:
-                    say(f"reload refused, the stack keeps running as it was:\n{exc}")
+                    outcome, ok = f"reload refused, the stack keeps running as it was:\n{exc}", False
+                say(outcome)
+                runcontrol.record_outcome(session.run_dir, ok, "\n".join([*reload_notes, outcome]))
+                reload_notes.clear()
+                reloading.clear()
         say("stopping ...")
         return 0
 
@@ -165,6 +184,7 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             raise result
         return result
     finally:
+        runcontrol.withdraw(session.run_dir)
         session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -353,6 +353,17 @@ class StackController(QObject):
 
         return self._run("restart", s, restart)
 
+    def reload(self) -> Operation[list[str]] | None:
+        """Re-read the running profile's file and apply it to the running stack gracefully; a broken
+        file fails the operation with its ProfileError (file:line) and the stack keeps running. The
+        re-read profile then becomes the loaded one (the panels show what runs)."""
+        s, loaded = self.session, self.loaded
+        if s is None or loaded is None or self.busy or not self.active or not self.session_matches():
+            return None
+        name, path, offset = loaded.name, loaded.path, loaded.port_offset
+        op = self._run("reload", s, lambda s: s.reload(load_profile(path, port_offset=offset)))
+        return op.then(lambda o: self.load_profile(name, path) if o.ok else None)
+
     def start_node(self, node: str) -> Operation[None] | None:
         if self.busy or not self.valid:
             return None

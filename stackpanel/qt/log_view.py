@@ -411,7 +411,8 @@ def sources_for(stack: RenderedStack) -> list[LogSource]:
         out.append(LogSource(name, "out", node.output_log))
         if node.error_log is not None and node.error_log != node.output_log:
             out.append(LogSource(name, "error", node.error_log))
-        out.append(LogSource(name, "access", node.access_log))
+        if node.kind != "command":  # a command's requests are its own business: no access log of ours
+            out.append(LogSource(name, "access", node.access_log))
     return out
 
 

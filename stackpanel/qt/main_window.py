@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(tb)
         for a in self.stack_actions.all():
             tb.addAction(a)
+        tb.addAction(self.stack_actions.reload)
         tb.addSeparator()
         tb.addWidget(QLabel(" port offset "))
         self.offset_spin = PortOffsetBox(c)
@@ -144,6 +145,7 @@ class MainWindow(QMainWindow):
         m = self.menuBar().addMenu("&Stack")
         for a in self.stack_actions.all():
             m.addAction(a)
+        m.addAction(self.stack_actions.reload)
         m.addSeparator()
         for a in self.url_actions.all():
             m.addAction(a)

@@ -13,7 +13,8 @@ from PySide6.QtCore import QObject, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QWidget
 
-from stackpanel.core.supervise.supervisor import PortConflictError, StartError
+from stackpanel.core.errors import ProfileError
+from stackpanel.core.supervise.supervisor import PortConflictError, ReloadError, StartError
 from stackpanel.qt.controller import Operation, SessionPrepareError, StackController
 from stackpanel.qt.theme import icon, stack_colour
 
@@ -67,6 +68,8 @@ def report_failure(parent: QWidget, controller: StackController, op: Operation[T
         box.open()
         controller.select_node(err.node)
         controller.publish_last_lines(err.node, err.last_lines)
+    elif isinstance(err, ProfileError | ReloadError):
+        show_error(parent, controller, "Reload refused: the stack keeps running as it was", err)
     elif isinstance(err, SessionPrepareError):
         show_error(parent, controller, "Could not prepare the stack", err.cause)
     else:
@@ -132,16 +135,22 @@ class StackActions(QObject):
         self.start = QAction(icon("start"), "Start", window, shortcut=QKeySequence("Ctrl+R"))
         self.stop = QAction(icon("stop"), "Stop", window, shortcut=QKeySequence("Ctrl+."))
         self.restart = QAction(icon("restart"), "Restart", window, shortcut=QKeySequence("Ctrl+Shift+R"))
+        # Reload: the edited profile applied to the running stack, each node as gracefully as its
+        # server allows (what each did goes to the event log)
+        self.reload = QAction(icon("load"), "Reload", window, shortcut=QKeySequence("Ctrl+Shift+L"))
+        self.reload.setToolTip("Re-read the profile and apply it to the running stack without failing a request "
+                               "(new workers with the new config and the app's code; a broken profile is refused)")
         self.start.triggered.connect(lambda: start_stack(window, controller))
         self.stop.triggered.connect(lambda: self._report(controller.stop()))
         self.restart.triggered.connect(lambda: self._report(controller.restart()))
+        self.reload.triggered.connect(lambda: self._report(controller.reload()))
         controller.stateChanged.connect(self.update)
         self.update()
 
     def all(self) -> tuple[QAction, QAction, QAction]:
         return self.start, self.stop, self.restart
 
-    def _report(self, op: Operation[None] | None) -> None:
+    def _report(self, op: Operation[T] | None) -> None:
         if op is not None:
             op.then(lambda o: report_failure(self._window, self._controller, o))
 
@@ -150,6 +159,7 @@ class StackActions(QObject):
         self.start.setEnabled(c.valid and not c.busy and not c.active)
         self.stop.setEnabled(c.has_session and (c.active or c.busy))
         self.restart.setEnabled(c.has_session and not c.busy and c.active)
+        self.reload.setEnabled(c.has_session and not c.busy and c.active and c.session_matches())
 
 
 class UrlActions(QObject):

@@ -70,6 +70,10 @@ class RecordingSession:
     def restart_node(self, name: str) -> None:
         self._call(f"restart_node {name}")
 
+    def reload(self, profile: Profile) -> list[str]:
+        self._call(f"reload web.workers={profile.nodes['web'].workers}")
+        return ["web"]
+
     def last_lines(self, node: str, n: int = 50) -> list[str]:
         return [f"{node} line"]
 
@@ -162,4 +166,41 @@ def test_a_session_that_cannot_be_made_fails_the_start_it_was_made_for(qtbot: An
     qtbot.waitUntil(op.done, timeout=5000)
     assert isinstance(op.error, SessionPrepareError) and "read-only" in str(op.error)
     assert c.session is None and not c.busy
+    c.shutdown()
+
+
+def test_reload_rereads_the_file_off_the_gui_thread_and_refuses_a_broken_one(qtbot: Any, tmp_path: Any) -> None:
+    from PySide6.QtWidgets import QWidget
+
+    from stackpanel.core.errors import ProfileError
+    from stackpanel.core.profiles.library import builtin_dir
+    from stackpanel.qt.stack_actions import StackActions
+
+    path = tmp_path / "mine.yaml"
+    path.write_text((builtin_dir() / "nginx-uvicorn.yaml").read_text().replace("../apps/site", str(
+        builtin_dir().parent / "apps" / "site")).replace("module:", f"working_dir: {builtin_dir()}\n      module:"))
+    calls: list[tuple[str, int]] = []
+    c = StackController(session_factory=lambda profile: RecordingSession(profile, tmp_path / "run", calls))
+    with qtbot.waitSignal(c.profileLoaded, timeout=10_000):
+        c.load_profile("mine", path)
+    window = QWidget()
+    actions = StackActions(c, window)
+    assert not actions.reload.isEnabled() and c.reload() is None  # nothing runs: nothing to reload
+    start = c.start()
+    assert start is not None
+    qtbot.waitUntil(lambda: start.done() and actions.reload.isEnabled(), timeout=5000)
+
+    path.write_text(path.read_text().replace("    workers: 1\n", "    workers: 2\n", 1))
+    with qtbot.waitSignal(c.profileLoaded, timeout=10_000):  # the re-read profile becomes the loaded one
+        actions.reload.trigger()
+    assert calls[-1][0] == "reload web.workers=2" and calls[-1][1] != threading.get_ident()
+    assert c.profile is not None and c.profile.nodes["web"].workers == 2
+
+    path.write_text(path.read_text().replace("kind: nginx", "kind: nginx\n    colour: red"))
+    op = c.reload()
+    assert op is not None
+    qtbot.waitUntil(op.done, timeout=5000)
+    assert isinstance(op.error, ProfileError) and "unknown key 'colour'" in str(op.error)
+    assert f"{path}:" in str(op.error)
+    assert [name for name, _ in calls].count("reload web.workers=2") == 1  # the session never saw it
     c.shutdown()

@@ -252,7 +252,7 @@ def test_reload_applies_a_good_config_and_refuses_a_bad_one(supervisor_factory, 
     two_workers = profile.model_copy(update={"nodes": {**profile.nodes, "web": profile.nodes["web"].model_copy(
         update={"workers": 2})}})
     new_stack = render_stack(two_workers, sup.stack.paths.root)
-    assert sup.reload(new_stack) == ["web"]
+    assert sup.reload(new_stack) == ["app", "web"]  # the app's code too: uvicorn's rolling HUP
     rec.wait_for(lambda e: isinstance(e, WorkersChanged) and e.node == "web" and len(e.worker_pids) == 2)
     assert sup.snapshot().node("web").pid == web_pid  # graceful reload, same master
     assert get(profile.entry_url + "api/hello")[0] == 200
@@ -410,7 +410,7 @@ def test_sighup_reloads_an_edited_profile_and_refuses_a_broken_one(tmp_path: Pat
         _read_until(up, "is up: open")
         path.write_text(path.read_text().replace("    workers: 1\n", "    workers: 2\n", 1))
         up.send_signal(signal.SIGHUP)
-        _read_until(up, "reloaded: web")
+        _read_until(up, "reloaded: app, web")
         assert get(f"http://127.0.0.1:{8080 + offset}/api/hello")[0] == 200
         path.write_text(path.read_text().replace("kind: nginx", "kind: nginx\n    colour: red"))
         up.send_signal(signal.SIGHUP)

@@ -68,7 +68,7 @@ def test_compose_export_names_services_and_leaves_no_host_path(entry) -> None:
 def test_compose_proxies_address_backends_by_service_name() -> None:
     doc, files = _compose("nginx-split")
     nginx = files["conf/nginx-edge.conf"]
-    assert "server app:8000;" in nginx and "server site:8081;" in nginx
+    assert "server app:8000 max_fails=0;" in nginx and "server site:8081 max_fails=0;" in nginx
     assert "listen 0.0.0.0:8080" in nginx
     assert "keepalive 128;" in nginx and "keepalive_timeout 4s;" in nginx  # the same pool as the local run
     apache = _compose("nginx-apache-uvicorn")[1]["conf/httpd-web.conf"]

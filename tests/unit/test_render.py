@@ -54,8 +54,10 @@ def test_nginx_uvicorn_fast_proxy_path(tmp_path: Path) -> None:
     # the app behind nginx listens on a Unix socket in the run directory (listen: auto)
     sock = stack.paths.unix_socket("app")
     assert stack.nodes["app"].unix_socket == sock and ("--uds", str(sock)) == stack.nodes["app"].argv[4:6]
-    assert re.search(r'upstream sp_app \{\s+server "unix:' + re.escape(str(sock)) + r'";\s+# .*\n\s+keepalive \d+;',
-                     conf)
+    # one entry per attempt (a retiring worker's pooled connections: see UPSTREAM_ATTEMPTS in proxies.py)
+    assert re.search(r'upstream sp_app \{\s+(# .*\n\s+)*(server "unix:' + re.escape(str(sock))
+                     + r'" max_fails=0;\s+){4}# .*\n\s+keepalive \d+;', conf)
+    assert "proxy_next_upstream error;" in conf  # the extra entries are a retry after an error only
     assert "proxy_http_version 1.1;" in conf
     # ... cleared for plain requests by the upgrade map (WebSockets get "upgrade")
     assert "proxy_set_header Connection $sp_connection_upgrade;" in conf
@@ -121,7 +123,7 @@ def test_nginx_split_routes_and_route_tags(tmp_path: Path) -> None:
 def test_nginx_apache_uvicorn_chain(tmp_path: Path) -> None:
     stack = render_builtin("nginx-apache-uvicorn", tmp_path)
     assert list(stack.nodes) == ["app", "web", "edge"]
-    assert "server 127.0.0.1:8081;" in conf_text(stack.nodes["edge"])
+    assert "server 127.0.0.1:8081 max_fails=0;" in conf_text(stack.nodes["edge"])
     # apache's KeepAliveTimeout is 5 s, so nginx keeps its pooled connections 4 s at most
     assert "keepalive_timeout 4s;" in conf_text(stack.nodes["edge"])
 
@@ -133,10 +135,13 @@ def test_gunicorn_with_uvicorn_workers(tmp_path: Path) -> None:
     assert argv[1:4] == ["-m", "gunicorn", "stackpanel_access:app"]
     assert app.env["STACKPANEL_APP"] == "stackpanel.apps.fastapi_demo:app"
     assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
-    assert argv[argv.index("--workers") + 1] == "4"
     run = tmp_path / "run"
+    # the settings a HUP re-reads live in the config file (an option on the command line would win)
+    settings = app.files[run / "conf" / "gunicorn-app.conf.py"]
+    assert "workers = 4\n" in settings and "keepalive = 5\n" in settings
+    assert "--workers" not in argv and "--keep-alive" not in argv
+    assert argv[argv.index("--config") + 1] == str(run / "conf" / "gunicorn-app.conf.py")
     assert argv[argv.index("--control-socket") + 1] == str(run / "run" / "gunicorn-app.ctl")
-    assert argv[argv.index("--keep-alive") + 1] == "5"
     log_conf = json.loads(next(iter(app.files.values())))
     # the wrapper's lines go to the access log as they are; uvicorn's own access lines are off
     assert log_conf["loggers"]["stackpanel.access"]["handlers"] == ["wrapped_access"]
@@ -166,7 +171,7 @@ def test_uvicorn_workers_and_reload(tmp_path: Path) -> None:
 def test_port_offset_reaches_every_rendered_address(tmp_path: Path) -> None:
     stack = render_builtin("nginx-apache-uvicorn", tmp_path, offset=100)
     assert "listen 127.0.0.1:8180;" in conf_text(stack.nodes["edge"])
-    assert "server 127.0.0.1:8181;" in conf_text(stack.nodes["edge"])
+    assert "server 127.0.0.1:8181 max_fails=0;" in conf_text(stack.nodes["edge"])
     assert 'ProxyPass "/" "http://127.0.0.1:8100/"' in conf_text(stack.nodes["web"])
     assert "8100" in stack.nodes["app"].argv
 
@@ -228,6 +233,15 @@ def test_hostile_values_never_change_config_structure(tmp_path: Path, field: tup
         assert skeleton(after) == skeleton(before), f"{field}={value!r} changed {name}'s structure"
     for name in ("app", "fast"):  # argv items stay single arguments; env stays out of argv entirely
         assert len(stack.nodes[name].argv) == len(baseline.nodes[name].argv), f"{field}={value!r}"
+    # gunicorn's settings file assigns the same names (only numbers and the run dir are written)
+    settings = stack.nodes["app"].files[stack.paths.conf_dir / "gunicorn-app.conf.py"]
+    base_settings = baseline.nodes["app"].files[baseline.paths.conf_dir / "gunicorn-app.conf.py"]
+    assert re.findall(r"^(\w+) =", settings, re.M) == re.findall(r"^(\w+) =", base_settings, re.M)
+    # a command node runs its list as written, each item one argument; where it listens reaches it
+    # as HOST and PORT from the node, never from its env
+    job, spec = stack.nodes["job"], stack.profile.nodes["job"]
+    assert job.argv[1:] == tuple(spec.command[1:]) and len(job.argv) == len(spec.command), f"{field}={value!r}"
+    assert job.env["HOST"] == spec.host and job.env["PORT"] == str(spec.port)
 
 
 # ----------------------------------------------------------------- missing servers
@@ -275,5 +289,7 @@ nodes:
     assert "--root-path /sub --limit-concurrency 50 --http h11 --loop asyncio --backlog 64" in fast
     assert stack.nodes["fast"].env["STACKPANEL_APP_FACTORY"] == "1"  # the access wrapper calls the factory
     sync = " ".join(stack.nodes["sync"].argv)
-    assert "--preload --max-requests 1000 --max-requests-jitter 50 --backlog=64" in sync
+    assert "--preload --backlog=64" in sync
+    settings = stack.nodes["sync"].files[stack.paths.conf_dir / "gunicorn-sync.conf.py"]
+    assert "max_requests = 1000\nmax_requests_jitter = 50\n" in settings  # re-read on HUP
     assert f"--config {stack.paths.conf_dir / 'gunicorn-sync.conf.py'}" in sync  # a stray gunicorn.conf.py never runs

@@ -39,7 +39,7 @@ from stackpanel.core.export.common import (
     server_requirements,
     slug,
 )
-from stackpanel.core.profiles.schema import AppServerNode, NodeBase, Profile, ProxyNode
+from stackpanel.core.profiles.schema import AppServerNode, CommandNode, NodeBase, Profile, ProxyNode
 from stackpanel.core.render import RenderedNode, render_stack
 from stackpanel.core.render.appservers import TRUSTED_PROXIES
 from stackpanel.core.render.proxies import APACHE_BASE_MODULES, APACHE_PROXY_MODULES
@@ -184,6 +184,10 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
     """The plan of a compose export of `profile` (`name`: the project name, e.g. the file stem)."""
     refuse_php(profile)
     project = slug(name)
+    commands = [n for n, node in profile.nodes.items() if isinstance(node, CommandNode)]
+    if commands:  # an arbitrary program has no image to build it in: say so rather than guess one
+        raise ExportError(f"node {commands[0]!r} is a command node, which a compose export cannot package (no "
+                          "image is known to run it); export systemd units or a process-compose file instead")
     python_image = python_image or f"python:{interpreter_tag()}"
     cprofile = container_profile(profile)
     stack = render_stack(cprofile, RENDER_ROOT, as_root=True, nginx=nginx_image_info(nginx_image),

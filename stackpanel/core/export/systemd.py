@@ -47,8 +47,14 @@ url, timeout, period = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 deadline = time.monotonic() + timeout
 while True:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            status = response.status
+        if url.startswith("tcp://"):  # tcp_socket probe: a connect is enough
+            import socket
+            host, _, port = url[6:].rpartition(":")
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+            status = 200
+        else:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
     except OSError:
@@ -117,7 +123,8 @@ def _unit(profile: Profile, name: str, rendered: RenderedNode, layout: Layout, p
     a = node.availability
     restart = {"no": "no", "on-failure": "on-failure", "always": "always"}[a.restart]
     probe = node.readiness_probe
-    probe_url = f"http://{node.url_host}:{node.port}{probe.http_get.path}"
+    probe_url = f"tcp://{node.url_host}:{node.port}" if probe.tcp_socket is not None else \
+        f"http://{node.url_host}:{node.port}{probe.http_get.path}"
     is_app = isinstance(node, AppServerNode)
     lines = [
         f"# Rendered by stackpanel export from profile {profile.name!r}, node {name!r} ({node.kind}).",

@@ -38,7 +38,9 @@ from stackpanel.core.profiles.schema import (
 T = TypeVar("T")
 
 #: Where a new node's port search starts, by role (the built-ins use 8080+ for proxies, 8000+ for apps).
-FIRST_PORT = {"nginx": 8080, "apache": 8080, "uvicorn": 8000, "gunicorn": 8000}
+FIRST_PORT = {"nginx": 8080, "apache": 8080, "uvicorn": 8000, "gunicorn": 8000, "command": 9000}
+#: what a new command node runs until the user writes their own (it listens on HOST and PORT)
+DEMO_COMMAND = ("python", "-m", "stackpanel.apps.listen_demo")
 #: The app a new app server runs: the demo apps shipped with stackpanel, so it starts as it is.
 DEMO_APPS = {"uvicorn": ("stackpanel.apps.fastapi_demo:app", "asgi"),
              "gunicorn": ("stackpanel.apps.flask_demo:app", "wsgi")}
@@ -352,6 +354,10 @@ class ProfileDocument:
             if kind in PROXY_KINDS:
                 route = CommentedMap([("path", "/"), ("to", entry)] if entry else [("path", "/"), ("static", ".")])
                 node["routes"] = CommentedSeq([route])
+            elif kind == "command":
+                command = CommentedSeq(DEMO_COMMAND)
+                command.fa.set_flow_style()
+                node["command"] = command
             else:
                 module, interface = DEMO_APPS[kind]
                 node["workers"] = 1
@@ -363,7 +369,7 @@ class ProfileDocument:
             return name
 
         added = self._edit(change)
-        if behind is not None and kind in APP_SERVER_KINDS:
+        if behind is not None and kind not in PROXY_KINDS:
             self.set_route(behind, f"/{name}", to=name)
         return added
 
@@ -415,7 +421,7 @@ def _text(value: Any, what: str) -> str:
 
 
 def _free_name(kind: str, existing: dict[Any, Any]) -> str:
-    base = {"nginx": "edge", "apache": "web", "uvicorn": "app", "gunicorn": "app"}[kind]
+    base = {"nginx": "edge", "apache": "web", "uvicorn": "app", "gunicorn": "app", "command": "cmd"}[kind]
     if base not in existing:
         return base
     n = 2

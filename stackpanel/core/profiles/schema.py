@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 
 from stackpanel.core.fsutil import is_dir, is_file
 
-NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn"]
+NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn", "command"]
 PROXY_KINDS: tuple[str, ...] = ("nginx", "apache")
 APP_SERVER_KINDS: tuple[str, ...] = ("gunicorn", "uvicorn")
 RestartPolicy = Literal["no", "on-failure", "always"]
@@ -154,6 +154,43 @@ def check_static_dir(path: str) -> str:
     return path
 
 
+def check_env(v: dict[str, str], reserved: frozenset[str] = frozenset()) -> dict[str, str]:
+    """A node's `env:`: plain names, no NUL, nothing that would change a server's command line;
+    `reserved`: names stackpanel sets itself for this node."""
+    for key, value in v.items():
+        if not ENV_NAME_RE.fullmatch(key):
+            raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        if is_server_control_env(key):
+            raise ValueError(
+                f"{key} is read by the servers as extra options and would change their command line "
+                "behind the profile's back (e.g. GUNICORN_CMD_ARGS=--daemon leaves an orphan); "
+                "set the node's own keys instead (workers, threads, ...)")
+        if key in reserved:
+            raise ValueError(f"{key} is set by stackpanel from the node's host and port; remove it here")
+        if "\x00" in value:
+            raise ValueError(f"environment variable {key} contains a NUL byte")
+    return v
+
+
+def check_python_or_working_dir(v: str | None, info: ValidationInfo) -> str | None:
+    """`python:` (kept as written: a venv's bin/python is a link) or `working_dir:` (default: the
+    profile's directory), absolute."""
+    if v is None:
+        base = (info.context or {}).get("base_dir")
+        return str(base) if info.field_name == "working_dir" and base is not None else None
+    return _resolve_against_profile(check_config_path(v), info, follow_links=info.field_name != "python")
+
+
+def python_interpreter(python: str | None, working_dir: str | None) -> str:
+    """The Python executable a node runs: `python` (an interpreter or a venv directory), else a
+    `.venv` in the working directory, else stackpanel's own."""
+    if python is None:
+        local = Path(working_dir or ".") / ".venv" / "bin" / "python"
+        return str(local) if is_file(local) else sys.executable
+    p = Path(python)
+    return str(p / "bin" / "python") if is_dir(p) else str(p)
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -178,35 +215,16 @@ class AppSpec(StrictModel):
     @field_validator("python", "working_dir")
     @classmethod
     def _paths(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            base = (info.context or {}).get("base_dir")
-            return str(base) if info.field_name == "working_dir" and base is not None else None
-        return _resolve_against_profile(check_config_path(v), info, follow_links=info.field_name != "python")
+        return check_python_or_working_dir(v, info)
 
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, value in v.items():
-            if not ENV_NAME_RE.fullmatch(key):
-                raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
-            if is_server_control_env(key):
-                raise ValueError(
-                    f"{key} is read by the servers as extra options and would change their command line "
-                    "behind the profile's back (e.g. GUNICORN_CMD_ARGS=--daemon leaves an orphan); "
-                    "set the node's own keys instead (workers, threads, ...)")
-            if "\x00" in value:
-                raise ValueError(f"environment variable {key} contains a NUL byte")
-        return v
+        return check_env(v)
 
     @property
     def interpreter(self) -> str:
-        """The Python executable that runs the app server: `python` (an interpreter or a venv
-        directory), else a `.venv` in the app's directory, else stackpanel's own."""
-        if self.python is None:
-            local = Path(self.working_dir or ".") / ".venv" / "bin" / "python"
-            return str(local) if is_file(local) else sys.executable
-        p = Path(self.python)
-        return str(p / "bin" / "python") if is_dir(p) else str(p)
+        return python_interpreter(self.python, self.working_dir)
 
 
 #: A probe's query string (socket.io wants ``?EIO=4&transport=polling``): no ``%``, quotes or
@@ -227,21 +245,41 @@ class HttpGet(StrictModel):
         return v
 
 
-class ReadinessProbe(StrictModel):
-    """Ready = TCP connect, then an HTTP GET through the node answers with a status below 500."""
+class TcpSocket(StrictModel):
+    """A plain TCP connect to the node's own address (for a server that speaks no HTTP)."""
 
+
+class _Probe(StrictModel):
     http_get: HttpGet = HttpGet()
+    tcp_socket: TcpSocket | None = Field(default=None, description="probe with a TCP connect instead of the GET "
+                                         "(a database, a worker that speaks no HTTP): tcp_socket: {}")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Any:
+        if self.tcp_socket is not None and "http_get" in self.model_fields_set:
+            raise ValueError("a probe is http_get or tcp_socket, not both; remove one")
+        return self
+
+    @property
+    def what(self) -> str:
+        """What the probe does, for messages: 'GET /healthz' or 'TCP connect'."""
+        return "TCP connect" if self.tcp_socket is not None else f"GET {self.http_get.path}"
+
+
+class ReadinessProbe(_Probe):
+    """Ready = TCP connect, then an HTTP GET through the node answers with a status below 500
+    (or only the connect, with tcp_socket)."""
+
     initial_delay_seconds: float = Field(default=0.0, ge=0, le=60)
     period_seconds: float = Field(default=0.05, gt=0, le=10)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="give up after this long")
 
 
-class LivenessProbe(StrictModel):
+class LivenessProbe(_Probe):
     """After readiness: GET path every period; `failure_threshold` failures in a row (no answer
     within timeout, or a status ≥ 500) mean the node is hung: it is killed and restarted per its
     availability policy (a stopped or deadlocked server accepts connections and answers nothing)."""
 
-    http_get: HttpGet = HttpGet()
     period_seconds: float = Field(default=5.0, gt=0, le=3600)
     timeout_seconds: float = Field(default=2.0, gt=0, le=600)
     failure_threshold: int = Field(default=3, ge=1, le=100)
@@ -550,7 +588,7 @@ OWNED_UVICORN_OPTIONS = frozenset({
     "--reload-exclude", "--reload-delay", "--log-config", "--app-dir", "--env-file", "--root-path",
     "--interface", "--factory", "--timeout-keep-alive", "--timeout-graceful-shutdown", "--proxy-headers",
     "--no-proxy-headers", "--forwarded-allow-ips", "--log-level", "--access-log", "--no-access-log", "--use-colors",
-    "--no-use-colors", "--limit-concurrency", "--http", "--loop",
+    "--no-use-colors", "--limit-concurrency", "--http", "--loop", "--timeout-worker-healthcheck",
 })
 OWNED_GUNICORN_OPTIONS = frozenset({
     "--bind", "-b", "--workers", "-w", "--worker-class", "-k", "--chdir", "--pid", "-p", "--control-socket",
@@ -606,6 +644,14 @@ class GunicornNode(AppServerNode):
     max_requests: int = Field(default=0, ge=0, le=10_000_000, description="restart a worker after this many "
                               "requests (0: never)")
     max_requests_jitter: int = Field(default=0, ge=0, le=10_000_000)
+    reload: bool = Field(default=False, description="restart the workers when the app's code changes "
+                         "(gunicorn --reload; for development)")
+
+    @model_validator(mode="after")
+    def _reload_not_preload(self) -> GunicornNode:
+        if self.reload and self.preload:
+            raise ValueError("gunicorn --reload cannot re-import a preloaded app; set preload: false or reload: false")
+        return self
 
     @property
     def effective_worker_class(self) -> str:
@@ -646,12 +692,80 @@ class UvicornNode(AppServerNode):
         return self
 
 
-Node = Annotated[NginxNode | ApacheNode | GunicornNode | UvicornNode, Field(discriminator="kind")]
+#: What a command node's process finds in its environment: where to listen (`port:` moves with
+#: --port-offset, so a command reads these rather than repeating the number).
+COMMAND_ADDRESS_ENV = frozenset({"HOST", "PORT"})
+
+
+class CommandNode(NodeBase):
+    """Any program that listens on a port (`python main.py` calling uvicorn.run, a worker, a small
+    database): run as the argv list given, never through a shell; supervised like the servers."""
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1, max_length=256,
+                               description="the argv list, e.g. [python, main.py]; `python` first runs the "
+                               "node's python (like an app's); never a shell string")
+    python: str | None = Field(default=None, description="interpreter or venv directory for a command that "
+                               "starts with `python`; default: a .venv in working_dir, else stackpanel's")
+    working_dir: str | None = Field(default=None, validate_default=True,
+                                    description="directory the command runs in; default: the profile's")
+    env: dict[str, str] = Field(default_factory=dict, description="more environment; HOST and PORT are set "
+                                "from the node's host and port")
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _not_a_shell_string(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError("command is a list of arguments, never a shell string: write e.g. "
+                             "command: [python, main.py] (each argument one item)")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the program (the first item of command) is empty")
+        for arg in v:
+            if any(ord(c) < 32 or c == "\x7f" for c in arg):
+                raise ValueError(f"argument {arg!r} contains a control character")
+        return v
+
+    @field_validator("python", "working_dir")
+    @classmethod
+    def _paths(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return check_python_or_working_dir(v, info)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_env(v, reserved=COMMAND_ADDRESS_ENV)
+
+    @model_validator(mode="after")
+    def _one_process(self) -> CommandNode:
+        if self.workers != 1:
+            raise ValueError("a command node runs one process (its own workers are its business); "
+                             "remove workers here")
+        if self.python is not None and self.command[0] != "python":
+            raise ValueError("python: applies to a command that starts with `python`; write command: "
+                             "[python, ...] or remove python:")
+        return self
+
+    @property
+    def argv(self) -> list[str]:
+        """The command as run: a leading `python` is the node's interpreter (python:, a .venv in
+        working_dir, else stackpanel's), as for app servers."""
+        if self.command[0] == "python":
+            return [python_interpreter(self.python, self.working_dir), *self.command[1:]]
+        return list(self.command)
+
+
+Node = Annotated[NginxNode | ApacheNode | GunicornNode | UvicornNode | CommandNode, Field(discriminator="kind")]
 NODE_MODELS: dict[str, type[NodeBase]] = {
     "nginx": NginxNode,
     "apache": ApacheNode,
     "gunicorn": GunicornNode,
     "uvicorn": UvicornNode,
+    "command": CommandNode,
 }
 
 
@@ -714,10 +828,14 @@ class Profile(StrictModel):
             deps.extend(b for r in node.routes for b in r.backends)
         return list(dict.fromkeys(deps))
 
+    def reached(self) -> set[str]:
+        """Nodes a route leads to or another node depends on (a database next to the app): not entries."""
+        return {e.target for e in self.edges()} | {d for n in self.nodes.values() for d in n.depends_on}
+
     @property
     def entry(self) -> str:
-        """The node clients talk to: the one no route leads to."""
-        targets = {e.target for e in self.edges()}
+        """The node clients talk to: the one no route leads to and no node depends on."""
+        targets = self.reached()
         for name in self.nodes:
             if name not in targets:
                 return name

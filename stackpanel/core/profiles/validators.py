@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from stackpanel.core.errors import ProfileProblem
 from stackpanel.core.fsutil import is_dir, is_file
-from stackpanel.core.profiles.schema import ApacheNode, AppServerNode, Profile, ProxyNode
+from stackpanel.core.profiles.schema import ApacheNode, AppServerNode, CommandNode, Profile, ProxyNode
 from stackpanel.core.profiles.sourcemap import SourceMap
 from stackpanel.core.tls import name_problem
 
@@ -210,7 +211,7 @@ def check_cycles(profile: Profile, smap: SourceMap, port_offset: int) -> list[Pr
 
 
 def check_reachability(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
-    targets = {e.target for e in profile.edges()}
+    targets = profile.reached()
     entries = [n for n in profile.nodes if n not in targets]
     if len(entries) <= 1:
         return []
@@ -234,6 +235,8 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
                                                  f"static directory {route.static} does not exist",
                                                  "create it, or point `static:` at an existing directory "
                                                  "(relative paths are relative to the profile file)"))
+        if isinstance(node, CommandNode):
+            problems.extend(_command_problems(name, node, smap))
         if isinstance(node, AppServerNode):
             app = node.app
             loc = ("nodes", name, "app")
@@ -254,6 +257,27 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
                                              "check the spelling, set app.working_dir to the directory that "
                                              "contains it, or app.python to the venv where it is installed"))
     return problems
+
+
+def _command_problems(name: str, node: CommandNode, smap: SourceMap) -> list[ProfileProblem]:
+    """The working directory exists and the program is there to run (found as execvp would)."""
+    loc = ("nodes", name)
+    workdir = node.working_dir or os.getcwd()
+    if not is_dir(workdir):
+        return [smap.problem(loc + ("working_dir",), f"working_dir {workdir} does not exist",
+                             "point it at the directory the command runs in")]
+    program = node.argv[0]
+    if node.command[0] == "python":
+        if not is_file(program):
+            return [smap.problem(loc + ("python",), f"no Python interpreter at {program}",
+                                 "give the interpreter (…/bin/python) or the venv directory")]
+        return []
+    found = os.path.join(workdir, program) if "/" in program else shutil.which(program)
+    if found is None or not (is_file(found) and os.access(found, os.X_OK)):
+        return [smap.problem(loc + ("command", 0), f"program {program!r} is not "
+                             + ("an executable file" if "/" in program else "on PATH"),
+                             "install it, or give its path (relative paths are relative to working_dir)")]
+    return []
 
 
 Validator = Callable[[Profile, SourceMap, int], list[ProfileProblem]]

@@ -128,10 +128,27 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
     return _with_wrapper(config, paths, name)
 
 
+#: uvicorn 0.54's HUP starts each replacement worker and waits until it serves before retiring the
+#: old one; earlier versions terminate first (a HUP there is a restart of every worker at once).
+UVICORN_ROLLING_HUP = (0, 54)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
 def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "",
-                   unix_socket: Path | None = None) -> RenderedNode:
+                   unix_socket: Path | None = None, uvicorn_version: str = "") -> RenderedNode:
     """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path);
-    `unix_socket`: listen there instead of host:port."""
+    `unix_socket`: listen there instead of host:port; `uvicorn_version`: of the node's interpreter
+    (its reload signal depends on it)."""
+    rolling = node.workers > 1 and not node.reload and _version(uvicorn_version) >= UVICORN_ROLLING_HUP
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
     wrapped = node.app.interface == "asgi"
@@ -164,6 +181,10 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         argv += ["--reload", "--reload-dir", str(workdir)]
     elif node.workers > 1:
         argv += ["--workers", str(node.workers)]
+    if rolling:
+        # a replacement must be ready within this (5 s by default: too short on a busy machine,
+        # where uvicorn then keeps the old worker and aborts the reload)
+        argv += ["--timeout-worker-healthcheck", _seconds(node.readiness_probe.timeout_seconds)]
     argv += node.args
     return RenderedNode(
         name=name, kind="uvicorn", argv=tuple(argv), cwd=workdir,
@@ -172,9 +193,48 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         env=_app_env(node) | wrapper_env, stop_signal=signal.SIGTERM,
         websockets_dir=paths.websockets_dir(name) if wrapped else None, unix_socket=unix_socket,
         dirs=(paths.websockets_dir(name),) if wrapped else (),
-        # uvicorn has no graceful reload; --workers N restarts workers on HUP only since 0.29
-        reload_signal=None,
+        reload_signal=signal.SIGHUP if rolling else None,
     )
+
+
+_READY_HOOKS = """
+import os as _os
+
+
+def post_worker_init(worker):
+    # this worker has loaded the app: a reload may now retire an old one (stackpanel's runs only:
+    # an exported copy of this file may have no such directory, and must still serve)
+    try:
+        open(_os.path.join(READY_DIR, str(_os.getpid())), "w").close()
+    except OSError:
+        pass
+
+
+def worker_exit(server, worker):
+    try:
+        _os.unlink(_os.path.join(READY_DIR, str(worker.pid)))
+    except OSError:
+        pass
+"""
+
+
+def gunicorn_settings(node: GunicornNode, ready_dir: Path) -> str:
+    """The gunicorn.conf.py of a node: the settings a HUP re-reads (a command-line option would
+    win over the file on every reload), so a reload applies a new worker count or timeout; and
+    the hooks that tell a reload which workers have loaded the app. Only validated numbers and
+    the run directory's path (as a Python literal) are written."""
+    settings = {
+        "workers": node.workers,
+        "timeout": int(_seconds(node.timeout_seconds)),
+        "graceful_timeout": int(_seconds(node.shutdown.timeout_seconds)),
+        "keepalive": int(_seconds(node.keepalive_timeout_seconds)),
+        "threads": node.threads if node.effective_worker_class == "sync" else 1,
+        "max_requests": node.max_requests,
+        "max_requests_jitter": node.max_requests_jitter if node.max_requests else 0,
+    }
+    lines = [f"{key} = {int(value)}" for key, value in settings.items()] + [f"READY_DIR = {str(ready_dir)!r}"]
+    return ("# Rendered by stackpanel from the profile (HUP re-reads it); edit the profile.\n" + "\n".join(lines)
+            + "\n" + _READY_HOOKS)
 
 
 def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, unix_socket: Path | None = None) -> RenderedNode:
@@ -192,37 +252,32 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, unix_socket:
         node.app.interpreter, "-m", "gunicorn", target,
         "--config", str(py_conf),
         "--bind", f"unix:{unix_socket}" if unix_socket else node.address,
-        "--workers", str(node.workers),
         "--worker-class", UVICORN_WORKER_CLASS if uvicorn_workers else "sync",
         "--chdir", str(workdir),
         "--pid", str(paths.pid_file(name)),
         # gunicorn ≥ 27 opens a control socket in ~/.gunicorn by default: two stacks would collide.
         "--control-socket", str(paths.state_dir / f"gunicorn-{name}.ctl"),
         "--log-config-json", str(log_conf),
-        "--timeout", _seconds(node.timeout_seconds),
-        "--graceful-timeout", _seconds(node.shutdown.timeout_seconds),
-        "--keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--forwarded-allow-ips", _trusted(unix_socket),
     ]
     if uvicorn_workers:
         argv += ["--pythonpath", str(paths.conf_dir)]  # the access wrapper
     else:
         argv += ["--access-logformat", logformat.GUNICORN_ACCESS_FORMAT]
-        if node.threads > 1:
-            argv += ["--threads", str(node.threads)]
     if node.preload:
         argv += ["--preload"]
-    if node.max_requests:
-        argv += ["--max-requests", str(node.max_requests), "--max-requests-jitter", str(node.max_requests_jitter)]
+    if node.reload:
+        argv += ["--reload"]
     argv += node.args
     return RenderedNode(
         name=name, kind="gunicorn", argv=tuple(argv), cwd=workdir,
         files={log_conf: json.dumps(gunicorn_log_config(paths, name, uvicorn_workers), indent=2) + "\n",
-               py_conf: "# Rendered by stackpanel: every setting is on the command line. Edit the profile.\n",
+               py_conf: gunicorn_settings(node, paths.ready_dir(name)),
                **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,
         websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None, unix_socket=unix_socket,
-        dirs=(paths.websockets_dir(name),) if uvicorn_workers else (),
+        dirs=(paths.ready_dir(name), *((paths.websockets_dir(name),) if uvicorn_workers else ())),
+        ready_dir=paths.ready_dir(name),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

@@ -184,6 +184,10 @@ class RunPaths:
         """stdout + stderr of the node's leader process."""
         return self.logs_dir / f"{node}.out.log"
 
+    def ready_dir(self, node: str) -> Path:
+        """One empty file per worker pid that has loaded the app (gunicorn's post_worker_init)."""
+        return self.state_dir / f"ready-{node}"
+
     def websockets_dir(self, node: str) -> Path:
         """One file per worker pid holding its count of open WebSockets (the access wrapper's)."""
         return self.state_dir / f"ws-{node}"
@@ -249,6 +253,9 @@ class RenderedNode:
     certificate: CertificateRequest | None = None
     #: where the app's workers count their open WebSockets (None: the tier cannot tell)
     websockets_dir: Path | None = None
+    #: where each worker leaves a file named by its pid once it has loaded the app (None: the
+    #: server cannot tell); a reload waits for these before it retires old workers
+    ready_dir: Path | None = None
     #: the Unix socket the node listens on instead of its TCP port (None: TCP)
     unix_socket: Path | None = None
     #: a process the node owns and runs beside its own (an apache node's php-fpm): started and

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from stackpanel.core import discovery
 from stackpanel.core.errors import RenderError
-from stackpanel.core.profiles.schema import ApacheNode, GunicornNode, NginxNode, Profile, UvicornNode
+from stackpanel.core.profiles.schema import ApacheNode, CommandNode, GunicornNode, NginxNode, Profile, UvicornNode
 from stackpanel.core.render.appservers import render_gunicorn, render_uvicorn
+from stackpanel.core.render.command import render_command
 from stackpanel.core.render.common import (
     UNPRIVILEGED_USER,
     RenderedNode,
@@ -62,8 +63,10 @@ def _make_traversable(path: Path) -> None:
             break
 
 
-def _check_app_servers(profile: Profile) -> None:
-    """Each app-server node's interpreter must have its server package (and uvicorn-worker)."""
+def _check_app_servers(profile: Profile) -> dict[str, str]:
+    """Each app-server node's interpreter must have its server package (and uvicorn-worker).
+    Returns each uvicorn node's uvicorn version (what its reload can do depends on it)."""
+    uvicorn_versions: dict[str, str] = {}
     for name, node in profile.nodes.items():
         if not isinstance(node, GunicornNode | UvicornNode):
             continue
@@ -77,6 +80,9 @@ def _check_app_servers(profile: Profile) -> None:
             if env.package_version(kind) is None:
                 raise RenderError(f"node {name!r} needs {kind.replace('_', '-')} in {node.app.interpreter}; "
                                   f"install it with: {discovery.install_hint(kind, python=node.app.interpreter)}")
+        if isinstance(node, UvicornNode):
+            uvicorn_versions[name] = env.package_version("uvicorn") or ""
+    return uvicorn_versions
 
 
 def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None,
@@ -103,7 +109,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
         if php is None:
             raise RenderError(f"this profile runs PHP (a `php: true` route), and php-fpm is not installed: "
                               f"{discovery.install_hint('php')}")
-    _check_app_servers(profile)
+    uvicorn_versions = _check_app_servers(profile)
     nodes: dict[str, RenderedNode] = {}
     for name in profile.start_order():
         node = profile.nodes[name]
@@ -117,5 +123,7 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             nodes[name] = render_gunicorn(name, node, paths, unix_socket_of(profile, paths, name))
         elif isinstance(node, UvicornNode):
             nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name),
-                                         unix_socket_of(profile, paths, name))
+                                         unix_socket_of(profile, paths, name), uvicorn_versions[name])
+        elif isinstance(node, CommandNode):
+            nodes[name] = render_command(name, node, paths)
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)

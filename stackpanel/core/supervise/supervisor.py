@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from stackpanel.core.errors import StackpanelError
-from stackpanel.core.profiles.schema import AppServerNode, Availability, LivenessProbe, NodeBase
+from stackpanel.core.profiles.schema import AppServerNode, Availability, LivenessProbe, NodeBase, ReadinessProbe
 from stackpanel.core.pubsub import Subscribers
 from stackpanel.core.render import RenderedNode, RenderedStack
 from stackpanel.core.supervise.events import (
@@ -46,6 +46,7 @@ from stackpanel.core.supervise.guardian import Guardian
 from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
 from stackpanel.core.supervise.ports import PortConflict, check_ports_free, clear_stale_socket, wait_ports_free
 from stackpanel.core.supervise.process import ManagedProcess
+from stackpanel.core.supervise.reloadplan import ReloadStep, plan_node
 from stackpanel.core.supervise.rundirs import archive_logs
 from stackpanel.core.supervise.runlock import RunLock
 from stackpanel.core.supervise.runrecord import (
@@ -123,8 +124,10 @@ class _Node:
     def address(self) -> str:
         return f"unix:{self.rendered.unix_socket}" if self.rendered.unix_socket else self.spec.address
 
-    def probe(self, path: str, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
-        return probe_http(self.spec.host, self.spec.port, path, timeout, self.rendered.unix_socket)
+    def probe(self, probe: ReadinessProbe | LivenessProbe, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
+        if probe.tcp_socket is not None:
+            return probe_tcp(self.spec.host, self.spec.port, timeout)
+        return probe_http(self.spec.host, self.spec.port, probe.http_get.path, timeout, self.rendered.unix_socket)
 
     @property
     def companion_kind(self) -> str:
@@ -212,9 +215,13 @@ def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOU
     return status < 500, f"HTTP {status}"
 
 
-def _process_specs(rendered: RenderedNode) -> list[tuple[object, ...]]:
-    """What a reload compares: each process's files and command line (the node's own last)."""
-    return [(dict(p.files), p.argv) for p in rendered.processes]
+def probe_tcp(host: str, port: int, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
+    """Ready = a TCP connect is accepted (a server that speaks no HTTP)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, "TCP connect accepted"
 
 
 def _socket_accepts(path: Path | None) -> bool:
@@ -369,6 +376,8 @@ class Supervisor:
         # exists (a zombie not yet reaped by init counts). Nothing of ours is running now.
         for pid_file in self.stack.paths.state_dir.glob("*.pid"):
             pid_file.unlink(missing_ok=True)
+        for stale in self.stack.paths.state_dir.glob("ready-*/*"):  # workers of a killed run
+            stale.unlink(missing_ok=True)
 
         nodes = list(self._nodes.values()) if only is None else [only]
         addresses = [a for n in nodes for a in n.listen_addresses]
@@ -437,7 +446,7 @@ class Supervisor:
                 raise StartError(node.name, f"its {node.companion_kind} {_describe_exit(node.companion.returncode)} "
                                  "while starting",
                                  self.last_lines(node.name))
-            ok, last = node.probe(probe.http_get.path)
+            ok, last = node.probe(probe)
             if ok:
                 break
             if last.startswith("HTTP 5") and isinstance(node.spec, AppServerNode):
@@ -451,10 +460,11 @@ class Supervisor:
                                      f"`interface: {actual}` under app", lines)
             if time.monotonic() > deadline:
                 raise StartError(node.name, f"not ready after {probe.timeout_seconds:g} s "
-                                 f"(GET {probe.http_get.path}: {last})", self.last_lines(node.name))
+                                 f"({probe.what}: {last})", self.last_lines(node.name))
             self._sleep(probe.period_seconds)
         self._refresh_workers(node)
-        self._set_state(node, NodeState.READY, f"{last} from {node.address}{probe.http_get.path}")
+        where = node.address + ("" if probe.tcp_socket is not None else probe.http_get.path)
+        self._set_state(node, NodeState.READY, f"{last} from {where}")
 
     def _start_companion(self, node: _Node, rendered: RenderedNode, deadline: float) -> None:
         """Spawn the node's companion and wait until its socket accepts (before the node itself starts)."""
@@ -587,7 +597,7 @@ class Supervisor:
                 if probe is None or node.state != NodeState.READY or now < node.liveness_due:
                     continue
                 node.liveness_due = now + probe.period_seconds
-                ok, detail = node.probe(probe.http_get.path, probe.timeout_seconds)
+                ok, detail = node.probe(probe, probe.timeout_seconds)
                 self._liveness_result(node, ok, detail, probe)
             self._closed.wait(0.05)
 
@@ -604,7 +614,7 @@ class Supervisor:
                 return
             node.liveness_failures = 0
             self._message("warning", f"{node.name} is unhealthy: {probe.failure_threshold} liveness probes "
-                          f"of GET {probe.http_get.path} failed in a row ({detail}); killing it for a restart")
+                          f"({probe.what}) failed in a row ({detail}); killing it for a restart")
         # SIGKILL to the group also ends stopped (SIGSTOP) processes and hung workers; the leader's
         # exit then takes the crash path: restart per the node's availability policy
         try:
@@ -792,52 +802,142 @@ class Supervisor:
     # ------------------------------------------------------------------ reload
 
     def reload(self, new_stack: RenderedStack) -> list[str]:
-        """Apply re-rendered configs gracefully. Every changed config must first pass the server's
-        own test; if one fails nothing is applied (ReloadError) and the stack keeps running.
-        Returns the names of the nodes that were reloaded or restarted."""
+        """Apply a re-rendered stack without failing a request where the servers allow it (the steps
+        and their reasons: reloadplan.py). Every changed proxy config first passes the server's own
+        test and every new port must be free; if either fails nothing is applied (ReloadError) and
+        the stack keeps running. Returns the names of the nodes that were reloaded or restarted."""
         if set(new_stack.nodes) != set(self.stack.nodes):
             raise ReloadError("the new profile has other nodes; stop the stack and start it again")
         with self._action_lock:
-            changed = [name for name, new in new_stack.nodes.items()
-                       if _process_specs(new) != _process_specs(self.stack.nodes[name])]
-            staged: list[tuple[Path, Path]] = []
-            try:
-                for new in (p for name in changed for p in new_stack.nodes[name].processes):
-                    name = new.name
-                    for path, text in new.files.items():
-                        candidate = path.with_name(path.name + ".new")
-                        candidate.write_text(text, encoding="utf-8")
-                        staged.append((candidate, path))
-                    conf = new.config_file
-                    if new.config_test_argv is not None and conf is not None:
-                        staged_conf = str(conf.with_name(conf.name + ".new"))
-                        argv = tuple(staged_conf if a == str(conf) else a for a in new.config_test_argv)
-                        try:
-                            self._test_config(new, argv)
-                        except StartError as exc:
-                            raise ReloadError(f"new config of {name!r} refused, stack left running:\n"
-                                              + "\n".join(exc.last_lines)) from None
-            except BaseException:
-                for candidate, _ in staged:
-                    candidate.unlink(missing_ok=True)
-                raise
-            for candidate, path in staged:
-                os.replace(candidate, path)
+            steps = [plan_node(name, self._nodes[name].rendered, self._nodes[name].spec, new,
+                               new_stack.profile.nodes[name], self._running(self._nodes[name]))
+                     for name, new in new_stack.nodes.items()]
+            self._check_new_ports(steps, new_stack)
+            self._stage_and_test(new_stack, [s.node for s in steps if s.action != "keep"])
             self.stack = new_stack
-            for name in changed:
-                node = self._nodes[name]
-                old, node.rendered = node.rendered, new_stack.nodes[name]
-                sig = node.rendered.reload_signal
-                argv_same = node.proc is not None and tuple(node.proc.argv) == node.rendered.argv
-                argv_same &= _process_specs(old)[:-1] == _process_specs(node.rendered)[:-1]  # a changed companion
-                if sig is not None and argv_same and node.proc is not None and node.proc.returncode is None:
-                    node.proc.signal(sig)
-                    self._message("info", f"{name}: reloaded with {signal.Signals(sig).name}")
-                else:
-                    self._stop_node(node)
+            for step in steps:
+                node = self._nodes[step.node]
+                node.rendered, node.spec = new_stack.nodes[step.node], new_stack.profile.nodes[step.node]
+                try:
+                    self._apply(node, step)
+                except _Cancelled:  # a stop came meanwhile: it stops everything anyway
+                    break
+            return [s.node for s in steps if s.action in ("signal", "scale", "surge", "restart")]
+
+    def _running(self, node: _Node) -> bool:
+        return node.running and node.state == NodeState.READY
+
+    def _check_new_ports(self, steps: list[ReloadStep], new_stack: RenderedStack) -> None:
+        ours = {a for n in self._nodes.values() if n.proc is not None for a in n.spec.listen_addresses}
+        moved = [a for s in steps if s.action == "restart"
+                 for a in new_stack.profile.nodes[s.node].listen_addresses if a not in ours]
+        conflicts = check_ports_free(moved, offset=new_stack.profile.port_offset)
+        if conflicts:
+            raise ReloadError("a new port is taken, stack left running:\n" + "\n".join(str(c) for c in conflicts))
+
+    def _stage_and_test(self, new_stack: RenderedStack, names: list[str]) -> None:
+        """Write the new files of `names` beside the old ones, test the proxies' with the server's
+        own test, then put them in place; any failure removes the staged files and raises."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for new in (p for name in names for p in new_stack.nodes[name].processes):  # a companion's too
+                name = new.name
+                for d in new.dirs:
+                    d.mkdir(parents=True, exist_ok=True)
+                for path, text in new.files.items():
+                    candidate = path.with_name(path.name + ".new")
+                    candidate.write_text(text, encoding="utf-8")
+                    staged.append((candidate, path))
+                conf = new.config_file
+                if new.config_test_argv is not None and conf is not None:
+                    staged_conf = str(conf.with_name(conf.name + ".new"))
+                    argv = tuple(staged_conf if a == str(conf) else a for a in new.config_test_argv)
+                    try:
+                        self._test_config(new, argv)
+                    except StartError as exc:
+                        raise ReloadError(f"new config of {name!r} refused by {Path(argv[0]).name}'s own test, "
+                                          "stack left running:\n" + "\n".join(exc.last_lines)) from None
+        except BaseException:
+            for candidate, _ in staged:
+                candidate.unlink(missing_ok=True)
+            raise
+        for candidate, path in staged:
+            os.replace(candidate, path)
+
+    def _apply(self, node: _Node, step: ReloadStep) -> None:
+        if step.action in ("keep", "update"):
+            if step.action == "update" or step.why != "unchanged":
+                self._message("info", step.says)
+            return
+        proc = node.proc
+        assert proc is not None
+        self._message("info", step.says)
+        try:
+            if step.action == "restart":
+                self._stop_node(node)
+                try:
                     self._start_node(node)
-                    self._message("info", f"{name}: restarted with the new configuration")
-            return changed
+                except StartError as exc:
+                    self._set_state(node, NodeState.FAILED, exc.reason)
+                    raise
+            elif step.action == "scale":
+                self._scale(node, proc, step.workers)
+            elif step.action == "surge":
+                self._refresh_workers(node)
+                before = set(node.workers)
+                self._scale(node, proc, len(before) + step.workers)
+                self._await_workers(node, proc, lambda w: self._serving(node, set(w) - before, step.workers),
+                                    f"{step.workers} new workers that have loaded the app")
+                self._scale(node, proc, step.workers)  # gunicorn's TTOU retires the oldest worker
+            else:
+                assert step.signal is not None
+                before = set(node.workers)
+                proc.signal(step.signal)
+                if step.replaces_workers:
+                    self._await_workers(node, proc, lambda w: not before & set(w) and self._serving(
+                        node, set(w), step.workers), f"every worker replaced by one of {step.workers} new ones")
+        except StackpanelError as exc:
+            self._message("error", f"{node.name}: reload did not complete: {exc}")
+
+    @staticmethod
+    def _serving(node: _Node, pids: set[int], count: int) -> bool:
+        """`count` of `pids` are workers that have loaded the app (all of them, where the server
+        cannot tell: the rendering has no ready_dir)."""
+        ready_dir = node.rendered.ready_dir
+        if ready_dir is None:
+            return len(pids) == count
+        try:
+            ready = {int(p.name) for p in ready_dir.iterdir() if p.name.isdigit()}
+        except OSError:
+            return False
+        return len(pids) == count and pids <= ready
+
+    def _scale(self, node: _Node, proc: ManagedProcess, workers: int) -> None:
+        """TTIN/TTOU one at a time, each awaited: gunicorn queues at most 5 signals and drops the rest."""
+        while True:
+            self._refresh_workers(node)
+            count = len(node.workers)
+            if count == workers:
+                return
+            proc.signal(signal.SIGTTIN if count < workers else signal.SIGTTOU)
+            target = count + (1 if count < workers else -1)
+            self._await_workers(node, proc, lambda w, t=target: len(w) == t, f"{target} workers")  # type: ignore[misc]
+
+    def _await_workers(self, node: _Node, proc: ManagedProcess, done: Callable[[tuple[int, ...]], bool],
+                       what: str) -> None:
+        """Until `done(worker pids)`; bounded by the node's readiness timeout plus its graceful
+        timeout (old workers finish their requests first)."""
+        deadline = time.monotonic() + node.spec.readiness_probe.timeout_seconds + node.spec.stop_deadline_seconds
+        while True:
+            if proc.returncode is not None:
+                raise StackpanelError(f"it {_describe_exit(proc.returncode)}")
+            self._refresh_workers(node)
+            if done(node.workers):
+                return
+            if time.monotonic() > deadline:
+                raise StackpanelError(f"still waiting for {what} (now {len(node.workers)})")
+            if self._closed.wait(0.05):
+                return
 
     # ------------------------------------------------------------------ teardown
 
