@@ -378,10 +378,11 @@ class ManagedProcess:
         on_exit: ExitCallback | None = None,
         spawner: Spawner | None = None,
         watcher: ExitWatcher | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> ManagedProcess:
         """Spawn ``argv`` through the spawner thread and watch it. Raises ``SpawnError``."""
         sp = spawner or default_spawner()
-        popen = sp.spawn(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path)
+        popen = sp.spawn(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path, pass_fds=pass_fds)
         proc = cls(
             name, popen, stop_signal=stop_signal, log_path=Path(log_path), on_exit=on_exit, watcher=watcher
         )

@@ -43,7 +43,7 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.core.supervise.guardian import Guardian
 from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
-from stackpanel.core.supervise.ports import PortConflict, check_ports_free, wait_ports_free
+from stackpanel.core.supervise.ports import PortConflict, wait_ports_free
 from stackpanel.core.supervise.process import ManagedProcess
 from stackpanel.core.supervise.rundirs import archive_logs
 from stackpanel.core.supervise.runlock import RunLock
@@ -55,6 +55,7 @@ from stackpanel.core.supervise.runrecord import (
     find_leftovers,
     record_path,
 )
+from stackpanel.core.supervise.sockets import ListeningSockets, listener_owner_problem
 
 log = logging.getLogger("stackpanel.supervise")
 
@@ -171,7 +172,8 @@ def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOU
 
 
 class Supervisor:
-    def __init__(self, stack: RenderedStack, *, use_guardian: bool = True) -> None:
+    def __init__(self, stack: RenderedStack, *, use_guardian: bool = True, socket_handoff: bool = True) -> None:
+        """``socket_handoff=False``: every server binds its own port, as before #18.4 (benchmarks)."""
         self.stack = stack
         self._lock = threading.RLock()  # node state
         self._action_lock = threading.Lock()  # one blocking action at a time
@@ -193,6 +195,7 @@ class Supervisor:
         self._guardian: Guardian | None = None
         self._record = RunRecord(stack.paths.root)
         self._run_lock = RunLock(stack.paths.root)
+        self._sockets = ListeningSockets(enabled=socket_handoff)
         self._rotator = LogRotator()
         self._poller: threading.Thread | None = None
         self._liveness: threading.Thread | None = None
@@ -303,10 +306,7 @@ class Supervisor:
         for pid_file in self.stack.paths.state_dir.glob("*.pid"):
             pid_file.unlink(missing_ok=True)
 
-        addresses = [a for n in self._nodes.values() for a in n.spec.listen_addresses]
-        conflicts = check_ports_free(addresses, offset=self.stack.profile.port_offset)
-        if conflicts:
-            raise PortConflictError(conflicts)
+        self._bind_sockets(list(self._nodes.values()))
 
         archive_logs(self.stack.paths.logs_dir)  # a new run starts from empty logs; the last one is logs.1
         self.stack.write()
@@ -314,6 +314,13 @@ class Supervisor:
             self._test_config(node.rendered, node.rendered.config_test_argv)
         if self._use_guardian and self._guardian is None:
             self._guardian = Guardian()
+
+    def _bind_sockets(self, nodes: list[_Node]) -> None:
+        """Our listening sockets for the nodes that take one, a port check for the others."""
+        conflicts = self._sockets.bind(((n.rendered, n.spec.listen_addresses) for n in nodes),
+                                       offset=self.stack.profile.port_offset)
+        if conflicts:
+            raise PortConflictError(conflicts)
 
     def _test_config(self, rendered: RenderedNode, argv: tuple[str, ...] | None) -> None:
         if argv is None:
@@ -325,10 +332,10 @@ class Supervisor:
 
     def _spawn(self, node: _Node) -> ManagedProcess:
         r = node.rendered
-        env = r.environment(os.environ)
+        launch = self._sockets.launch(r, node.spec.listen_addresses, r.environment(os.environ))
         proc = ManagedProcess.start(
-            r.name, list(r.argv), log_path=r.output_log, env=env, cwd=r.cwd,
-            stop_signal=r.stop_signal, on_exit=self._on_exit,
+            r.name, list(launch.argv), log_path=r.output_log, env=launch.env, cwd=r.cwd,
+            stop_signal=r.stop_signal, on_exit=self._on_exit, pass_fds=launch.pass_fds,
         )
         if self._guardian is not None:
             self._guardian.watch(proc.pgid)
@@ -358,6 +365,11 @@ class Supervisor:
                 raise StartError(node.name, f"{_describe_exit(proc.returncode)} while starting",
                                  self.last_lines(node.name))
             ok, last = probe_http(node.spec.host, node.spec.port, probe.http_get.path)
+            if ok and not self._sockets.hands_off(node.rendered):
+                # its own bind: the answer counts only from its own socket, never another program's
+                foreign = listener_owner_problem(node.spec.host, node.spec.port, proc.pid)
+                if foreign is not None:
+                    raise StartError(node.name, foreign)
             if ok:
                 break
             if last.startswith("HTTP 5") and isinstance(node.spec, AppServerNode):
@@ -580,6 +592,7 @@ class Supervisor:
         ours = [a for n in self._nodes.values() if n.proc is not None for a in n.spec.listen_addresses]
         for name in reversed(list(self.stack.nodes)):
             self._stop_node(self._nodes[name])
+        self._sockets.close()
         # only the ports our processes held: one taken by someone else before the start is not news
         leftover = wait_ports_free(ours, timeout=2.0) if ours else []
         for conflict in leftover:
@@ -615,6 +628,7 @@ class Supervisor:
             if node.timer is not None:
                 node.timer.cancel()
             self._stop_node(node)
+            self._sockets.release(node.spec.listen_addresses)  # stopped: refused, not queued forever
             with self._lock:
                 if self._stack_state == StackState.RUNNING:
                     self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
@@ -631,6 +645,7 @@ class Supervisor:
             if self._use_guardian and self._guardian is None:
                 self._guardian = Guardian()
             try:
+                self._bind_sockets([node])
                 self._start_node(node)
             except _Cancelled:  # a stop came while it was starting
                 self._stop_node(node)
@@ -684,7 +699,8 @@ class Supervisor:
                 node = self._nodes[name]
                 node.rendered = new_stack.nodes[name]
                 sig = node.rendered.reload_signal
-                argv_same = node.proc is not None and tuple(node.proc.argv) == node.rendered.argv
+                argv_same = node.proc is not None and tuple(node.proc.argv) == self._sockets.launch(
+                    node.rendered, node.spec.listen_addresses, {}).argv
                 if sig is not None and argv_same and node.proc is not None and node.proc.returncode is None:
                     node.proc.signal(sig)
                     self._message("info", f"{name}: reloaded with {signal.Signals(sig).name}")
