@@ -61,7 +61,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
-def _replace_option(argv: Sequence[str], option: str, new: tuple[str, str], drop: Sequence[str] = ()) -> tuple[str, ...]:
+def _replace_option(argv: Sequence[str], option: str, new: tuple[str, str],
+                    drop: Sequence[str] = ()) -> tuple[str, ...]:
     """``argv`` with the first ``option VALUE`` replaced by the pair ``new`` and every option in
     ``drop`` removed with its value. No ``option`` at all is a bug of ours (the renderer wrote it)."""
     out: list[str] = []
