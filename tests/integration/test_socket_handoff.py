@@ -3,6 +3,7 @@ they wait in the backlog and the restarted master serves them. Without the hando
 refused, which shows the load sees the gap."""
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
@@ -17,10 +18,10 @@ from stackpanel.core.loadgen import LoadConfig, LoadResult, run_load
 from stackpanel.core.profiles.loader import load_profile_text
 from stackpanel.core.render import render_stack
 from stackpanel.core.supervise.events import NodeState, NodeStateChanged
-from stackpanel.core.supervise.supervisor import PortConflictError, Supervisor
+from stackpanel.core.supervise.supervisor import PortConflictError, StartError, Supervisor
 
-from .conftest import free_offset, port_free
-from .test_supervisor import Recorder
+from .conftest import builtin, free_offset, port_free
+from .test_supervisor import Recorder, supervisor_factory  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +144,40 @@ def test_a_taken_port_fails_at_our_bind_naming_its_holder(tmp_path: Path) -> Non
         finally:
             sup.close()
     assert port_free(port)
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"not apache")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_apache_probe_answered_by_a_foreign_listener_fails_naming_it(supervisor_factory) -> None:
+    """Apache binds its own port (it cannot take ours): a program that takes the port after the port
+    check, right when Apache is spawned, answers the readiness probe. That answer must not count."""
+    profile = builtin("apache-uvicorn")
+    port = profile.nodes["web"].port
+    sup = supervisor_factory(profile)
+    servers: list[http.server.HTTPServer] = []
+
+    def squat(event: object) -> None:
+        if isinstance(event, NodeStateChanged) and event.node == "web" and event.state == NodeState.STARTING:
+            server = http.server.HTTPServer(("127.0.0.1", port), _Answer)
+            servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    sup.subscribe(squat)
+    try:
+        with pytest.raises(StartError, match=rf"port {port} on 127.0.0.1 answered, but it is held by "
+                                             rf"pid {os.getpid()} \(python"):
+            sup.start()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert servers, "the squatter never ran"
+    assert sup.snapshot().node("web").state != NodeState.READY
