@@ -21,7 +21,7 @@ from stackpanel.core.supervise.events import NodeState, NodeStateChanged
 from stackpanel.core.supervise.supervisor import PortConflictError, StartError, Supervisor
 
 from .conftest import builtin, free_offset, port_free
-from .test_supervisor import Recorder, supervisor_factory  # noqa: F401 - a fixture
+from .test_supervisor import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_a_taken_port_fails_at_our_bind_naming_its_holder(tmp_path: Path) -> Non
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"not apache")
@@ -156,12 +156,12 @@ class _Answer(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_apache_probe_answered_by_a_foreign_listener_fails_naming_it(supervisor_factory) -> None:
+def test_apache_probe_answered_by_a_foreign_listener_fails_naming_it(tmp_path: Path) -> None:
     """Apache binds its own port (it cannot take ours): a program that takes the port after the port
     check, right when Apache is spawned, answers the readiness probe. That answer must not count."""
     profile = builtin("apache-uvicorn")
     port = profile.nodes["web"].port
-    sup = supervisor_factory(profile)
+    sup = Supervisor(render_stack(profile, tmp_path / "run"))
     servers: list[http.server.HTTPServer] = []
 
     def squat(event: object) -> None:
@@ -179,5 +179,6 @@ def test_apache_probe_answered_by_a_foreign_listener_fails_naming_it(supervisor_
         for server in servers:
             server.shutdown()
             server.server_close()
+        sup.close()
     assert servers, "the squatter never ran"
     assert sup.snapshot().node("web").state != NodeState.READY

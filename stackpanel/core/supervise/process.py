@@ -502,10 +502,8 @@ class ManagedProcess:
                 self.stop_signal if signal_ is None else int(signal_), timeout, kill_timeout
             )
             self._stop_result = result
-        if result.killed:
-            log.warning("%s", result.describe())
-        else:
-            log.info("%s", result.describe())
+        # info either way: the owner says it to people (the supervisor warns with an event), once
+        log.info("%s", result.describe())
         return result
 
     def _remaining(self, extra: list[psutil.Process]) -> list[int]:
