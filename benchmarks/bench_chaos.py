@@ -344,7 +344,9 @@ def kill_trial(phase: str, rng: random.Random, root: Path, profile_name: str = "
     proc = up(profile_name, offset, run_dir)
     try:
         if phase == "start":
-            time.sleep(rng.uniform(0.2, 1.2))  # the start takes ~1 s: somewhere in it
+            if not read_until(proc, "started pid"):  # the first server is spawned: the start is under way
+                return {"phase": phase, "error": "never started a server"}
+            time.sleep(rng.uniform(0, 0.5))
         else:
             if not read_until(proc, "is up: open"):
                 return {"phase": phase, "error": "never came up"}
