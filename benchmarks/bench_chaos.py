@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_chaos.py handoff --reps 5          # kill -9 of masters under load, A/B
     .venv/bin/python benchmarks/bench_chaos.py faults --trials 60 --seed 1
-    .venv/bin/python benchmarks/bench_chaos.py kill-stackpanel --trials 300 --seed 1
+    .venv/bin/python benchmarks/bench_chaos.py kill-stackpanel --trials 1000 --seed 1 --minutes 40
     .venv/bin/python benchmarks/bench_chaos.py double-start --pairs 100
     .venv/bin/python benchmarks/bench_chaos.py hung --trials 20
     .venv/bin/python benchmarks/bench_chaos.py soak --minutes 30 --seed 1
@@ -50,7 +50,7 @@ from stackpanel.core.profiles.loader import load_profile, load_profile_text
 from stackpanel.core.profiles.schema import Profile
 from stackpanel.core.render import render_stack
 from stackpanel.core.supervise.events import Event, NodeState, NodeStateChanged, StackMessage
-from stackpanel.core.supervise.ports import free_port_offset
+from stackpanel.core.supervise.ports import free_port_offset, wait_ports_free
 from stackpanel.core.supervise.supervisor import Supervisor
 
 PY = sys.executable
@@ -71,18 +71,15 @@ def ports_of(profile: Profile) -> list[tuple[str, int]]:
     return [a for n in profile.nodes.values() for a in n.listen_addresses]
 
 
-def held_ports(profile: Profile) -> list[int]:
-    """Ports of the profile someone still listens on."""
-    import socket
-    held = []
-    for host, port in ports_of(profile):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError:
-                held.append(port)
-    return held
+def held_ports(profile: Profile, grace: float = 2.0) -> list[int]:
+    """Ports of the profile still taken after `grace` seconds (a process in the middle of its exit
+    has no command line left to be found by, but may hold its socket for a moment)."""
+    deadline = time.monotonic() + grace
+    while True:
+        held = [port for host, port in ports_of(profile) if wait_ports_free([(host, port)], 0)]
+        if not held or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.05)
 
 
 def median(values: list[float]) -> float:
@@ -370,10 +367,14 @@ def kill_trial(phase: str, rng: random.Random, root: Path, profile_name: str = "
     return {"phase": phase, "orphans": orphans, "held": held_ports(profile)}
 
 
-def run_kills(trials: int, seed: int, root: Path, quiet: bool = False) -> list[dict]:
+def run_kills(trials: int, seed: int, root: Path, quiet: bool = False, minutes: float | None = None) -> list[dict]:
+    """`trials` kills, or as many as fit in `minutes`."""
     rng = random.Random(seed)
-    out = []
+    out: list[dict] = []
+    deadline = time.monotonic() + minutes * 60 if minutes else float("inf")
     for i in range(trials):
+        if time.monotonic() > deadline:
+            break
         r = kill_trial(("start", "run", "stop")[i % 3], rng, root)
         out.append(r)
         if not quiet and (r.get("orphans") or r.get("held") or r.get("error") or (i + 1) % 25 == 0):
@@ -383,8 +384,8 @@ def run_kills(trials: int, seed: int, root: Path, quiet: bool = False) -> list[d
 
 def cmd_kill(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_kills(args.trials, args.seed, Path(tmp))
-    print(f"\n## kill -9 of stackpanel up (nginx-uvicorn), {args.trials} trials, seed {args.seed}\n")
+        results = run_kills(args.trials, args.seed, Path(tmp), minutes=args.minutes)
+    print(f"\n## kill -9 of stackpanel up (nginx-uvicorn), {len(results)} trials, seed {args.seed}\n")
     print("| phase | trials | with orphans | orphan processes | with held ports | never came up |")
     print("|---|---|---|---|---|---|")
     for phase in ("start", "run", "stop"):
@@ -558,8 +559,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("kill-stackpanel")
-    p.add_argument("--trials", type=int, default=300)
+    p.add_argument("--trials", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--minutes", type=float, help="stop after this long, whatever the trial count")
     sub.add_parser("double-start").add_argument("--pairs", type=int, default=100)
     sub.add_parser("hung").add_argument("--trials", type=int, default=20)
     p = sub.add_parser("soak")

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -55,9 +56,16 @@ nodes:
 """
 
 
-def kill_master_under_load(sup: Supervisor, url: str, connections: int = 8) -> tuple[LoadResult, float]:
-    """Constant load on `url`; kill -9 the app's master; return the load's result and the seconds from
-    the kill to the node's readiness again."""
+def kill_master(sup: Supervisor) -> None:
+    pid = sup.snapshot().node("app").pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+
+def kill_master_under_load(sup: Supervisor, url: str, connections: int = 8,
+                           fault: Callable[[Supervisor], None] = kill_master) -> tuple[LoadResult, float]:
+    """Constant load on `url`; kill -9 the app's master (or another `fault`); return the load's result
+    and the seconds from the fault to the node's readiness again."""
     rec = Recorder(sup)
     served = threading.Condition()
     ok = [0]
@@ -78,10 +86,8 @@ def kill_master_under_load(sup: Supervisor, url: str, connections: int = 8) -> t
     worker = threading.Thread(target=lambda: out.append(run_load(config, progress, stop_event=stop)), daemon=True)
     worker.start()
     wait_served(100)
-    pid = sup.snapshot().node("app").pid
-    assert pid is not None
     killed_at = time.time()
-    os.kill(pid, signal.SIGKILL)
+    fault(sup)
     ready = rec.wait_for(lambda e: isinstance(e, NodeStateChanged) and e.node == "app"
                          and e.state == NodeState.READY and e.at > killed_at, timeout=20)
     wait_served(ok[0] + 200)  # the restarted master serves the load
@@ -101,10 +107,22 @@ def test_a_killed_master_refuses_no_connection_under_load(tmp_path: Path, kind: 
         sup.close()
     assert result.errors["connect_refused"] == 0, result.errors
     assert result.errors["http_5xx"] == 0, result.errors
-    # only requests in flight in the killed processes may fail (one per connection at most)
-    assert result.errors_total <= 8, result.errors
+    # only connections the dead processes held may fail: requests in flight, and keep-alive ones the
+    # orphaned workers (--workers 2) close as they are stopped while a request is on its way (resets)
+    assert result.errors_total <= 2 * 8, result.errors
     assert recovery < 5.0  # ≤ 1 s + app import on a quiet box; BENCHMARKS.md has the medians
     assert result.requests_ok > 100
+
+
+def test_a_restart_from_the_panel_keeps_the_socket(tmp_path: Path) -> None:
+    profile = load_profile_text(app_profile(tmp_path, "uvicorn"), tmp_path / "p.yaml", port_offset=free_offset())
+    sup = Supervisor(render_stack(profile, tmp_path / "run"))
+    try:
+        sup.start()
+        result, _ = kill_master_under_load(sup, profile.entry_url, fault=lambda s: s.restart_node("app"))
+    finally:
+        sup.close()
+    assert result.errors["connect_refused"] == 0, result.errors
 
 
 def test_without_the_handoff_the_same_kill_is_refused(tmp_path: Path) -> None:

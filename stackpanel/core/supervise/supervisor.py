@@ -622,13 +622,15 @@ class Supervisor:
 
     # ------------------------------------------------------------------ single nodes
 
-    def stop_node(self, name: str) -> None:
+    def stop_node(self, name: str, *, keep_socket: bool = False) -> None:
+        """``keep_socket``: hold its listening sockets (a restart: connections wait, none is refused)."""
         with self._action_lock:
             node = self._nodes[name]
             if node.timer is not None:
                 node.timer.cancel()
             self._stop_node(node)
-            self._sockets.release(node.spec.listen_addresses)  # stopped: refused, not queued forever
+            if not keep_socket:
+                self._sockets.release(node.spec.listen_addresses)  # stopped: refused, not queued forever
             with self._lock:
                 if self._stack_state == StackState.RUNNING:
                     self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
@@ -657,7 +659,7 @@ class Supervisor:
             self._ensure_poller()
 
     def restart_node(self, name: str) -> None:
-        self.stop_node(name)
+        self.stop_node(name, keep_socket=True)
         self.start_node(name)
 
     # ------------------------------------------------------------------ reload
