@@ -435,9 +435,13 @@ def double_pair(root: Path, profile_name: str = "uvicorn-workers") -> dict:
                 p.kill()
 
 
-def run_doubles(pairs: int, root: Path, quiet: bool = False) -> list[dict]:
-    out = []
+def run_doubles(pairs: int, root: Path, quiet: bool = False, minutes: float | None = None) -> list[dict]:
+    """`pairs` double starts, or as many as fit in `minutes`."""
+    out: list[dict] = []
+    deadline = time.monotonic() + minutes * 60 if minutes else float("inf")
     for i in range(pairs):
+        if time.monotonic() > deadline:
+            break
         out.append(double_pair(root))
         if not quiet and (out[-1] != {"running": 1, "refused_with_message": 1} or (i + 1) % 10 == 0):
             print(f"  {i + 1:3d} {out[-1]}", flush=True)
@@ -446,7 +450,7 @@ def run_doubles(pairs: int, root: Path, quiet: bool = False) -> list[dict]:
 
 def cmd_double(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_doubles(args.pairs, Path(tmp))
+        results = run_doubles(args.pairs, Path(tmp), minutes=args.minutes)
     good = sum(r == {"running": 1, "refused_with_message": 1} for r in results)
     print(f"\n## double starts (uvicorn-workers, same run dir and offset): {good} of {len(results)} pairs: "
           f"exactly one ran, the other was refused with a message; both ran: "
@@ -562,7 +566,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--minutes", type=float, help="stop after this long, whatever the trial count")
-    sub.add_parser("double-start").add_argument("--pairs", type=int, default=100)
+    p = sub.add_parser("double-start")
+    p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--minutes", type=float, help="stop after this long, whatever the pair count")
     sub.add_parser("hung").add_argument("--trials", type=int, default=20)
     p = sub.add_parser("soak")
     p.add_argument("--minutes", type=float, default=30)

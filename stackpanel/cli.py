@@ -82,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds of warm-up load first (2)")
     p.add_argument("--requests", "-n", type=int, metavar="N",
                    help="send N requests instead (the duration is then a cap; built-in generator only)")
-    p.add_argument("--path", default="/api/hello", metavar="P", help="path requested on each entry URL (/api/hello)")
+    p.add_argument("--path", metavar="P",
+                   help="path requested on each entry URL (default: the entry's readiness probe path; "
+                        "/api/hello answers on every built-in profile)")
+    p.add_argument("--port-offset", type=int, metavar="N",
+                   help="shift every profile's ports by N (default: a free offset for each)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="run every app server (gunicorn/uvicorn) with N workers, to compare at equal workers")
     p.add_argument("--wrk", action="store_true", help="load with wrk instead of the built-in generator")
@@ -125,13 +129,17 @@ def _load(name_or_path: str, port_offset: int = 0) -> Profile:
 def cmd_validate(args: argparse.Namespace) -> int:
     from stackpanel.core.profiles.exposure import exposure_warnings
     from stackpanel.core.profiles.library import resolve_profile
-    from stackpanel.core.profiles.loader import load_profile
+    from stackpanel.core.profiles.loader import collect_problems
+    from stackpanel.core.profiles.yamlsource import read_profile_text
 
     failed = 0
     for item in args.profiles:
         try:
             path = resolve_profile(item)
-            profile = load_profile(path)
+            check = collect_problems(read_profile_text(path), path)  # every problem, not the first batch
+            if check.profile is None or check.problems:
+                raise ProfileError(check.problems)
+            profile = check.profile
         except ProfileError as exc:
             failed += 1
             print(exc, file=sys.stderr)
@@ -235,7 +243,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     comparison = compare_profiles(
         args.profiles, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup,
         path=args.path, generator="wrk" if args.wrk else "builtin", requests=args.requests,
-        workers=args.workers, progress=lambda event: print(event, flush=True),
+        workers=args.workers, port_offset=args.port_offset, progress=lambda event: print(event, flush=True),
     )
     print()
     print(comparison.format_table())

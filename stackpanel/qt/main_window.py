@@ -28,11 +28,12 @@ from PySide6.QtWidgets import (
 
 from stackpanel.core.profiles.library import DEFAULT_PROFILE, user_dir
 from stackpanel.qt.controller import LoadedProfile, StackController
+from stackpanel.qt.editor import ProfileEditor
 from stackpanel.qt.event_log import StackStatusBar
 from stackpanel.qt.export_action import ExportAction
 from stackpanel.qt.nodes_view import NodeButtons, NodeTable
 from stackpanel.qt.notices import ProfileNotices
-from stackpanel.qt.panels import TAB_PANELS, PanelSpec, RemembersSettings
+from stackpanel.qt.panels import TAB_PANELS, GuardsUnsavedWork, PanelSpec, RemembersSettings
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
 from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel, UrlActions
 from stackpanel.qt.theme import THEMES, apply_theme, icon
@@ -123,6 +124,8 @@ class MainWindow(QMainWindow):
         self.setStatusBar(StackStatusBar(c))
 
         self._build_menus()
+        for editor in (w for w in self.panels.values() if isinstance(w, ProfileEditor)):
+            editor.libraryChanged.connect(lambda name: self.profile_list.refresh(select=name or None))
         c.profileLoaded.connect(self._show_title)
         self._restore_settings()
         self.profile_list.refresh(select=initial_profile or str(self.settings.value("profile", DEFAULT_PROFILE, str)))
@@ -238,6 +241,10 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """A window with a session first stops and closes it (asking if it runs), then goes."""
+        if not self._closing and not all(w.may_close() for w in self.panels.values()
+                                         if isinstance(w, GuardsUnsavedWork)):
+            event.ignore()  # the user keeps editing
+            return
         self.save_settings()
         c = self.controller
         if not self._stack_closed and (c.has_session or c.busy):

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QWidget
 from stackpanel.qt.compare_view import CompareView
 from stackpanel.qt.controller import StackController
 from stackpanel.qt.details import NodeDetails
+from stackpanel.qt.editor import ProfileEditor
 from stackpanel.qt.event_log import EventLog
 from stackpanel.qt.load_panel import LoadPanel
 from stackpanel.qt.log_view import LogView
@@ -47,4 +48,12 @@ TAB_PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("load", "Load", lambda c: LoadPanel(controller=c), icon="load"),
     PanelSpec("events", "Events", EventLog),
     PanelSpec("compare", "Compare", lambda c: CompareView(controller=c)),
+    PanelSpec("editor", "Edit profile", lambda c: ProfileEditor(controller=c)),
 )
+
+
+@runtime_checkable
+class GuardsUnsavedWork(Protocol):
+    """A panel with work that closing the window would drop: ``may_close`` asks the user."""
+
+    def may_close(self) -> bool: ...

@@ -107,6 +107,22 @@ def test_every_builtin_profile_comes_up_answers_and_stops_clean(name: str, super
     assert all(n.state == NodeState.STOPPED for n in sup.snapshot().nodes)
 
 
+def test_one_node_can_start_a_run_by_itself(supervisor_factory) -> None:
+    """Starting a node before the stack ever ran writes the run directory and takes the run lock."""
+    profile = builtin("nginx-uvicorn")
+    sup = supervisor_factory(profile)
+    sup.start_node("app")
+    assert sup.snapshot().node("app").state == NodeState.READY
+    assert get(profile.nodes["app"].url + "healthz")[0] == 200
+    with pytest.raises(StackpanelError, match="already running"):
+        supervisor_factory(profile, "run").start()  # the same run directory is ours now
+    sup.start()  # the rest of the stack joins the running node
+    assert get(profile.entry_url + "api/hello")[0] == 200
+    pids = all_pids(sup)
+    sup.stop()
+    assert wait_gone(pids) == [] and ports_free(profile)
+
+
 def test_killed_worker_is_replaced_and_reported(supervisor_factory) -> None:
     profile = builtin("nginx-gunicorn-uvicorn")
     sup = supervisor_factory(profile)

@@ -47,3 +47,15 @@ def test_validate_warns_about_exposed_nodes(tmp_path: Path, capsys: pytest.Captu
 def test_schema_prints_draft_07(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A schema problem in one node does not hide a port clash with another (the editor's check)."""
+    path = tmp_path / "two.yaml"
+    path.write_text("version: 1\nname: two problems\nnodes:\n"
+                    "  web: {kind: nginx, port: 8080, routes: [{path: /, to: app}]}\n"
+                    "  app: {kind: uvicorn, port: 8080, wokers: 2, app: {module: stackpanel.apps.fastapi_demo:app}}\n")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:5:" in err and "unknown key 'wokers'" in err
+    assert "port 8080 is already used by node 'web'" in err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -148,7 +149,7 @@ def test_json_is_strict_and_complete() -> None:
     data = json.loads(c.to_json())  # to_json uses allow_nan=False: NaN became null
     assert data["baseline"] == "direct" and data["all_ran"] is False
     assert data["settings"] == {"connections": 64, "duration_s": 10.0, "path": "/api/hello", "warmup_s": 2.0,
-                                "generator": "builtin", "requests": None, "workers": 4}
+                                "generator": "builtin", "requests": None, "workers": 4, "port_offset": None}
     assert data["machine"]["nproc"] == 2
     by_name = {r["name"]: r for r in data["runs"]}
     assert by_name["broken"]["ratio"] is None and by_name["broken"]["throughput_rps"] is None
@@ -293,3 +294,12 @@ def test_importing_the_comparison_does_not_import_qt() -> None:
     code = ("import sys, stackpanel.core.bench, stackpanel.qt.chart\n"
             "assert not [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6'))]\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_default_bench_path_is_the_entrys_probe_path() -> None:
+    from stackpanel.core.bench.compare import bench_path
+
+    unset = dataclasses.replace(SETTINGS, path=None)
+    assert bench_path(load_profile(builtin_dir() / "nginx-gunicorn-flask.yaml"), unset) == "/healthz"
+    assert bench_path(load_profile(builtin_dir() / "nginx-uvicorn.yaml"), unset) == "/"  # static index
+    assert bench_path(load_profile(builtin_dir() / "nginx-uvicorn.yaml"), SETTINGS) == "/api/hello"

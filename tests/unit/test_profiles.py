@@ -449,3 +449,29 @@ def test_user_profiles_may_end_in_yml(tmp_path: Path, monkeypatch: pytest.Monkey
     (udir / "mine.yml").write_text(GOOD.replace("static: site", f"static: {tmp_path}"))
     assert [e.name for e in list_profiles() if not e.builtin] == ["mine"]
     assert resolve_profile("mine") == udir / "mine.yml"
+
+
+def test_a_probe_path_may_carry_a_plain_query(profile_dir: Path) -> None:
+    probe = '    readiness_probe: {http_get: {path: "/socket.io/?EIO=4&transport=polling"}}\n'
+    profile = load(GOOD + probe, profile_dir)
+    assert profile.nodes["app"].readiness_probe.http_get.path == "/socket.io/?EIO=4&transport=polling"
+    for bad in ("/x?a=%41", "/x?a='b'", "/x?a b", "/../x?a=1"):
+        [(line, message, _hint)] = problems(GOOD + probe.replace("/socket.io/?EIO=4&transport=polling", bad),
+                                            profile_dir)
+        assert line == 18 and "readiness_probe.http_get.path" in message
+
+
+def test_a_proxy_is_probed_through_to_its_root_backend_unless_it_says_otherwise(profile_dir: Path) -> None:
+    chain = load_profile(builtin_dir() / "nginx-apache-uvicorn.yaml")
+    assert {n: node.readiness_probe.http_get.path for n, node in chain.nodes.items()} == {
+        "edge": "/healthz", "web": "/healthz", "app": "/healthz"}
+    static_root = load(GOOD, profile_dir)  # `/` is static: the proxy answers it itself
+    assert static_root.nodes["web"].readiness_probe.http_get.path == "/"
+    own = GOOD.replace("      - path: /api\n        to: app\n      - path: /\n        static: site\n",
+                       "      - path: /\n        to: app\n") + "    readiness_probe: {http_get: {path: /ready}}\n"
+    own = own.replace("    routes:\n", "    readiness_probe: {http_get: {path: /mine}}\n    routes:\n")
+    profile = load(own, profile_dir)
+    assert profile.nodes["web"].readiness_probe.http_get.path == "/mine"
+    inherited = load(own.replace("    readiness_probe: {http_get: {path: /mine}}\n", ""), profile_dir)
+    assert inherited.nodes["web"].readiness_probe.http_get.path == "/ready"
+    assert inherited.with_port_offset(5).nodes["web"].readiness_probe.http_get.path == "/ready"

@@ -53,7 +53,7 @@ from stackpanel.core.bench.report import (
 from stackpanel.core.errors import StackpanelError
 from stackpanel.core.loadgen.errors import LoadConfigError
 from stackpanel.core.loadgen.generator import LoadConfig, run_load
-from stackpanel.core.loadgen.result import LoadProgress, LoadResult
+from stackpanel.core.loadgen.result import ErrorKind, LoadProgress, LoadResult
 from stackpanel.core.loadgen.target import parse_target
 from stackpanel.core.loadgen.wrk import run_wrk, wrk_available
 from stackpanel.core.machine import machine_info
@@ -139,6 +139,12 @@ class _Prepared:
     profile: Profile  # with the worker override applied; ports not shifted yet
 
 
+def bench_path(profile: Profile, settings: CompareSettings) -> str:
+    """The path loaded: the one asked for, else the entry's readiness probe path (what the profile
+    itself says answers; a proxy's reaches through to its `/` backend)."""
+    return settings.path or profile.nodes[profile.entry].readiness_probe.http_get.path
+
+
 def _prepare(spec: ProfileSpec, settings: CompareSettings) -> _Prepared | ProfileRun:
     """Load ``spec`` and check that its entry URL is one the load generator may hit; a failed row
     (nothing started) when not."""
@@ -147,7 +153,7 @@ def _prepare(spec: ProfileSpec, settings: CompareSettings) -> _Prepared | Profil
         profile = spec if isinstance(spec, Profile) else load_profile(resolve_profile(str(spec)))
         if settings.workers:
             profile = with_app_workers(profile, settings.workers)
-        parse_target(join_url(profile.browser_url, settings.path))
+        parse_target(join_url(profile.browser_url, bench_path(profile, settings)))
     except StackpanelError as exc:
         return ProfileRun(name=name, reason=str(exc))
     return _Prepared(name, profile)
@@ -239,13 +245,14 @@ def _run_one(prepared: _Prepared, settings: CompareSettings, load: LoadConfig, r
              report: _Reporter, use_guardian: bool, before_start: BeforeStart | None = None) -> ProfileRun:
     name = prepared.name
     try:
-        offset = free_port_offset(n.port for n in prepared.profile.nodes.values())
+        offset = (settings.port_offset if settings.port_offset is not None
+                  else free_port_offset(n.port for n in prepared.profile.nodes.values()))
         profile = prepared.profile.with_port_offset(offset)
     except StackpanelError as exc:
         report("failed", f"cannot load: {one_line(str(exc))}")
         return ProfileRun(name=name, reason=str(exc))
 
-    url = join_url(profile.browser_url, settings.path)
+    url = join_url(profile.browser_url, bench_path(profile, settings))
     run = ProfileRun(name=name, title=profile.name, port_offset=offset, entry_node=profile.entry,
                      app_workers=app_worker_count(profile), url=url, generator=settings.generator)
     load = replace(load, url=url)
@@ -282,7 +289,10 @@ def _run_one(prepared: _Prepared, settings: CompareSettings, load: LoadConfig, r
         if result.aborted:
             run = replace(run, ok=False, reason=result.aborted)
         elif result.requests_ok == 0:
-            run = replace(run, ok=False, reason=f"no successful response ({_errors_text(result.errors)})")
+            hint = ""
+            if {k for k, v in result.errors.items() if v} <= {ErrorKind.HTTP_4XX, ErrorKind.HTTP_ERROR}:
+                hint = f"; every answer to {url} was an HTTP error: give --path a path the app answers"
+            run = replace(run, ok=False, reason=f"no successful response ({_errors_text(result.errors)}){hint}")
     except (_RunFailed, StackpanelError) as exc:
         run = replace(run, ok=False, reason=str(exc))
     except Exception as exc:  # one broken profile must not end the comparison
@@ -384,11 +394,12 @@ def compare_profiles(
     *,
     connections: int = 64,
     duration_s: float = 10.0,
-    path: str = "/api/hello",
+    path: str | None = None,
     warmup_s: float = 2.0,
     generator: Generator = "builtin",
     requests: int | None = None,
     workers: int | None = None,
+    port_offset: int | None = None,
     progress: ProgressCallback | None = None,
     run_dir: Path | None = None,
     use_guardian: bool = True,
@@ -397,8 +408,9 @@ def compare_profiles(
     """Run the same load against each profile in turn and return every figure side by side.
 
     ``profiles``: names or paths (see ``stackpanel profiles``) or loaded :class:`Profile` values;
-    their own ports are ignored (a free offset is chosen for each). ``path`` is requested on each
-    profile's entry URL (``/api/hello`` works on every built-in profile). ``requests`` turns the
+    their ports are shifted by ``port_offset``, or by a free offset chosen for each. ``path`` is
+    requested on each profile's entry URL (default: the entry's readiness probe path;
+    ``/api/hello`` works on every built-in profile). ``requests`` turns the
     load into a request-count run (``duration_s`` is then its cap). ``workers`` sets every
     app-server node's worker count, so topologies are compared at the same worker count.
     ``run_dir``: where the run directories go (default: a temporary directory, removed after).
@@ -421,11 +433,11 @@ def compare_profiles(
         raise CompareError(f"warm-up must be between 0 and 120 s (got {warmup_s})")
     if workers is not None and workers < 1:
         raise CompareError(f"workers must be >= 1 (got {workers})")
-    if not path.startswith("/"):
+    if path is not None and not path.startswith("/"):
         path = "/" + path
-    load = _load_settings(connections, duration_s, path, requests)
+    load = _load_settings(connections, duration_s, path or "/", requests)
     settings = CompareSettings(connections=connections, duration_s=duration_s, path=path, warmup_s=warmup_s,
-                               generator=generator, requests=requests, workers=workers)
+                               generator=generator, requests=requests, workers=workers, port_offset=port_offset)
     started = time.time()
     machine = machine_info()
     prepared = [_prepare(spec, settings) for spec in profiles]

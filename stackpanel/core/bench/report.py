@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from stackpanel.core.loadgen.result import ErrorKind
 
@@ -106,11 +107,12 @@ class ProfileRun:
 class CompareSettings:
     connections: int
     duration_s: float
-    path: str
+    path: str | None  # None: each profile's entry probe path
     warmup_s: float
     generator: str
     requests: int | None = None
     workers: int | None = None  # app-server worker override, None = as in each profile
+    port_offset: int | None = None  # None: a free offset per profile
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,8 @@ class Comparison:
     def describe_load(self) -> str:
         s = self.settings
         amount = f"{s.requests:,} requests (cap {s.duration_s:g} s)" if s.requests else f"{s.duration_s:g} s"
-        text = (f"{s.connections} connections, {amount} after {s.warmup_s:g} s warm-up, GET {s.path}, "
+        path = s.path or "each entry's probe path"
+        text = (f"{s.connections} connections, {amount} after {s.warmup_s:g} s warm-up, GET {path}, "
                 f"{s.generator} generator")
         if s.workers:
             text += f", {s.workers} app workers each"
@@ -205,7 +208,8 @@ class Comparison:
             w.writerow([
                 r.name, r.title, int(r.ok), one_line(r.reason, 2000), r.generator if r.ok else s.generator,
                 s.connections,
-                _num(r.duration_s, 3) if r.ok else "", s.path, r.app_workers or "",
+                _num(r.duration_s, 3) if r.ok else "", urlsplit(r.url).path if r.url else s.path or "",
+                r.app_workers or "",
                 _num(r.throughput_rps, 1), _num(ratio, 4),
                 _num(r.latency_p50_ms, 3), _num(r.latency_p90_ms, 3), _num(r.latency_p99_ms, 3),
                 _num(r.latency_max_ms, 3),

@@ -8,18 +8,20 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from stackpanel.core.errors import ProfileError, ProfileProblem
-from stackpanel.core.profiles.schema import NODE_MODELS, Profile
+from stackpanel.core.profiles.schema import NODE_MODELS, Node, NodeBase, Profile
 from stackpanel.core.profiles.sourcemap import Loc, SourceMap
-from stackpanel.core.profiles.validators import validate_profile
+from stackpanel.core.profiles.validators import NODE_VALIDATORS, validate_profile
 from stackpanel.core.profiles.yamlsource import parse_yaml, read_profile_text
 
-__all__ = ["load_profile", "load_profile_text", "parse_yaml", "problems_from_validation"]
+__all__ = ["ProfileCheck", "collect_problems", "load_profile", "load_profile_text", "parse_yaml",
+           "problems_from_validation"]
 
 # ---------------------------------------------------------------- pydantic errors → problems
 
@@ -154,6 +156,109 @@ def _hint_for(typ: str, err: Any) -> str:
 # ---------------------------------------------------------------- public API
 
 
+@dataclass(frozen=True)
+class ProfileCheck:
+    """Every problem found in a profile's text, and the profile when the schema accepts it (it may
+    still have cross-node problems: a port used twice still draws as a graph)."""
+
+    profile: Profile | None
+    problems: list[ProfileProblem]
+
+    @property
+    def ok(self) -> bool:
+        return self.profile is not None and not self.problems
+
+
+_NODE_ADAPTER: TypeAdapter[NodeBase] = TypeAdapter(Node)
+
+
+def collect_problems(text: str, file: Path, port_offset: int = 0, check_files: bool = True) -> ProfileCheck:
+    """As :func:`load_profile_text`, but nothing stops at the first batch (for an editor that
+    shows all at once): a YAML syntax error ends the check (there is no document to look at); the
+    schema's problems come all together; the cross-node rules run as well, on every node the schema
+    accepts when others fail (rules that need the whole graph, as routes to a node, wait for it)."""
+    try:
+        data, smap = parse_yaml(text, file)
+    except ProfileError as exc:
+        return ProfileCheck(None, exc.problems)
+    if not isinstance(data, dict):
+        return ProfileCheck(None, [smap.problem((), "a profile must be a mapping",
+                                                "start with `version: 1`, `name:` and `nodes:`")])
+    context = {"base_dir": file.parent.resolve()}
+    try:
+        profile = Profile.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, data, smap)
+        raw_nodes = data.get("nodes")
+        nodes: dict[str, NodeBase] = {}
+        graph_whole = isinstance(raw_nodes, dict) and bool(raw_nodes)
+        for name, raw in (raw_nodes.items() if isinstance(raw_nodes, dict) else ()):
+            node, pruned = _node_without_bad_values(raw, context)
+            if node is not None:
+                nodes[str(name)] = node
+            graph_whole = graph_whole and node is not None and not pruned & _GRAPH_KEYS
+        partial = Profile.model_construct(version=1, name="", description="", nodes=nodes)
+        if graph_whole:  # every node and every route read: the whole-graph rules can judge
+            problems += validate_profile(partial, smap, port_offset, check_files=check_files, collect_all=True)
+        else:
+            for validator in NODE_VALIDATORS if check_files else NODE_VALIDATORS[:-1]:
+                problems.extend(validator(partial, smap, port_offset))
+        return ProfileCheck(None, _in_order(problems))
+    problems = validate_profile(profile, smap, port_offset=port_offset, check_files=check_files, collect_all=True)
+    return ProfileCheck(profile.with_port_offset(port_offset), _in_order(problems))
+
+
+#: Keys that make the graph's edges: with one of them pruned, routes and reachability are not judged.
+_GRAPH_KEYS = frozenset({"routes", "depends_on"})
+#: Values left out of one node before it is given up (each validation of a node: ~0.1 ms).
+_MAX_PRUNED = 16
+
+
+def _node_without_bad_values(raw: Any, context: dict[str, Any]) -> tuple[NodeBase | None, set[str]]:
+    """The node as the schema reads it once the values it refuses are left out (defaults take
+    their place: a bad `workers:` or a typo in a route's option does not hide the node's port from
+    the port check), and the node's keys that lost something. None when what is refused is required
+    (a missing port, the kind, the last route): its problems are reported, its rules wait."""
+    pruned: set[str] = set()
+    for _ in range(_MAX_PRUNED):
+        try:
+            return _NODE_ADAPTER.validate_python(raw, context=context), pruned
+        except ValidationError as exc:
+            path = _existing_path(raw, exc.errors()[0]["loc"])
+            if not path or path[0] == "kind":
+                return None, pruned
+            pruned.add(str(path[0]))
+            raw = _without(raw, path)
+    return None, pruned
+
+
+def _existing_path(data: Any, loc: Loc) -> list[Any]:
+    """The parts of a pydantic loc that walk `data` (its union tags and validator names left out)."""
+    path: list[Any] = []
+    for part in loc:
+        if (isinstance(data, dict) and part in data) or (
+                isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)):
+            path.append(part)
+            data = data[part]
+    return path
+
+
+def _without(data: Any, path: list[Any]) -> Any:
+    """A copy of `data` without the value at `path` (only the containers on the path are copied)."""
+    head, rest = path[0], path[1:]
+    out: Any = dict(data) if isinstance(data, dict) else list(data)
+    if rest:
+        out[head] = _without(data[head], rest)
+    else:
+        del out[head]
+    return out
+
+
+def _in_order(problems: list[ProfileProblem]) -> list[ProfileProblem]:
+    """File order, each once (as ProfileError lists them)."""
+    return ProfileError(list(dict.fromkeys(problems))).problems
+
+
 def load_profile_text(text: str, file: Path, port_offset: int = 0, check_files: bool = True) -> Profile:
     """Parse and validate a profile; raise ProfileError listing every problem found."""
     data, smap = parse_yaml(text, file)
@@ -167,7 +272,7 @@ def load_profile_text(text: str, file: Path, port_offset: int = 0, check_files: 
     problems = validate_profile(profile, smap, port_offset=port_offset, check_files=check_files)
     if problems:
         raise ProfileError(problems)
-    return profile.with_port_offset(port_offset)
+    return profile.with_derived_probes().with_port_offset(port_offset)
 
 
 def load_profile(path: str | Path, port_offset: int = 0, check_files: bool = True) -> Profile:

@@ -204,13 +204,22 @@ class AppSpec(StrictModel):
         return str(p / "bin" / "python") if is_dir(p) else str(p)
 
 
+#: A probe's query string (socket.io wants ``?EIO=4&transport=polling``): no ``%``, quotes or
+#: spaces, so it stays one word in exported shell and systemd lines too.
+PROBE_QUERY_RE = re.compile(r"^[A-Za-z0-9._~\-=&+,:]{0,256}$")
+
+
 class HttpGet(StrictModel):
-    path: str = "/"
+    path: str = Field(default="/", description="path requested, with an optional ?query")
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        return check_url_path(v)
+        path, mark, query = v.partition("?")
+        check_url_path(path)
+        if mark and not PROBE_QUERY_RE.fullmatch(query):
+            raise ValueError(f"{v!r}: a probe's query may use only letters, digits and . _ ~ - = & + , :")
+        return v
 
 
 class ReadinessProbe(StrictModel):
@@ -672,6 +681,30 @@ class Profile(StrictModel):
         for name in self.nodes:
             visit(name)
         return order
+
+    def with_derived_probes(self) -> Profile:
+        """A proxy without its own readiness probe is probed at the probe path of the node its `/`
+        route leads to, so the request goes all the way through and no app logs a 404 for it."""
+        def path_of(name: str, seen: frozenset[str]) -> str:
+            node = self.nodes[name]
+            if "readiness_probe" in node.model_fields_set or not isinstance(node, ProxyNode) or name in seen:
+                return node.readiness_probe.http_get.path
+            root = next((r for r in node.routes if r.path == "/"), None)
+            if root is None or root.to is None or root.to not in self.nodes:
+                return node.readiness_probe.http_get.path
+            return path_of(root.to, seen | {name})
+
+        nodes = dict(self.nodes)
+        for name, node in self.nodes.items():
+            path = path_of(name, frozenset())
+            if path != node.readiness_probe.http_get.path:
+                probe = node.readiness_probe.model_copy(update={"http_get": HttpGet(path=path)})
+                nodes[name] = node.model_copy(update={"readiness_probe": probe})
+        if nodes == self.nodes:
+            return self
+        derived = self.model_copy(update={"nodes": nodes})
+        derived._port_offset = self._port_offset
+        return derived
 
     def route_limits(self, name: str, route: Route) -> Limits:
         node = self.nodes[name]

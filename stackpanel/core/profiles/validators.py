@@ -198,13 +198,26 @@ STRUCTURE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_exposure, chec
                                                check_reachability, check_edge_features)
 
 
+#: The rules that look at one node at a time (file checks last): they hold for any subset of the
+#: nodes, so they run on the nodes the schema accepts while others still fail it.
+NODE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_exposure, check_edge_features, check_paths_and_modules)
+
+
 def validate_profile(profile: Profile, smap: SourceMap, port_offset: int = 0,
-                     check_files: bool = True) -> list[ProfileProblem]:
+                     check_files: bool = True, collect_all: bool = False) -> list[ProfileProblem]:
+    """The cross-node rules. By default the file-system checks wait until the structure is right;
+    `collect_all` runs them too (an editor shows every problem at once)."""
     problems: list[ProfileProblem] = []
+    references_broken = False
     for validator in STRUCTURE_VALIDATORS:
-        problems.extend(validator(profile, smap, port_offset))
-        if validator is check_references and problems:
-            break  # cycles and reachability need valid references
-    if not problems and check_files:
+        if references_broken and validator in (check_cycles, check_reachability):
+            continue  # they need valid references
+        found = validator(profile, smap, port_offset)
+        problems.extend(found)
+        if validator is check_references and found:
+            if not collect_all:
+                break
+            references_broken = True
+    if check_files and (collect_all or not problems):
         problems.extend(check_paths_and_modules(profile, smap, port_offset))
     return problems

@@ -109,6 +109,10 @@ class _Node:
     liveness_failures: int = 0
     liveness_due: float = 0.0
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
 
 def _describe_exit(code: int) -> str:
     if code < 0:
@@ -264,6 +268,11 @@ class Supervisor:
         """
         with self._action_lock:
             if self._stack_state in (StackState.RUNNING, StackState.DEGRADED):
+                missing = [n for n in self._nodes.values() if not n.running]
+                for node in missing:  # some nodes were started alone: the rest join them
+                    self._join(node)
+                if missing:
+                    self._set_stack_state(StackState.RUNNING, f"ready at {self.stack.profile.entry_url}")
                 return
             self._set_stack_state(StackState.STARTING)
             try:
@@ -284,8 +293,9 @@ class Supervisor:
             self._set_stack_state(StackState.RUNNING, f"ready at {self.stack.profile.entry_url}")
             self._ensure_poller()
 
-    def _prepare(self) -> None:
-        """Leftovers of a crashed run, free ports, configs written and tested. Starts nothing."""
+    def _prepare(self, only: _Node | None = None) -> None:
+        """Leftovers of a crashed run, free ports, configs written and tested (of `only`'s, when one
+        node starts a run by itself). Starts nothing."""
         self.stack.paths.root.mkdir(parents=True, exist_ok=True)
         self._run_lock.acquire()  # before anything else: a second start of this run stops here
         try:
@@ -306,11 +316,12 @@ class Supervisor:
         for pid_file in self.stack.paths.state_dir.glob("*.pid"):
             pid_file.unlink(missing_ok=True)
 
-        self._bind_sockets(list(self._nodes.values()))
+        nodes = list(self._nodes.values()) if only is None else [only]
+        self._bind_sockets(nodes)
 
         archive_logs(self.stack.paths.logs_dir)  # a new run starts from empty logs; the last one is logs.1
         self.stack.write()
-        for node in self._nodes.values():
+        for node in nodes:
             self._test_config(node.rendered, node.rendered.config_test_argv)
         if self._use_guardian and self._guardian is None:
             self._guardian = Guardian()
@@ -641,22 +652,36 @@ class Supervisor:
             if self._cancel.is_set():
                 return
             node = self._nodes[name]
-            if node.proc is not None and node.proc.returncode is None:
+            if node.running:
                 return
-            self._discard(node)
-            if self._use_guardian and self._guardian is None:
-                self._guardian = Guardian()
-            try:
-                self._bind_sockets([node])
-                self._start_node(node)
-            except _Cancelled:  # a stop came while it was starting
-                self._stop_node(node)
+            if not self._join(node):
                 return
             with self._lock:
                 if self._stack_state in (StackState.STOPPED, StackState.FAILED):
                     self._set_stack_state(StackState.DEGRADED, f"{name} started alone")
                 self._set_state(node, NodeState.READY, node.reason)
             self._ensure_poller()
+
+    def _join(self, node: _Node) -> bool:
+        """Start one node next to those running (caller holds the action lock): when nothing runs it
+        starts a run (lock, files, leftovers), else only its own ports and config are checked.
+        False when a stop came while it was starting."""
+        self._discard(node)
+        if any(n.running for n in self._nodes.values()):
+            self._bind_sockets([node])
+            self._test_config(node.rendered, node.rendered.config_test_argv)
+        else:
+            self._prepare(node)
+        try:
+            self._start_node(node)
+        except _Cancelled:
+            self._stop_node(node)
+            self._sockets.release(node.spec.listen_addresses)
+            return False
+        except BaseException:
+            self._sockets.release(node.spec.listen_addresses)  # not running: refuse, do not queue
+            raise
+        return True
 
     def restart_node(self, name: str) -> None:
         self.stop_node(name, keep_socket=True)
