@@ -234,12 +234,15 @@ def fault_trial(sup: Supervisor, load: Load, kind: str, rng: random.Random, work
     assert target is not None
     before, ok_before = load.errors(), load.ok()
     t0 = time.monotonic()
-    if kind.startswith("kill"):
-        os.kill(target, signal.SIGKILL)
-    else:
-        os.kill(target, signal.SIGSTOP)
-        time.sleep(rng.uniform(0.1, 1.0))
-        os.kill(target, signal.SIGCONT)
+    try:
+        if kind.startswith("kill"):
+            os.kill(target, signal.SIGKILL)
+        else:
+            os.kill(target, signal.SIGSTOP)
+            time.sleep(rng.uniform(0.1, 1.0))
+            os.kill(target, signal.SIGCONT)
+    except ProcessLookupError:  # a worker that was just being replaced
+        return {"kind": "target gone", "recovered_s": 0.0, "failed": {}}
     time.sleep(0.25)  # give the supervisor's worker poll (5 Hz) a chance to see a dead worker
     while time.monotonic() - t0 < 30:
         if settled(sup, workers) and load.ok() > ok_before:
@@ -300,7 +303,8 @@ def up(profile_name: str, offset: int, run_dir: Path) -> subprocess.Popen[str]:
 
 
 def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> bool:
-    """Lines of proc's output until one contains needle (on a thread: a read never blocks past timeout)."""
+    """Wait for a line of proc's output that contains needle. The thread reads on to the end: an
+    undrained pipe would block stackpanel's next print, and with it its event thread."""
     found = threading.Event()
 
     def reader() -> None:
@@ -308,7 +312,6 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) ->
         for line in proc.stdout:
             if needle in line:
                 found.set()
-                break
 
     threading.Thread(target=reader, daemon=True).start()
     return found.wait(timeout)
@@ -529,14 +532,25 @@ def cmd_soak(args: argparse.Namespace) -> None:
         t0 = time.monotonic()
         try:
             with Load(profile.entry_url + "api/hello", connections=8) as load:
-                while time.monotonic() - t0 < args.minutes * 60:
+                last_master = t0
+                while time.monotonic() - t0 < args.minutes * 60 and proc.poll() is None:
                     time.sleep(rng.uniform(2, 6))
-                    servers = [p for p in run_processes(run_dir) if p.pid != proc.pid]
-                    if servers:
-                        victim = rng.choice(servers)
+                    leaders = [p for p in me.children() if str(run_dir) in " ".join(p.cmdline())]
+                    workers = [w for p in leaders for w in p.children()]
+                    # a master at most every 90 s: the default budget is 5 restarts in 300 s
+                    master = time.monotonic() - last_master > 90
+                    pool = leaders if master else workers
+                    if pool:
+                        victim = rng.choice(pool)
                         try:
-                            victim.send_signal(rng.choice((signal.SIGKILL, signal.SIGKILL, signal.SIGTERM)))
+                            if master or rng.random() < 0.7:
+                                victim.send_signal(signal.SIGKILL)
+                            else:
+                                victim.suspend()
+                                time.sleep(0.5)
+                                victim.resume()
                             faults += 1
+                            last_master = time.monotonic() if master else last_master
                         except psutil.Error:
                             pass
                     samples.append(SoakSample(time.monotonic() - t0, me.memory_info().rss / 2**20))
@@ -548,7 +562,9 @@ def cmd_soak(args: argparse.Namespace) -> None:
         orphans = orphans_after(run_dir)
     warm = [s for s in samples if s.at_s >= 60] or samples
     print(f"\n## soak: {args.minutes} min of nginx → gunicorn under load (8 conns), {faults} faults "
-          f"(kill -9 / TERM of a random server process every 2–6 s)\n")
+          f"every 2–6 s: kill -9 (70 %) or SIGSTOP 0.5 s + SIGCONT of a random worker, kill -9 of a random "
+          f"master every 90 s; stackpanel up {'still ran' if proc.returncode in (0, -2) else 'exited'} "
+          f"at the end: exit status {proc.returncode})\n")
     peak = max(s.rss_mb for s in warm)
     print(f"stackpanel up RSS: {warm[0].rss_mb:.1f} MB at {warm[0].at_s:.0f} s, max {peak:.1f} MB, "
           f"{warm[-1].rss_mb:.1f} MB at the end ({warm[-1].at_s:.0f} s); requests ok {ok}, failed {result_errors}; "
