@@ -170,7 +170,8 @@ def state_after(node: str, state: NodeState, after: float) -> Callable[[Event], 
 
 # ---------------------------------------------------------------------------------- handoff
 
-HANDOFF_CASES = (("nginx-uvicorn", "app"), ("nginx-gunicorn-uvicorn", "app"), ("nginx-uvicorn", "web"))
+HANDOFF_CASES = (("nginx-uvicorn", "app"), ("nginx-gunicorn-uvicorn", "app"), ("nginx-uvicorn", "web"),
+                 ("uvicorn-workers", "app"))
 
 
 def handoff_rep(profile_name: str, node: str, handoff: bool, root: Path) -> dict[str, float]:
@@ -197,6 +198,8 @@ def cmd_handoff(args: argparse.Namespace) -> None:
     kinds = ("connect_refused", "http_5xx", "reset", "timeout", "connect")
     with tempfile.TemporaryDirectory() as tmp:
         for profile_name, node in HANDOFF_CASES:
+            if args.case and f"{profile_name}:{node}" not in args.case:
+                continue
             runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
             for _ in range(args.reps):
                 for handoff in (False, True):  # alternating pairs
@@ -574,7 +577,9 @@ def cmd_soak(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("handoff").add_argument("--reps", type=int, default=5)
+    p = sub.add_parser("handoff")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--case", action="append", help="PROFILE:NODE, e.g. uvicorn-workers:app (default: every case)")
     p = sub.add_parser("faults")
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--seed", type=int, default=1)
