@@ -331,13 +331,14 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) ->
 
 
 def run_processes(run_dir: Path) -> list[psutil.Process]:
-    """Processes of a run: its directory in their command line or environment (uvicorn's spawned
-    workers name it only in their environment)."""
+    """Processes of a run: its directory in their command line, environment or working directory
+    (uvicorn's spawned workers name it only in their environment, nginx workers only in their cwd)."""
     mark = str(run_dir)
     found = []
-    for p in psutil.process_iter(["cmdline", "environ"]):
+    for p in psutil.process_iter(["cmdline", "environ", "cwd"]):
         try:
             text = " ".join(p.info["cmdline"] or []) + " ".join((p.info["environ"] or {}).values())
+            text += " " + (p.info["cwd"] or "")
         except (TypeError, psutil.Error):
             continue
         if mark in text:
