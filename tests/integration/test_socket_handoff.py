@@ -176,14 +176,15 @@ class _Answer(http.server.BaseHTTPRequestHandler):
 
 def test_apache_probe_answered_by_a_foreign_listener_fails_naming_it(tmp_path: Path) -> None:
     """Apache binds its own port (it cannot take ours): a program that takes the port after the port
-    check, right when Apache is spawned, answers the readiness probe. That answer must not count."""
+    check (when the backend starts, before Apache does) answers Apache's readiness probe. That answer
+    must not count."""
     profile = builtin("apache-uvicorn")
     port = profile.nodes["web"].port
     sup = Supervisor(render_stack(profile, tmp_path / "run"))
     servers: list[http.server.HTTPServer] = []
 
     def squat(event: object) -> None:
-        if isinstance(event, NodeStateChanged) and event.node == "web" and event.state == NodeState.STARTING:
+        if isinstance(event, NodeStateChanged) and event.node == "app" and event.state == NodeState.STARTING:
             server = http.server.HTTPServer(("127.0.0.1", port), _Answer)
             servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
