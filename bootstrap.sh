@@ -15,7 +15,8 @@ if [ "${1:-}" = "test" ]; then mode=test; shift; fi
 
 # Servers, and what a Qt window needs; the test suite also wants a virtual display and wrk.
 # libnss3-tools: `stackpanel trust` adds the local CA to Chromium's and Firefox's certificate stores.
-apt_packages=(nginx apache2 python3-venv libnss3-tools ca-certificates
+# php-fpm: an apache node's `php: true` routes (Debian 12: php8.2-fpm, binary php-fpm8.2).
+apt_packages=(nginx apache2 php-fpm python3-venv libnss3-tools ca-certificates
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0
   libxcb-xinerama0 libxcb-randr0 libxcb-xfixes0)
@@ -46,8 +47,24 @@ install_system_packages() {
     fi
   fi
   say "installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's postinst scripts would start the system services: nginx and apache2 on port 80, and a
+  # php-fpm pool on /run/php. Stacks run their own processes in their run directories and use none
+  # of them, so none is started now (policy-rc.d exit 101 = action forbidden), as packaging/install.sh
+  # does; the packages stay installed and enabled as Debian sets them up.
+  local policy=/usr/sbin/policy-rc.d ours=""
+  if [ ! -e "$policy" ]; then
+    printf '%s\n' '#!/bin/sh' "# written by stackpanel's bootstrap.sh for the length of an install, then removed" \
+      'for a in "$@"; do case "$a" in -*) continue ;; nginx|apache2|apache-htcacheclean|php*-fpm) exit 101 ;;' \
+      '*) exit 0 ;; esac; done' 'exit 0' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    ours=1
+  fi
+  local rc=0
+  { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  } || rc=$?
+  if [ -n "$ours" ]; then $sudo rm -f "$policy"; fi
+  return $rc
 }
 
 python_bin() {

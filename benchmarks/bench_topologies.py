@@ -57,12 +57,10 @@ def _edit(session: StackSession, kind_suffix: str, edit: Callable[[str], str]) -
         for path in list(files):
             if path.name.endswith(kind_suffix):
                 new = edit(files[path])
-                if new == files[path]:
-                    raise RuntimeError(f"edit changed nothing in {path.name}")
+                hit |= new != files[path]
                 files[path] = new  # type: ignore[index]
-                hit = True
     if not hit:
-        raise RuntimeError(f"no rendered file ends in {kind_suffix}")
+        raise RuntimeError(f"the edit changed no rendered file ending in {kind_suffix}")
 
 
 def nginx_sub(pattern: str, repl: str) -> Patch:
@@ -90,6 +88,28 @@ NGINX_WP2 = nginx_sub(r"^worker_processes \d+;", "worker_processes 2;")
 NGINX_LOG_OFF = nginx_sub(r"^(\s*)access_log .*;$", r"\1access_log off;")
 NGINX_NO_BUFFERING = nginx_sub(r"^(\s*)proxy_pass (\S+);$", r"\1proxy_pass \2;\n\1proxy_buffering off;")
 NGINX_POOL_128 = nginx_sub(r"^(\s*)keepalive \d+;", r"\1keepalive 128;")
+NGINX_LOG_64K = nginx_sub(r"buffer=8k flush=1s;", "buffer=64k flush=1s;")
+NGINX_REUSEPORT = nginx_sub(r"^(\s*listen \S+) default_server;", r"\1 default_server reuseport;")
+
+
+def apache_sub(pattern: str, repl: str) -> Patch:
+    return lambda s: _edit(s, ".conf", lambda t: re.sub(pattern, repl, t, flags=re.M) if "ServerRoot" in t else t)
+
+
+APACHE_BUFFERED_LOGS = apache_sub(r"^(CustomLog .*)$", r"BufferedLogs On\n\1")
+APACHE_THREADS_32 = apache_sub(r"^(ThreadLimit|ThreadsPerChild|MaxRequestWorkers) 128$", r"\1 32")
+APACHE_2_CHILDREN = chain(apache_sub(r"^(StartServers|ServerLimit) 1$", r"\1 2"),
+                          apache_sub(r"^(ThreadLimit|ThreadsPerChild) 128$", r"\1 64"))
+APACHE_MPM_WORKER = apache_sub(r"^LoadModule mpm_event_module (\S+)/mod_mpm_event\.so$",
+                               r"LoadModule mpm_worker_module \1/mod_mpm_worker.so")
+APACHE_TCP_KEEPALIVE = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 keepalive=On")
+APACHE_POOL_16 = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 max=16")
+APACHE_NO_REUSE = apache_sub(r"^(ProxyPass \S+ \S+ .*)$", r"\1 disablereuse=On")
+# diagnostics (not proposals): what the per-request expressions and the request id cost
+APACHE_NO_EXPRS = chain(apache_sub(r"^\s*<If \"-n %\{HTTP:Content-Length\}.*\n.*\n\s*</If>\n", ""),
+                        apache_sub(r"^<If \"! \(%\{SERVER_NAME\}.*\n.*\n</If>\n", ""))
+APACHE_NO_REQUEST_ID = chain(apache_sub(r"^RequestHeader setifempty X-Request-ID .*\n", ""),
+                             apache_sub(r"^Header always set X-Request-ID .*\n", ""))
 NGINX_NO_KEEPALIVE = chain(
     nginx_sub(r"^\s*keepalive \d+;\n", ""),
     nginx_sub(r"^\s*proxy_set_header Connection \"\";\n", ""),
@@ -115,6 +135,23 @@ PROXY_CASES = [
     Case("nginx no upstream keepalive", "nginx-uvicorn", NGINX_NO_KEEPALIVE),
     Case("direct, uvicorn access log off", DIRECT, uvicorn_access_off),
     Case("nginx, uvicorn access log off", "nginx-uvicorn", uvicorn_access_off),
+    Case("nginx access_log buffer=64k", "nginx-uvicorn", NGINX_LOG_64K),
+    Case("nginx reuseport", "nginx-uvicorn", NGINX_REUSEPORT),
+    Case("nginx → gunicorn (as rendered)", "nginx-gunicorn-uvicorn"),
+    Case("nginx → gunicorn, proxy_buffering off", "nginx-gunicorn-uvicorn", NGINX_NO_BUFFERING),
+    Case("apache (as rendered)", "apache-uvicorn"),
+    Case("apache BufferedLogs On", "apache-uvicorn", APACHE_BUFFERED_LOGS),
+    Case("apache ThreadsPerChild 32", "apache-uvicorn", APACHE_THREADS_32),
+    Case("apache 2 children x 64 threads", "apache-uvicorn", APACHE_2_CHILDREN),
+    Case("apache mpm_worker", "apache-uvicorn", APACHE_MPM_WORKER),
+    Case("apache ProxyPass keepalive=On", "apache-uvicorn", APACHE_TCP_KEEPALIVE),
+    Case("apache ProxyPass disablereuse=On", "apache-uvicorn", APACHE_NO_REUSE),
+    Case("apache ProxyPass max=16", "apache-uvicorn", APACHE_POOL_16),
+    Case("apache without the <If> expressions", "apache-uvicorn", APACHE_NO_EXPRS),
+    Case("apache without the request id", "apache-uvicorn", APACHE_NO_REQUEST_ID),
+    Case("nginx → apache (as rendered)", "nginx-apache-uvicorn"),
+    Case("nginx → apache BufferedLogs On", "nginx-apache-uvicorn", APACHE_BUFFERED_LOGS),
+    Case("nginx → apache mpm_worker", "nginx-apache-uvicorn", APACHE_MPM_WORKER),
 ]
 
 

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def _add_profile_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+def _add_profile_args(p: argparse.ArgumentParser, many: bool = False, optional: bool = False) -> None:
     help_text = "profile file or built-in name (see `stackpanel profiles`)"
     if many:
-        p.add_argument("profiles", nargs="+", metavar="PROFILE", help=help_text)
+        p.add_argument("profiles", nargs="*" if optional else "+", metavar="PROFILE", help=help_text)
     else:
         p.add_argument("profile", metavar="PROFILE", help=help_text)
 
@@ -70,16 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append one JSON object per second with per-worker figures")
     p.add_argument("--keep-going", action="store_true",
                    help="when a node fails for good, keep serving what still works (default: stop, exit 1)")
+    p.add_argument("--traces", type=Path, metavar="FILE",
+                   help="append one JSON object per completed trace (each request kept: sampled, slowest, failed)")
 
     p = sub.add_parser("bench", help="run the same load against each profile in turn and compare them",
                        description="Bring each profile up in turn (ports shifted out of the way), warm it up, "
                                    "apply the same load, record throughput, latency and per-worker CPU, stop "
                                    "it, and print a table with each profile's throughput as a ratio of the "
-                                   "first. Exit 1 if a profile did not run.")
-    _add_profile_args(p, many=True)
+                                   "first. Exit 1 if a profile did not run. With --wrk and no PROFILE: the "
+                                   "proxy-path targets, each proxied built-in against direct uvicorn (2 app "
+                                   "workers) in --pairs A/B pairs of 4 s, median ratios next to the targets.")
+    _add_profile_args(p, many=True, optional=True)
     p.add_argument("--connections", "-c", type=int, default=64, metavar="N", help="concurrent connections (64)")
-    p.add_argument("--duration", "-d", type=float, default=10.0, metavar="S", help="seconds of load per profile (10)")
-    p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds of warm-up load first (2)")
+    p.add_argument("--duration", "-d", type=float, metavar="S", help="seconds of load per profile (10; targets: 4)")
+    p.add_argument("--warmup", type=float, metavar="S", help="seconds of warm-up load first (2; targets: 1)")
+    p.add_argument("--pairs", type=int, default=5, metavar="N", help="targets: A/B pairs per target (5)")
     p.add_argument("--requests", "-n", type=int, metavar="N",
                    help="send N requests instead (the duration is then a cap; built-in generator only)")
     p.add_argument("--path", metavar="P",
@@ -99,9 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="one request through every tier, as a waterfall (from the access logs)",
                        description="Find REQUEST_ID (the X-Request-ID every tier logs and the edge returns to "
                                    "the client) in the newest run's access logs and print each tier's start, "
-                                   "duration and own time.")
-    p.add_argument("request_id", metavar="REQUEST_ID")
+                                   "duration and own time. With --otlp FILE, write it (or, without an id, the "
+                                   "run's newest requests) in the OpenTelemetry JSON encoding for Jaeger or any "
+                                   "OTLP-file reader.")
+    p.add_argument("request_id", nargs="?", metavar="REQUEST_ID")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="the run to look in (default: the newest)")
+    p.add_argument("--otlp", type=Path, metavar="FILE", help="write OTLP/JSON (resourceSpans) to FILE")
+    p.add_argument("--limit", type=int, default=1000, metavar="N",
+                   help="with --otlp and no id: the newest N requests (1000)")
     # --- selftest (issue #16, kept in one block) ---
     p = sub.add_parser("selftest", help="doctor, then up → request → stop for each profile; PASS/FAIL lines",
                        description="Check this machine before a workshop: doctor, then for each profile bring "
@@ -161,7 +171,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     stack.write()
     print(f"# {profile.name}: rendered into {stack.paths.root}")
     print("# start these in order (backends first); the entry is", profile.entry_url)
-    for node in stack.nodes.values():
+    for node in (p for n in stack.nodes.values() for p in n.processes):
         for path in node.files:
             print(f"# {node.name}: wrote {path}")
         if node.config_test_argv:
@@ -193,6 +203,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
+def _bench_targets(args: argparse.Namespace) -> int:
+    """`bench --wrk` without profiles: the proxy-path targets (core/bench/targets.py)."""
+    from stackpanel.core.bench.targets import run_targets
+
+    problem = ""
+    if not args.wrk:
+        problem = "name the profiles to compare, or give --wrk alone for the proxy-path targets"
+    elif args.csv or args.png or args.requests is not None or args.pairs < 1:
+        problem = ("the proxy-path targets take --pairs N (>= 1), -d, --warmup, -c, --workers, --path and --json; "
+                   "--csv, --png and -n are for named profiles")
+    if problem:
+        print(f"stackpanel: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    report = run_targets(pairs=args.pairs, duration_s=4.0 if args.duration is None else args.duration,
+                         warmup_s=1.0 if args.warmup is None else args.warmup, connections=args.connections,
+                         workers=args.workers or 2, path=args.path, progress=lambda e: print(e, flush=True))
+    print()
+    print(report.format_table())
+    if args.json is not None:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(report.to_json() + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"stackpanel: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"\nwrote {args.json}")
+    failed = [r.target.profile for r in report.results if any(p.problem for p in r.pairs)]
+    if failed:
+        print(f"stackpanel: pairs did not run for {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from stackpanel.core.profiles.library import list_profiles
     from stackpanel.core.profiles.loader import load_profile
@@ -221,7 +264,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
         name = getattr(args, "profile", None) or DEFAULT_PROFILE
         print(f"No display found: running profile {name!r} headless instead (Ctrl-C stops it).", file=sys.stderr)
-        up_args = argparse.Namespace(profile=name, port_offset=0, run_dir=None, metrics=False, metrics_json=None)
+        up_args = argparse.Namespace(profile=name, port_offset=0, run_dir=None, metrics=False, metrics_json=None,
+                                     traces=None)
         return cmd_up(up_args)
     from stackpanel.qt.app import run_gui
 
@@ -233,6 +277,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     profile = _load(args.profile, args.port_offset)
     return run_headless(profile, run_dir=args.run_dir, metrics_table=args.metrics, metrics_json=args.metrics_json,
+                        traces_json=getattr(args, "traces", None),
                         reload_profile=lambda: _load(args.profile, args.port_offset),
                         keep_going=getattr(args, "keep_going", False))
 
@@ -240,8 +285,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from stackpanel.core.bench import compare_profiles
 
+    if not args.profiles:
+        return _bench_targets(args)
     comparison = compare_profiles(
-        args.profiles, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup,
+        args.profiles, connections=args.connections, duration_s=10.0 if args.duration is None else args.duration,
+        warmup_s=2.0 if args.warmup is None else args.warmup,
         path=args.path, generator="wrk" if args.wrk else "builtin", requests=args.requests,
         workers=args.workers, port_offset=args.port_offset, progress=lambda event: print(event, flush=True),
     )
@@ -272,17 +320,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from stackpanel.core.metrics.otlp import write_otlp
     from stackpanel.core.session import runs_root
-    from stackpanel.core.traces import find_trace, recent_logs_dirs
+    from stackpanel.core.traces import find_trace, recent_logs_dirs, traces_from_logs
 
     dirs = [args.run_dir / "logs"] if args.run_dir else recent_logs_dirs(runs_root())
-    trace = find_trace(args.request_id, dirs)
-    if not trace.spans:
-        where = args.run_dir or runs_root()
-        print(f"stackpanel: no tier logged request id {args.request_id!r} in {where}; copy it from the "
-              "X-Request-ID response header (curl -i)", file=sys.stderr)
-        return EXIT_FAIL
-    print(trace.format())
+    where = args.run_dir or runs_root()
+    if args.request_id is None:
+        if args.otlp is None:
+            print("stackpanel: trace needs a REQUEST_ID, or --otlp FILE to export the run's requests", file=sys.stderr)
+            return EXIT_USAGE
+        traces = traces_from_logs(dirs[0], args.limit) if dirs else ()
+        if not traces:
+            print(f"stackpanel: no request found in the access logs of {dirs[0] if dirs else where}; start the "
+                  "stack and send a request first", file=sys.stderr)
+            return EXIT_FAIL
+    else:
+        trace = find_trace(args.request_id, dirs)
+        if not trace.spans:
+            print(f"stackpanel: no tier logged request id {args.request_id!r} in {where}; copy it from the "
+                  "X-Request-ID response header (curl -i)", file=sys.stderr)
+            return EXIT_FAIL
+        print(trace.format())
+        traces = (trace,)
+    if args.otlp is not None:
+        try:
+            n = write_otlp(traces, args.otlp)
+        except OSError as exc:
+            print(f"stackpanel: cannot write {args.otlp}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"wrote {n} trace(s) as OTLP/JSON to {args.otlp}")
     return EXIT_OK
 
 

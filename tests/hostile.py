@@ -33,6 +33,8 @@ BASE: dict[str, Any] = {
                        "headers": {"X-Frame-Options": "DENY", "Content-Security-Policy": "default-src 'self'"}},
             "routes": [{"path": "/api", "to": "mid", "strip_prefix": True, "buffering": False,
                         "limits": {"max_body_mb": 4, "rate_limit": {"requests_per_second": 1}}},
+                       {"path": "/lb", "to": ["app", "fast"], "balance": "least_conn", "max_fails": 2,
+                        "fail_timeout_seconds": 5},
                        {"path": "/files", "static": "site", "cache_seconds": 60, "limits": {"headers": {"X-A": "b"}}},
                        {"path": "/", "static": "site", "follow_symlinks": True}],
         },
@@ -43,16 +45,17 @@ BASE: dict[str, Any] = {
             "limits": {"max_body_mb": 1, "gzip": True, "headers": {"X-B": "c"}},
             "routes": [{"path": "/api", "to": "app", "limits": {"read_timeout_seconds": 5}},
                        {"path": "/docs", "static": "site", "cache_seconds": 0},
-                       {"path": "/v2", "to": "fast", "strip_prefix": True, "buffering": False}],
+                       {"path": "/v2", "to": "fast", "strip_prefix": True, "buffering": False},
+                       {"path": "/lb", "to": ["app", "fast"], "balance": "sticky", "fail_timeout_seconds": 5}],
         },
         "app": {
             "kind": "gunicorn", "host": "127.0.0.1", "port": 18000, "workers": 2, "threads": 2,
-            "timeout_seconds": 30, "worker_class": "sync",
+            "timeout_seconds": 30, "worker_class": "sync", "listen": "unix",
             "app": {"module": "stackpanel.apps.flask_demo:app", "interface": "wsgi", "working_dir": ".",
                     "env": {"A": "1"}},
         },
         "fast": {
-            "kind": "uvicorn", "host": "::1", "port": 18001, "workers": 1, "reload": False,
+            "kind": "uvicorn", "host": "::1", "port": 18001, "workers": 1, "reload": False, "listen": "tcp",
             "app": {"module": "stackpanel.apps.fastapi_demo:app", "interface": "asgi", "env": {"B": "2"}},
         },
     },
@@ -112,7 +115,8 @@ def put(data: dict[str, Any], loc: tuple[Any, ...], value: Any) -> dict[str, Any
 
 
 #: Valid values of Literal fields: putting one of these at another place legitimately changes a config.
-LITERALS = {"nginx", "apache", "gunicorn", "uvicorn", "asgi", "wsgi", "sync", "no", "on-failure", "always", "/"}
+LITERALS = {"nginx", "apache", "gunicorn", "uvicorn", "asgi", "wsgi", "sync", "no", "on-failure", "always", "/",
+            "round_robin", "least_conn", "ip_hash", "sticky", "auto", "tcp", "unix"}
 
 
 def original(loc: tuple[Any, ...]) -> Any:

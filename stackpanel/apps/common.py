@@ -42,6 +42,15 @@ MAX_EVENTS = 1_000
 EVENT_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def status_code(raw: str | None) -> int:
+    """``/status?code=N``: N as an HTTP status in 200..599 (junk: 500), for failing on purpose."""
+    try:
+        value = int(raw) if raw is not None else 500
+    except ValueError:
+        return 500
+    return value if 200 <= value <= 599 else 500
+
+
 def clamp_count(raw: str | None, default: int = 5, limit: int = MAX_EVENTS) -> int:
     try:
         value = int(raw) if raw is not None else default

@@ -12,6 +12,7 @@ the root (the app alone, or a proxy that strips the prefix):
 - ``/events?n=N&ms=M``: N server-sent events, M ms apart (``X-Accel-Buffering: no``)
 - ``/stream?n=N&ms=M``: N plain text lines, M ms apart, with no hint to proxies (a slow drip)
 - ``/ws/echo``: a WebSocket that echoes every text message
+- ``/status?code=N``: answers with status N (200..599, default 500): a request that fails on purpose
 - ``/healthz``: readiness probe
 
 Run: ``python -m uvicorn stackpanel.apps.fastapi_demo:app --host 127.0.0.1 --port 8000``.
@@ -38,6 +39,7 @@ from stackpanel.apps.common import (
     drip_chunk,
     event_chunk,
     hello_body,
+    status_code,
 )
 
 APP_NAME = "fastapi"
@@ -79,6 +81,12 @@ def cpu(ms: str | None = None) -> Response:
     n = clamp_ms(ms, MAX_CPU_MS)
     burn_cpu(n)
     return _json({"burned_ms": n, "pid": os.getpid()})
+
+
+@_routes("/status")
+async def status(code: str | None = None) -> Response:
+    n = status_code(code)
+    return Response(content=json.dumps({"status": n}), status_code=n, media_type="application/json")
 
 
 @_routes("/pid")

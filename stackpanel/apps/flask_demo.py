@@ -28,6 +28,7 @@ from stackpanel.apps.common import (
     drip_chunk,
     event_chunk,
     hello_body,
+    status_code,
 )
 
 APP_NAME = "flask"
@@ -72,6 +73,12 @@ def cpu() -> Response:
     n = clamp_ms(request.args.get("ms"), MAX_CPU_MS)
     burn_cpu(n)
     return _json({"burned_ms": n, "pid": os.getpid()})
+
+
+@_routes("/status")
+def status() -> Response:
+    n = status_code(request.args.get("code"))
+    return Response(json.dumps({"status": n}), status=n, mimetype="application/json")
 
 
 @_routes("/pid")

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from stackpanel.core.errors import StackpanelError
 from stackpanel.core.metrics import MetricsSnapshot, snapshot_to_json
+from stackpanel.core.metrics.tracing import Trace, trace_to_json
 from stackpanel.core.profiles.exposure import exposure_warnings
 from stackpanel.core.profiles.schema import Profile, ProxyNode
 from stackpanel.core.session import StackSession
@@ -53,7 +54,7 @@ def format_metrics_table(snap: MetricsSnapshot) -> str:
 
 
 def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table: bool = False,
-                 metrics_json: Path | None = None, out: TextIO = sys.stdout,
+                 metrics_json: Path | None = None, traces_json: Path | None = None, out: TextIO = sys.stdout,
                  reload_profile: Callable[[], Profile] | None = None, keep_going: bool = False) -> int:
     """Run until Ctrl-C/SIGTERM. SIGHUP re-reads the profile through ``reload_profile`` and applies
     it gracefully (the servers test their new configs first; a bad one leaves the stack as it was).
@@ -90,6 +91,13 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             say(format_metrics_table(snap))
 
     session.subscribe_metrics(on_metrics)
+    traces_file = open(traces_json, "a", encoding="utf-8") if traces_json else None  # noqa: SIM115
+    if traces_file is not None:
+        def on_trace(trace: Trace) -> None:  # the engine's thread, once per completed trace
+            traces_file.write(json.dumps(trace_to_json(trace)) + "\n")
+            traces_file.flush()
+
+        session.subscribe_traces(on_trace)
     stop = threading.Event()
     wake = threading.Event()
     reload_wanted = threading.Event()
@@ -144,8 +152,9 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if json_file is not None:
-            json_file.close()
+        for f in (json_file, traces_file):
+            if f is not None:
+                f.close()
 
 
 def trust_notice(profile: Profile) -> str | None:

@@ -24,11 +24,15 @@ from __future__ import annotations
 STATIC_ROUTE = "static"
 APP_ROUTE = "-"
 
-#: nginx ``log_format`` body. ``$sp_route`` is set per location by the renderer.
-NGINX_LOG_FORMAT = '$pid $status $request_time $sp_route $sp_request_id $request_method "$request_uri" $msec'
+#: nginx ``log_format`` body. ``$sp_edge`` is the backend that answered (mapped from
+#: ``$upstream_addr``), else ``$sp_route``, which the renderer sets per location.
+NGINX_LOG_FORMAT = '$pid $status $request_time $sp_edge $sp_request_id $request_method "$request_uri" $msec'
 
 #: Apache ``LogFormat``. ``SP_ROUTE`` is set with SetEnvIf per route by the renderer.
 APACHE_LOG_FORMAT = '%P %>s %Dus %{SP_ROUTE}e %{X-Request-ID}i %m "%U%q" %{end:sec}t.%{end:usec_frac}t'
+
+#: ... for a balanced route: the balancer member that answered (its ``route=`` is the node name).
+APACHE_BALANCED_LOG_FORMAT = APACHE_LOG_FORMAT.replace("%{SP_ROUTE}e", "%{BALANCER_WORKER_ROUTE}e")
 
 #: gunicorn sync workers: logging formatter (adds the pid) + gunicorn's access_log_format.
 GUNICORN_FORMATTER = "%(process)d %(message)s %(created).6f"

@@ -25,6 +25,7 @@ from typing import Literal
 import platformdirs
 
 from stackpanel.core.metrics import MetricsEngine, MetricsSnapshot
+from stackpanel.core.metrics.tracing import Trace, TraceCollector, TraceQuery
 from stackpanel.core.profiles.schema import Profile, ProxyNode
 from stackpanel.core.render import RenderedStack, render_stack
 from stackpanel.core.supervise.events import (
@@ -58,7 +59,7 @@ def default_run_dir(profile: Profile) -> Path:
 
 class StackSession:
     def __init__(self, profile: Profile, *, run_dir: Path | None = None, metrics_hz: float = 1.0,
-                 use_guardian: bool = True, metrics_mode: MetricsMode = "thread") -> None:
+                 use_guardian: bool = True, metrics_mode: MetricsMode = "thread", traces: bool = True) -> None:
         if metrics_mode not in ("thread", "manual"):
             raise ValueError(f"metrics_mode must be 'thread' or 'manual' (got {metrics_mode!r})")
         self._profile = profile
@@ -69,11 +70,15 @@ class StackSession:
         self._metrics_mode: MetricsMode = metrics_mode
         self._started_once = False
         self._supervisor = Supervisor(self._stack, use_guardian=use_guardian)
-        self._metrics = MetricsEngine(rate_hz=metrics_hz)
+        # traces ride on the metrics engine's ingest (the same lines, one reader): off, it skips them
+        self._traces = TraceCollector(profile.entry) if traces else None
+        self._metrics = MetricsEngine(rate_hz=metrics_hz, traces=self._traces)
         for name, rendered in self._stack.nodes.items():
             node = profile.nodes[name]
-            routes = [r.target for r in node.routes] if isinstance(node, ProxyNode) else []
-            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes, rendered.websockets_dir)
+            routes = [t for r in node.routes for t in r.targets] if isinstance(node, ProxyNode) else []
+            balanced = [r.backends for r in node.routes if r.is_balanced] if isinstance(node, ProxyNode) else []
+            self._metrics.register_node(name, rendered.kind, rendered.access_log, routes, rendered.websockets_dir,
+                                        balanced)
         self._supervisor.subscribe(self._feed_metrics)
 
     def _feed_metrics(self, event: Event) -> None:
@@ -115,6 +120,25 @@ class StackSession:
 
     def snapshot(self) -> StackSnapshot:
         return self._supervisor.snapshot()
+
+    def subscribe_traces(self, on_trace: Callable[[Trace], None]) -> Callable[[], None]:
+        """Each completed trace that was kept (sampled, among the slowest, or failed), on the engine's thread."""
+        if self._traces is None:
+            return lambda: None
+        return self._traces.subscribe(on_trace)
+
+    def traces(self, query: TraceQuery | None = None, limit: int | None = None) -> tuple[Trace, ...]:
+        """The kept traces of this run, the newest first, filtered by ``query``."""
+        return () if self._traces is None else self._traces.query(query or TraceQuery(), limit)
+
+    def trace(self, request_id: str) -> Trace | None:
+        return None if self._traces is None else self._traces.get(request_id)
+
+    def traces_held(self) -> dict[str, int]:
+        """What the trace collector holds (kept traces by kind, pending lines) and has completed."""
+        if self._traces is None:
+            return {}
+        return {**self._traces.sizes(), "completed": self._traces.completed_total}
 
     def last_lines(self, node: str, n: int = 50) -> list[str]:
         return self._supervisor.last_lines(node, n)

@@ -4,7 +4,8 @@
   delivered on core threads) and re-emits them as Qt signals. The bridge lives on the GUI thread,
   so every emit from a core thread is a queued connection: widgets always run on the GUI thread.
   Metrics are coalesced: if the GUI thread has not yet picked up the previous snapshot, the newer
-  one replaces it (a busy GUI never builds up a backlog of snapshots).
+  one replaces it (a busy GUI never builds up a backlog of snapshots). Completed traces (a session
+  that has them) are batched the same way: one ``traces`` signal carries all that came meanwhile.
 * Blocking session calls run on :class:`~stackpanel.qt.controller.OperationQueue`s owned by the
   :class:`~stackpanel.qt.controller.StackController`.
 * :class:`LogFollower` tails the nodes' log files on a background thread with the core's
@@ -25,6 +26,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from stackpanel.core.metrics import MetricsSnapshot
 from stackpanel.core.metrics.ingest import LogTailer
+from stackpanel.core.metrics.tracing import Trace
 from stackpanel.core.supervise.events import (
     Event,
     NodeStateChanged,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from stackpanel.core.loadgen import LoadConfig, LoadRun
 
 log = logging.getLogger("stackpanel.qt")
+#: completed traces held for a GUI thread that has not picked them up yet
+TRACES_BATCH_MAX = 2000
 
 
 class SessionLike(Protocol):
@@ -56,9 +60,12 @@ class SessionBridge(QObject):
     message = Signal(object)  # StackMessage
     #: the newest MetricsSnapshot (older ones the GUI had no time for are dropped)
     metrics = Signal(object)
+    #: list[Trace]: the traces completed since the last emit (at most TRACES_BATCH_MAX, the newest)
+    traces = Signal(object)
 
     _eventQueued = Signal(object)
     _metricsQueued = Signal()
+    _tracesQueued = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -71,6 +78,8 @@ class SessionBridge(QObject):
         # Emitted from core threads; the receivers live on this object's (GUI) thread: queued.
         self._eventQueued.connect(self._deliver_event)
         self._metricsQueued.connect(self._deliver_metrics)
+        self._tracesQueued.connect(self._deliver_traces)
+        self._pending_traces: list[Trace] = []
 
     # -- wiring (GUI thread) ------------------------------------------------------------------------
 
@@ -82,6 +91,9 @@ class SessionBridge(QObject):
             gen = self._generation
         self._unsubscribe.append(session.subscribe(lambda ev: self._on_core_event(gen, ev)))
         self._unsubscribe.append(session.subscribe_metrics(lambda snap: self._on_core_metrics(gen, snap)))
+        subscribe_traces = getattr(session, "subscribe_traces", None)  # sessions without traces: none
+        if subscribe_traces is not None:
+            self._unsubscribe.append(subscribe_traces(lambda trace: self._on_core_trace(gen, trace)))
 
     def detach(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -93,6 +105,7 @@ class SessionBridge(QObject):
         with self._lock:
             self._generation += 1
             self._pending_metrics = None
+            self._pending_traces = []
 
     # -- called on core threads: cheap, never block ---------------------------------------------------
 
@@ -111,6 +124,17 @@ class SessionBridge(QObject):
             self._pending_metrics = snap
         if not already_queued:
             self._metricsQueued.emit()
+
+    def _on_core_trace(self, gen: int, trace: Trace) -> None:
+        with self._lock:
+            if gen != self._generation:
+                return
+            first = not self._pending_traces
+            self._pending_traces.append(trace)
+            if len(self._pending_traces) > TRACES_BATCH_MAX:
+                del self._pending_traces[:-TRACES_BATCH_MAX]
+        if first:
+            self._tracesQueued.emit()
 
     # -- GUI thread ---------------------------------------------------------------------------------
 
@@ -131,6 +155,13 @@ class SessionBridge(QObject):
             snap, self._pending_metrics = self._pending_metrics, None
         if snap is not None:
             self.metrics.emit(snap)
+
+    @Slot()
+    def _deliver_traces(self) -> None:
+        with self._lock:
+            batch, self._pending_traces = self._pending_traces, []
+        if batch:
+            self.traces.emit(batch)
 
 
 # --------------------------------------------------------------------------------------------------

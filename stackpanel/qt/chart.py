@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from stackpanel.core.bench import Comparison
 
 WIDTH, HEIGHT = 1600, 900  # 16:9
+#: the smallest text of the chart (the footer), in image pixels: a view scaling it down keeps this legible
+SMALLEST_TEXT_PX = 17
 
 # colours (a light theme that prints and projects well)
 _INK = "#1f2933"
@@ -82,10 +84,18 @@ def _nice_max(value: float) -> tuple[float, float]:
     return step * math.ceil(value * 1.0001 / step), step
 
 
+_HEADER_H, _FOOTER_H, _AXIS_H, _ROW_MIN = 150.0, 70.0, 64.0, 70.0  # axis: tick labels and title
+
+
+def min_height(runs: int) -> int:
+    """The least height that holds ``runs`` bars."""
+    return round(_HEADER_H + 20 + max(1, runs) * _ROW_MIN + _AXIS_H + _FOOTER_H)
+
+
 def render_chart(comparison: Comparison, *, width: int = WIDTH, height: int | None = None,
                  title: str | None = None) -> Any:
-    """Draw the chart into a new ``QImage`` and return it. ``height`` grows with the profile count
-    when not given (at least 16:9)."""
+    """Draw the chart into a new ``QImage`` and return it. ``height``: 16:9 when not given; never
+    less than the profile count needs (:func:`min_height`)."""
     _ensure_gui_app()
     from PySide6.QtCore import QPointF, QRectF, Qt
     from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
@@ -93,12 +103,9 @@ def render_chart(comparison: Comparison, *, width: int = WIDTH, height: int | No
     runs = comparison.runs
     n = max(1, len(runs))
     margin = width * 0.035
-    header_h = 150.0
-    footer_h = 70.0
-    axis_h = 64.0  # tick labels and the axis title under the bars
-    row_min, row_max = 70.0, 200.0
-    if height is None:
-        height = max(round(width * 9 / 16), round(header_h + 20 + n * row_min + axis_h + footer_h))
+    header_h, footer_h, axis_h = _HEADER_H, _FOOTER_H, _AXIS_H
+    row_min, row_max = _ROW_MIN, 200.0
+    height = max(min_height(n), round(width * 9 / 16) if height is None else height)
     image = QImage(width, height, QImage.Format.Format_ARGB32_Premultiplied)
     image.fill(QColor("white"))
     p = QPainter(image)
@@ -160,7 +167,7 @@ def render_chart(comparison: Comparison, *, width: int = WIDTH, height: int | No
             y = top + i * row_h
             cy = y + row_h / 2
             name_f = font(min(26, row_h * 0.3), True)
-            title_f = font(min(18, row_h * 0.22))
+            title_f = font(max(SMALLEST_TEXT_PX, min(18, row_h * 0.22)))
             name_h, title_h = name_f.pixelSize() * 1.4, title_f.pixelSize() * 1.4
             text(margin, cy - name_h, label_w, name_h, elide(r.name, name_f, label_w), name_f, _INK,
                  Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom)
@@ -172,7 +179,7 @@ def render_chart(comparison: Comparison, *, width: int = WIDTH, height: int | No
             by = y + (row_h - bar_h) / 2
             if not r.ok:
                 reason = " ".join(r.reason.split()) or "did not run"
-                f = font(min(20, row_h * 0.24))
+                f = font(max(SMALLEST_TEXT_PX, min(20, row_h * 0.24)))
                 f.setItalic(True)
                 text(plot_x, by, plot_w + value_w, bar_h, elide(f"did not run: {reason}", f, plot_w + value_w),
                      f, _FAILED)
@@ -187,7 +194,7 @@ def render_chart(comparison: Comparison, *, width: int = WIDTH, height: int | No
             # value, ratio, p99 to the right of the bar
             vx = plot_x + w + 14
             big = font(min(24, row_h * 0.28), True)
-            small = font(min(18, row_h * 0.21))
+            small = font(max(SMALLEST_TEXT_PX, min(18, row_h * 0.21)))
             ratio_s = "baseline" if is_base else ("" if ratio is None else f"×{ratio:.2f}")
             head = f"{r.throughput_rps:,.0f} req/s" + (f"  {ratio_s}" if ratio_s else "")
             p99 = r.latency_p99_ms
@@ -213,8 +220,9 @@ def render_chart(comparison: Comparison, *, width: int = WIDTH, height: int | No
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(comparison.started_at or time.time()))
         foot = (f"stackpanel bench · {when} · ratio = throughput / {base.name if base else 'first profile'}"
                 " · bars in orange are below 0.7 of it")
-        text(margin, height - footer_h + 26, width - 2 * margin, 30, elide(foot, font(17), width - 2 * margin),
-             font(17), _MUTED)
+        foot_f = font(SMALLEST_TEXT_PX)
+        text(margin, height - footer_h + 26, width - 2 * margin, 30, elide(foot, foot_f, width - 2 * margin),
+             foot_f, _MUTED)
     finally:
         p.end()
     return image

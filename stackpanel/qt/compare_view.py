@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtGui import QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -33,11 +34,15 @@ from stackpanel.core.profiles.library import list_profiles
 from stackpanel.qt.operations import Operation, OperationQueue
 
 if TYPE_CHECKING:
+    from PySide6.QtCore import QSettings
+
     from stackpanel.core.loadgen.compare import Comparison
     from stackpanel.qt.controller import StackController
 
 LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5")
 DEFAULT_SELECTION = ("uvicorn-workers", "nginx-uvicorn", "nginx-gunicorn-uvicorn")
+#: the chart's text is never scaled below this (device pixels)
+MIN_TEXT_PX = 9.0
 COLUMNS = ("profile", "req/s", "ratio", "p50 ms", "p99 ms", "errors", "server CPU %", "generator CPU %")
 
 
@@ -96,14 +101,19 @@ class CompareView(QWidget):
         left_box = QWidget()
         left_box.setLayout(left)
 
+        # each profile runs on free ports of its own, not the toolbar's offset: say so where it is set
+        ports = QLabel("Ports: each profile runs on free ports chosen for it; the toolbar's port offset "
+                       "is not used, so a stack you run meanwhile is not disturbed.")
+        ports.setWordWrap(True)
+        ports.setEnabled(False)  # the muted colour of a note
+        left.insertWidget(left.count() - 1, ports)
+
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
-        self.chart = QLabel("Run a comparison to see the chart.")
-        self.chart.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        chart_scroll = QScrollArea()
-        chart_scroll.setWidget(self.chart)
-        chart_scroll.setWidgetResizable(True)
+        self.chart_area = ChartArea()
+        self.chart = self.chart_area.label
+        chart_scroll = self.chart_area
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setMaximumBlockCount(500)
         right = QSplitter(Qt.Orientation.Vertical)
@@ -121,6 +131,34 @@ class CompareView(QWidget):
         layout.addWidget(split)
         if controller is not None:
             controller.shuttingDown.connect(self.shutdown)
+
+    # the comparison last set up is offered again next time (the window's settings)
+    def restore_settings(self, settings: QSettings) -> None:
+        order = [str(n) for n in _as_list(settings.value("compare/order"))]
+        checked = set(str(n) for n in _as_list(settings.value("compare/checked")))
+        if order:
+            rank = {name: i for i, name in enumerate(order)}
+            items = [self.profiles.takeItem(0) for _ in range(self.profiles.count())]
+            for item in sorted(items, key=lambda it: rank.get(it.text(), len(rank))):
+                item.setCheckState(Qt.CheckState.Checked if item.text() in checked else Qt.CheckState.Unchecked)
+                self.profiles.addItem(item)
+        for key, box in self._remembered().items():
+            value = settings.value(f"compare/{key}")
+            if value is not None:
+                box.setValue(int(str(value)))
+        self.path.setCurrentText(str(settings.value("compare/path", LOAD_PATHS[0])))
+
+    def save_settings(self, settings: QSettings) -> None:
+        items = [self.profiles.item(i) for i in range(self.profiles.count())]
+        settings.setValue("compare/order", [it.text() for it in items])
+        settings.setValue("compare/checked", [it.text() for it in items if it.checkState() == Qt.CheckState.Checked])
+        for key, box in self._remembered().items():
+            settings.setValue(f"compare/{key}", box.value())
+        settings.setValue("compare/path", self.path.currentText())
+
+    def _remembered(self) -> dict[str, QSpinBox]:
+        return {"connections": self.connections, "duration": self.duration, "warmup": self.warmup,
+                "workers": self.workers}
 
     def selected_profiles(self) -> list[str]:
         out = []
@@ -161,8 +199,6 @@ class CompareView(QWidget):
         self.finished.emit(op.result())
 
     def show_comparison(self, comparison: Comparison) -> None:
-        from stackpanel.qt.chart import render_chart
-
         self.comparison = comparison
         self.table.setRowCount(len(comparison.runs))
         for row, run in enumerate(comparison.runs):
@@ -184,7 +220,7 @@ class CompareView(QWidget):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
         self.table.resizeColumnsToContents()
-        self.chart.setPixmap(QPixmap.fromImage(render_chart(comparison, width=1000)))
+        self.chart_area.set_comparison(comparison)
         self.save_button.setEnabled(True)
         self.log.appendPlainText(comparison.format_table(workers=False))
 
@@ -204,3 +240,63 @@ class CompareView(QWidget):
 
     def shutdown(self) -> None:
         self._worker.shutdown(wait=False)
+
+
+def _as_list(value: object) -> list[object]:
+    """QSettings gives a one-element list back as a plain string (INI), none as None."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class ChartArea(QScrollArea):
+    """The comparison chart, drawn for the size of the area: laid out at the area's size divided by
+    a display scale, then scaled down by it, so the text is neither huge nor under MIN_TEXT_PX. It
+    scrolls only when the area is too small for legible text."""
+
+    #: the largest display scale (at 1 the chart's 38 px title would dominate a large window)
+    MAX_SCALE = 0.75
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = QLabel("Run a comparison to see the chart.")
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        # its size is set here (minimumSize), not by the pixmap: a drawn chart never pushes the area
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.setWidget(self.label)
+        self.setWidgetResizable(True)
+        self.comparison: Comparison | None = None
+        self._drawn_for: tuple[int, int] | None = None
+
+    def set_comparison(self, comparison: Comparison) -> None:
+        self.comparison = comparison
+        self._drawn_for = None
+        self._fit()
+
+    def scale(self) -> float:
+        """The display scale for the viewport as it is now."""
+        from stackpanel.qt.chart import HEIGHT, SMALLEST_TEXT_PX, WIDTH
+
+        vp = self.viewport().size()
+        fit = min(vp.width() / WIDTH, vp.height() / HEIGHT)
+        return max(MIN_TEXT_PX / SMALLEST_TEXT_PX, min(self.MAX_SCALE, fit))
+
+    def _fit(self) -> None:
+        from stackpanel.qt.chart import render_chart
+
+        vp = self.viewport().size()
+        if self.comparison is None or (vp.width(), vp.height()) == self._drawn_for or vp.width() < 10:
+            return
+        self._drawn_for = (vp.width(), vp.height())
+        k = self.scale()
+        image = render_chart(self.comparison, width=round(vp.width() / k), height=round(vp.height() / k))
+        w, h = round(image.width() * k), round(image.height() * k)
+        pixmap = QPixmap.fromImage(image.scaled(w, h, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                                Qt.TransformationMode.SmoothTransformation))
+        self.label.setPixmap(pixmap)
+        # taller than the area (many profiles, a low area): it scrolls; otherwise it follows the area
+        self.label.setMinimumSize(0, h if h > vp.height() else 0)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()

@@ -153,6 +153,7 @@ class StackController(QObject):
     operationStarted = Signal(str)
     operationFinished = Signal(str)
     portOffsetChanged = Signal(int)
+    logRequested = Signal(str)  # node: show its log (the Logs tab, filtered to it)
     closing = Signal()
     shuttingDown = Signal()
 
@@ -265,10 +266,22 @@ class StackController(QObject):
             return
         loaded = op.result()
         self.loaded = loaded
+        if self.stack_state == StackState.FAILED and not self.session_matches():
+            self.stack_state = StackState.STOPPED  # that failure was another profile's (or offset's)
         self.profileLoaded.emit(loaded)
         if loaded.profile is not None:
             self.select_node(loaded.profile.entry)
         self.stateChanged.emit()
+
+    def show_log(self, node: str) -> None:
+        """Ask the window to show ``node``'s log lines (a failed start offers this)."""
+        self.logRequested.emit(node)
+
+    def acknowledge_failure(self) -> None:
+        """The person has read why the start failed (the dialog is closed): the stack is stopped now,
+        and the toolbar no longer says "failed"."""
+        if self.stack_state == StackState.FAILED and not self.busy:
+            self._set_stack_state(StackState.STOPPED)
 
     def is_current(self, op: Operation[LoadedProfile]) -> bool:
         """True if ``op`` is the load whose profile is the current one."""

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stackpanel.core.metrics.engine import EdgeMetrics, MetricsSnapshot
 from stackpanel.core.supervise.events import NodeSnapshot, NodeStateChanged, StackSnapshot, WorkersChanged
 
 if TYPE_CHECKING:
@@ -49,11 +50,12 @@ class NodeDetails(QWidget):
         self.pids = QLabel("–")
         self.pids.setWordWrap(True)
         self.restarts = QLabel("–")
+        self.backends = QLabel("–")  # a balancing proxy's split: each backend's share of its route
         self.command = QPlainTextEdit()
         self.command.setReadOnly(True)
         self.command.setMaximumHeight(64)
         _mono(self.command)
-        for lab in (self.kind, self.state, self.address, self.pids, self.restarts):
+        for lab in (self.kind, self.state, self.address, self.pids, self.restarts, self.backends):
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form = QFormLayout()
         form.addRow("kind", self.kind)
@@ -61,6 +63,7 @@ class NodeDetails(QWidget):
         form.addRow("address", self.address)
         form.addRow("processes", self.pids)
         form.addRow("restarts", self.restarts)
+        form.addRow("backends", self.backends)
         form.addRow("command", self.command)
 
         self.file_box = QComboBox()
@@ -115,6 +118,7 @@ class NodeDetails(QWidget):
         controller.lastLines.connect(self.set_last_lines)
         controller.bridge.nodeStateChanged.connect(self._on_node_event)
         controller.bridge.workersChanged.connect(self._on_node_event)
+        controller.bridge.metrics.connect(self._on_metrics)
         self.refreshLogRequested.connect(controller.fetch_last_lines)
 
     def _on_selected(self, name: str) -> None:
@@ -124,12 +128,23 @@ class NodeDetails(QWidget):
         node = c.profile.nodes[name]
         rendered = c.rendered_node(name)
         files = {str(p): text for p, text in rendered.files.items()} if rendered is not None else {}
-        self.show_node(name, node.kind, node.address, rendered.command_line if rendered is not None else "", files)
+        address = f"unix:{rendered.unix_socket}" if rendered is not None and rendered.unix_socket else node.address
+        self.show_node(name, node.kind, address, rendered.command_line if rendered is not None else "", files)
         self.set_snapshot(c.node_snapshot(name))
 
     def _on_snapshot(self, snap: StackSnapshot) -> None:
         if self.node:
             self.set_snapshot(next((n for n in snap.nodes if n.name == self.node), None))
+
+    def _on_metrics(self, snap: MetricsSnapshot) -> None:
+        if self.node:
+            self.set_backend_shares(snap.edges_of(self.node))
+
+    def set_backend_shares(self, edges: tuple[EdgeMetrics, ...]) -> None:
+        """One line per backend of a balanced route: its share of the route's requests and its rate."""
+        lines = [f"{e.route}: {e.share * 100:.0f}% ({e.requests_total} requests, {e.rps:.0f} req/s)"
+                 for e in edges if e.share is not None]
+        self.backends.setText("\n".join(lines) or "–")
 
     def _on_node_event(self, ev: NodeStateChanged | WorkersChanged) -> None:
         if self._controller is not None and ev.node == self.node:
@@ -141,6 +156,7 @@ class NodeDetails(QWidget):
         self.title.setText(name)
         self.kind.setText(kind)
         self.address.setText(address)
+        self.backends.setText("–")
         self.command.setPlainText(command_line or "(not rendered)")
         self._files = dict(files)
         self.file_box.blockSignals(True)

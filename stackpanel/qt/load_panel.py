@@ -22,10 +22,13 @@ from stackpanel.qt.bridge import LoadBridge
 from stackpanel.qt.theme import icon
 
 if TYPE_CHECKING:
+    from PySide6.QtCore import QSettings
+
     from stackpanel.qt.controller import StackController
 
 LOAD_PROCESSES = 1
 LOAD_PATHS = ("/api/hello", "/api/wait?ms=50", "/api/cpu?ms=5", "/")
+NO_TARGET = "Start the stack, then put load on it."
 
 
 class LoadPanel(QWidget):
@@ -50,7 +53,10 @@ class LoadPanel(QWidget):
         self.stop_button.setEnabled(False)
         self.start_button.clicked.connect(self.start_load)
         self.stop_button.clicked.connect(self.bridge.stop)
-        self.status = QLabel("Start the stack, then put load on it.")
+        #: what to do next (start the stack / where load goes); the run's progress and result below it
+        self.hint = QLabel(NO_TARGET)
+        self.hint.setWordWrap(True)
+        self.status = QLabel("")
         self.status.setWordWrap(True)
         form = QFormLayout()
         form.addRow("path", self.path_box)
@@ -64,6 +70,7 @@ class LoadPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
+        lay.addWidget(self.hint)
         lay.addWidget(self.status)
         lay.addStretch(1)
         self.set_target(None)
@@ -85,8 +92,23 @@ class LoadPanel(QWidget):
         """The entry URL of a running stack, or None (load disabled)."""
         self.base_url = base_url
         self.start_button.setEnabled(base_url is not None and not self.bridge.running)
+        self.hint.setText(NO_TARGET if base_url is None else f"The stack runs: load goes to {base_url}")
         if base_url is None:
             self.bridge.stop()
+
+    # the load last asked for is offered again next time (the window's settings)
+    def restore_settings(self, settings: QSettings) -> None:
+        path = str(settings.value("load/path", LOAD_PATHS[0]))
+        self.path_box.setCurrentText(path)
+        self.connections.setValue(int(str(settings.value("load/connections", self.connections.value()))))
+        self.rate.setValue(int(str(settings.value("load/rate", self.rate.value()))))
+        self.duration.setValue(float(str(settings.value("load/duration", self.duration.value()))))
+
+    def save_settings(self, settings: QSettings) -> None:
+        settings.setValue("load/path", self.path_box.currentText())
+        settings.setValue("load/connections", self.connections.value())
+        settings.setValue("load/rate", self.rate.value())
+        settings.setValue("load/duration", self.duration.value())
 
     def url(self) -> str:
         assert self.base_url is not None

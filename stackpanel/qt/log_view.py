@@ -18,16 +18,18 @@ thread (layout + highlighter) and a stack under load writes 10k+ lines/s (measur
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import (
     QColor,
     QFont,
     QFontDatabase,
     QHideEvent,
+    QPalette,
     QShowEvent,
     QSyntaxHighlighter,
     QTextCharFormat,
@@ -46,8 +48,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stackpanel.core.supervise.events import StackState, StackStateChanged
 from stackpanel.qt.bridge import LogFollower, LogSource
-from stackpanel.qt.theme import ERROR_COLOUR, WARNING_COLOUR
+from stackpanel.qt.theme import hue_colour
 
 if TYPE_CHECKING:
     from stackpanel.core.render import RenderedStack
@@ -63,6 +66,8 @@ ERROR_RE = re.compile(
 # not the server's problem, so not highlighted
 WARNING_RE = re.compile(r"\b(warn|warning)\b|^(\S+\s+)?\d+\s+4(?!99)\d\d\s", re.IGNORECASE)
 LABEL_WIDTH = 16
+#: the source label of the line that separates two runs of the stack
+RUN_LABEL = "▶ run"
 #: the text widget gets new lines at most this often ...
 FLUSH_MS = 100
 #: ... and at most this many per flush (~30 µs each: <= ~8 ms of GUI thread, <= 2 500 lines/s)
@@ -81,17 +86,27 @@ class LogHighlighter(QSyntaxHighlighter):
     def __init__(self, document: QTextDocument) -> None:
         super().__init__(document)
         self.error_format = QTextCharFormat()
-        self.error_format.setForeground(QColor(ERROR_COLOUR))
         self.error_format.setFontWeight(QFont.Weight.Bold)
         self.warning_format = QTextCharFormat()
-        self.warning_format.setForeground(QColor(WARNING_COLOUR))
+        self.run_format = QTextCharFormat()
+        self.run_format.setFontWeight(QFont.Weight.Bold)
+        self.set_palette(None)
         self.match_format = QTextCharFormat()
         self.match_format.setBackground(QColor(255, 213, 79, 110))
         self.search = ""
 
+    def set_palette(self, palette: QPalette | None) -> None:
+        """Error red, warning orange, run marks blue: the state palette's shades for this theme
+        (readable as text, >= 4.5:1)."""
+        self.error_format.setForeground(hue_colour("red", palette))
+        self.warning_format.setForeground(hue_colour("orange", palette))
+        self.run_format.setForeground(hue_colour("blue", palette))
+
     def highlightBlock(self, text: str) -> None:
         line = text[LABEL_WIDTH + 1:]  # the label ("web error") is the source's name, not the line's level
-        if ERROR_RE.search(line):
+        if text.startswith(RUN_LABEL):
+            self.setFormat(0, len(text), self.run_format)
+        elif ERROR_RE.search(line):
             self.setFormat(0, len(text), self.error_format)
         elif WARNING_RE.search(line):
             self.setFormat(0, len(text), self.warning_format)
@@ -134,7 +149,7 @@ class LogView(QWidget):
         self.text.setMaximumBlockCount(shown_lines)
         self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.text.setPlaceholderText("Logs of the running stack appear here.")
+        self.text.setPlaceholderText("No logs yet: start the stack; every node's log lines appear here.")
         self.highlighter = LogHighlighter(self.text.document())
         self.text.verticalScrollBar().valueChanged.connect(self._on_scroll)
         #: lines waiting for the next flush (filtered, formatted); overflow is counted in _skipped
@@ -170,8 +185,19 @@ class LogView(QWidget):
             if session is not None:
                 self.set_sources(sources_for(session.stack))
 
+        def stack_state(ev: StackStateChanged) -> None:
+            if ev.state == StackState.STARTING:
+                self.mark_run_start(ev.at)
+
         controller.sessionChanged.connect(session_changed)
+        controller.bridge.stackStateChanged.connect(stack_state)
+        controller.logRequested.connect(self.show_node)
         controller.shuttingDown.connect(self.stop)
+
+    def mark_run_start(self, wall_time: float) -> None:
+        """A separator line where a new run of the stack starts (every filter shows it)."""
+        when = time.strftime("%H:%M:%S", time.localtime(wall_time))
+        self.append_lines([(RUN_LABEL, f"{'─' * 12} stack started at {when} {'─' * 12}")])
 
     # -- sources ------------------------------------------------------------------------------------
 
@@ -193,6 +219,13 @@ class LogView(QWidget):
         self.follower.set_sources(sources)
         self.follower.start()
 
+    def show_node(self, node: str) -> None:
+        """Every log of ``node`` (the filter set to it), newest at the end."""
+        i = self.source_box.findData(f"{node}.")
+        if i >= 0:
+            self.source_box.setCurrentIndex(i)
+        self.follow.setChecked(True)
+
     def stop(self) -> None:
         self.follower.stop()
 
@@ -206,6 +239,8 @@ class LogView(QWidget):
         errors_only = self.errors_only.isChecked()
 
         def matches(label: str, text: str) -> bool:
+            if label == RUN_LABEL:
+                return True
             if want and not (label == want or (prefix and label.startswith(want))):
                 return False
             if needle and needle not in text.lower() and needle not in label.lower():
@@ -312,6 +347,12 @@ class LogView(QWidget):
         if self._backfill and not self._flush_timer.isActive():
             self._flush_timer.start()
         self._update_count()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "highlighter"):
+            self.highlighter.set_palette(self.palette())
+            self.highlighter.rehighlight()
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)

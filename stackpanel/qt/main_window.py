@@ -37,6 +37,7 @@ from stackpanel.qt.panels import TAB_PANELS, GuardsUnsavedWork, PanelSpec, Remem
 from stackpanel.qt.profiles_view import ProfileDescription, ProfileList, ProfileOverview
 from stackpanel.qt.stack_actions import EntryUrlLabel, PortOffsetBox, StackActions, StackStateLabel, UrlActions
 from stackpanel.qt.theme import THEMES, apply_theme, icon
+from stackpanel.qt.tray import StackTray
 
 log = logging.getLogger("stackpanel.qt")
 
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         # right: graph (or problems) above, tabs below
         self.top_stack = ProfileOverview(c)
         self.graph, self.problems = self.top_stack.graph, self.top_stack.problems
+        self.graph.entry_actions = list(self.url_actions.all())  # the URL is an action on the entry node too
         self.tabs = QTabWidget()
         self.panels: dict[str, QWidget] = {}
         for spec in panels:
@@ -126,7 +128,11 @@ class MainWindow(QMainWindow):
         self._build_menus()
         for editor in (w for w in self.panels.values() if isinstance(w, ProfileEditor)):
             editor.libraryChanged.connect(lambda name: self.profile_list.refresh(select=name or None))
+        #: None where the desktop has no tray
+        self.tray = StackTray.create(c, self, [self.act_start, self.act_stop, None, *self.url_actions.all()])
         c.profileLoaded.connect(self._show_title)
+        if "logs" in self.panels:  # "show its log" (a failed start): the Logs tab in front
+            c.logRequested.connect(lambda _node: self.tabs.setCurrentWidget(self.panels["logs"]))
         self._restore_settings()
         self.profile_list.refresh(select=initial_profile or str(self.settings.value("profile", DEFAULT_PROFILE, str)))
 
@@ -230,6 +236,10 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if isinstance(app, QApplication):
             apply_theme(app, mode)
+        # colours set by style sheet or drawn into an icon do not follow the palette by themselves
+        self.state_label.update_state()
+        if self.tray is not None:
+            self.tray.update_state()
         self.settings.setValue("theme", mode)
 
     def _open_user_dir(self) -> None:

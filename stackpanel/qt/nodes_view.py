@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from PySide6.QtCore import QEvent, QSize, Qt
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -31,8 +33,14 @@ class NodeTable(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        header = self.horizontalHeader()
+        # the stretched last column starts from a narrow size (Qt's 100 px default would overflow)
+        header.setDefaultSectionSize(40)
+        header.resizeSection(len(self.COLUMNS) - 1, 40)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        # every column is shown: the table asks for their width (minimumSizeHint) instead of scrolling
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.rows: dict[str, int] = {}
         if controller is not None:
             self.bind(controller)
@@ -76,9 +84,41 @@ class NodeTable(QTableWidget):
             r = self.rowCount()
             self.insertRow(r)
             self.rows[name] = r
-            for c, text in enumerate((name, node.kind, NodeState.STOPPED, "", "", node.address, "0")):
+            # on loopback the port says it all (the full address in the tooltip): a narrower table
+            host, _, port = node.address.rpartition(":")
+            address = f":{port}" if host in ("127.0.0.1", "localhost", "::1", "[::1]") else node.address
+            for c, text in enumerate((name, node.kind, NodeState.STOPPED, "", "", address, "0")):
                 self.setItem(r, c, QTableWidgetItem(str(text)))
+            self.cell(r, 5).setToolTip(node.address)
             self._paint_state(r, NodeState.STOPPED)
+        self.updateGeometry()
+
+    def columns_width(self) -> int:
+        """The width every column needs, the state column wide enough for its longest state."""
+        bold = QFont(self.font())
+        bold.setBold(True)
+        longest_state = max(QFontMetrics(bold).horizontalAdvance(str(s)) for s in NodeState) + 12
+        header = self.horizontalHeader()
+        widths = [max(header.sectionSizeHint(c), self.sizeHintForColumn(c)) for c in range(self.columnCount())]
+        widths[2] = max(widths[2], longest_state)
+        return sum(widths)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        scroll = self.verticalScrollBar().sizeHint().width()
+        return QSize(max(hint.width(), self.columns_width() + 2 * self.frameWidth() + scroll), hint.height())
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(max(hint.width(), self.minimumSizeHint().width()), hint.height())
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # the states' shade for the new theme
+            for r in self.rows.values():
+                colour = state_colour(self.cell(r, 2).text())
+                if self.cell(r, 2).foreground().color() != colour:
+                    self.cell(r, 2).setForeground(colour)
 
     def cell(self, row: int, column: int) -> QTableWidgetItem:
         """The item at row, column (every cell gets one when its row is added)."""
@@ -102,6 +142,7 @@ class NodeTable(QTableWidget):
             return
         self._paint_state(r, state)
         self.cell(r, 3).setText(str(pid) if pid else "")
+        self.updateGeometry()
         if state in (NodeState.STOPPED, NodeState.FAILED):
             self.cell(r, 4).setText("")
 
@@ -110,6 +151,7 @@ class NodeTable(QTableWidget):
         if r is not None:
             self.cell(r, 4).setText(str(len(pids)) if pids else "")
             self.cell(r, 4).setToolTip(", ".join(str(p) for p in pids))
+            self.updateGeometry()  # a pid column that grew
 
     def apply_snapshot(self, snap: StackSnapshot) -> None:
         for n in snap.nodes:

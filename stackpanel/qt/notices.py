@@ -9,7 +9,7 @@ from stackpanel.core.supervise.events import NodeState
 from stackpanel.core.tls import TrustStep, apply_trust, trust_plan
 from stackpanel.qt.controller import LoadedProfile, StackController, profile_notices
 from stackpanel.qt.operations import Operation
-from stackpanel.qt.theme import STATE_COLOURS
+from stackpanel.qt.theme import state_colour
 
 
 class ProfileNotices(QWidget):
@@ -20,7 +20,7 @@ class ProfileNotices(QWidget):
         self._controller = controller
         self.text = QLabel()
         self.text.setWordWrap(True)
-        self.text.setStyleSheet(f"color: {STATE_COLOURS[NodeState.BACKING_OFF]};")
+        self.text.setStyleSheet(f"color: {state_colour(NodeState.BACKING_OFF).name()};")
         self.trust_button = QPushButton("Trust the local CA…")
         self.trust_button.setToolTip("Add stackpanel's local certificate authority to this system and to "
                                      "Chromium's and Firefox's stores (it shows what it changes first)")

@@ -22,6 +22,7 @@ from stackpanel.qt.event_log import EventLog
 from stackpanel.qt.load_panel import LoadPanel
 from stackpanel.qt.log_view import LogView
 from stackpanel.qt.plots import PlotsPanel
+from stackpanel.qt.traces_view import TracesView
 
 
 @runtime_checkable
@@ -44,6 +45,7 @@ class PanelSpec:
 TAB_PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("plots", "Plots", lambda c: PlotsPanel(controller=c)),
     PanelSpec("logs", "Logs", lambda c: LogView(controller=c)),
+    PanelSpec("traces", "Traces", lambda c: TracesView(controller=c)),
     PanelSpec("node", "Node", lambda c: NodeDetails(controller=c)),
     PanelSpec("load", "Load", lambda c: LoadPanel(controller=c), icon="load"),
     PanelSpec("events", "Events", EventLog),

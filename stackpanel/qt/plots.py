@@ -8,17 +8,29 @@ window (1, 5, 15 min) only changes the slice that is handed over.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QPalette
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QFontMetrics, QPalette, QResizeEvent
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from stackpanel.core.metrics.engine import MetricsSnapshot
+from stackpanel.core.metrics.engine import MetricsSnapshot, WorkerHistory
+from stackpanel.core.supervise.events import StackState, StackStateChanged
 from stackpanel.qt.theme import SERIES_COLOURS, icon
 
 if TYPE_CHECKING:
@@ -27,6 +39,10 @@ if TYPE_CHECKING:
     from stackpanel.qt.controller import LoadedProfile, StackController
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900)
+QWIDGETSIZE_MAX = (1 << 24) - 1
+EMPTY_TEXT = "No data yet: start the stack, then put load on it (the Load tab)."
+#: separators kept for the most recent run starts
+MAX_RUN_LINES = 5
 #: grid strength: the grid colour is this blend of text over background, drawn opaque and only at
 #: the major ticks (pyqtgraph's alpha-blended grid over three tick levels was ~85 % of a repaint:
 #: four plots 25-30 ms -> 4 ms; see benchmarks/RESULTS-gui.md)
@@ -41,6 +57,14 @@ NEW_CURVES_PER_REDRAW = 12
 CONTINUE_MS = 10
 #: 1 px cosmetic pens take the raster engine's fast path (wider lines cost ~3x per segment)
 PEN_WIDTH = 1.0
+#: with more workers than this, the busiest (mean req/s over the window) get a curve each and the
+#: rest one "others" curve: their mean (a per-worker plot stays per worker)
+TOP_WORKERS = 6
+OTHERS: tuple[str] = ("others",)
+OTHERS_COLOUR = "#8c959f"
+#: one legend entry's height at its 8 pt, and what of a plot's height is not beside the data (title, axis);
+#: a short plot (a 1280×720 window) shows fewer workers of their own, so that its legend fits in one column
+LEGEND_ENTRY_PX, LEGEND_CHROME_PX = 15, 50
 WorkerKey = tuple[str, int]
 
 
@@ -65,6 +89,13 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tupl
     return x[n - m:: k], peaks
 
 
+class _AgoAxis(pg.AxisItem):
+    """Time ticks as "40 s ago" … "now" (x is seconds relative to the newest sample)."""
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        return ["now" if abs(v) < 1e-9 else f"{-v:g} s ago" for v in values]
+
+
 class _BatchLegend(pg.LegendItem):
     """A legend whose size update (a walk over every entry, run by pyqtgraph after each add and
     remove: O(n²) for n entries) can be deferred to the end of a batch of changes."""
@@ -76,7 +107,12 @@ class _BatchLegend(pg.LegendItem):
         if self._batch_depth:
             self._size_stale = True
             return
-        super().updateSize()
+        super().updateSize()  # sets the geometry to what the entries need ...
+        if self.isVisible():  # ... which the plot's layout would override: ask it for that room
+            size = self.geometry().size()
+            self.setMinimumSize(size)
+            self.setPreferredSize(size)
+            self.updateGeometry()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -99,31 +135,37 @@ class _SeriesPlot:
     """
 
     def __init__(self, title: str, units: str) -> None:
-        self.widget = pg.PlotWidget()
+        # the time axis says "40 s ago" on its ticks and the title carries the units: no axis
+        # titles, whose lines a 1280×720 window cannot spare
+        self.widget = pg.PlotWidget(axisItems={"bottom": _AgoAxis(orientation="bottom")})
         self.plot: pg.PlotItem = self.widget.getPlotItem()
-        self.plot.setTitle(title, size="10pt")
-        self.plot.setLabel("left", units)
-        self.plot.setLabel("bottom", "seconds ago")
+        self.plot.setTitle(f"{title} ({units})", size="10pt")
+        # the title spans the data and the legend: a long one must not squeeze the legend's column
+        self.plot.layout.removeItem(self.plot.titleLabel)
+        self.plot.layout.addItem(self.plot.titleLabel, 0, 1, 1, 3)
         left = self.plot.getAxis("left")
         if GRID_ALPHA > 0:
             self.plot.showGrid(x=False, y=True, alpha=GRID_ALPHA)
             left.setStyle(tickAlpha=255, maxTickLevel=0)  # opaque (colour set in apply_palette), major only
         fm = QFontMetrics(left.style["tickFont"] or self.widget.font())
-        label_h = QFontMetrics(self.widget.font()).height()
-        left.setWidth(fm.horizontalAdvance("0" * AXIS_DIGITS) + left.style["tickTextOffset"][0] + label_h + 4)
+        left.setWidth(fm.horizontalAdvance("0" * AXIS_DIGITS) + left.style["tickTextOffset"][0] + 4)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.disableAutoRange()
         self.plot.setYRange(0, 1, padding=0)
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
-        # what PlotItem.addLegend does, with a legend that can batch its updates
-        self.legend = _BatchLegend(offset=(4, 4), labelTextSize="8pt", verSpacing=-6)
-        self.legend.setParentItem(self.plot.vb)
+        # the legend beside the data area, never over it (a column of the plot's own layout)
+        self.legend = _BatchLegend(offset=None, labelTextSize="8pt", verSpacing=-6)
+        self.plot.layout.addItem(self.legend, 1, 3, 3, 1)  # beside the data area and both axes
+        self.legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # not stretched
+        self.plot.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         self.plot.legend = self.legend
         self.curves: dict[object, pg.PlotCurveItem] = {}
         #: curves whose series went (retire_missing), reused for new series before drop_spares
         self._spare: list[pg.PlotCurveItem] = []
         self._ymax = 1.0
+        self._run_lines: list[pg.InfiniteLine] = []
+        self._ink = QColor("#8c959f")
         self._batching = False
         self._columns_stale = False
 
@@ -206,10 +248,43 @@ class _SeriesPlot:
             return
         self._columns_stale = False
         n = len(self.curves)
-        self.legend.setColumnCount(max(1, math.ceil(n / 6)))
+        self.legend.setColumnCount(max(1, math.ceil(n / max(self.legend_rows(), TOP_WORKERS + 1))))
+
+    def legend_rows(self) -> int:
+        """Legend entries the plot is tall enough for in one column beside its data."""
+        return max(3, int((self.widget.height() - LEGEND_CHROME_PX) // LEGEND_ENTRY_PX))
 
     def set_window(self, seconds: float) -> None:
         self.plot.setXRange(-seconds, 0, padding=0.01)
+
+    def set_legend_visible(self, visible: bool) -> None:
+        self.legend.setVisible(visible)
+        if visible:
+            self.legend.setMaximumWidth(QWIDGETSIZE_MAX)
+            self.legend.updateSize()
+        else:  # the data area takes its room
+            self.legend.setMinimumWidth(0)
+            self.legend.setPreferredWidth(0)
+            self.legend.setMaximumWidth(0)
+        self.plot.layout.setColumnMaximumWidth(3, QWIDGETSIZE_MAX if visible else 0)
+
+    def set_run_starts(self, xs: list[float]) -> None:
+        """Dashed vertical lines where a run of the stack started (``xs`` in seconds ago)."""
+        while len(self._run_lines) < len(xs):
+            pen = pg.mkPen(self._ink, width=1, style=Qt.PenStyle.DashLine)
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pen, label="start",
+                                   labelOpts={"position": 0.92, "color": self._ink, "anchors": [(0, 0), (0, 0)]})
+            self.plot.addItem(line, ignoreBounds=True)
+            self._run_lines.append(line)
+        for i, line in enumerate(self._run_lines):
+            if i < len(xs):
+                line.setPos(xs[i])
+                line.show()
+            else:
+                line.hide()
+
+    def run_start_positions(self) -> list[float]:
+        return [float(line.value()) for line in self._run_lines if line.isVisible()]
 
     def apply_palette(self, pal: QPalette) -> None:
         bg = pal.color(QPalette.ColorRole.Base)
@@ -225,6 +300,10 @@ class _SeriesPlot:
                                    a * fg.blueF() + (1 - a) * bg.blueF())
             self.plot.getAxis("left").setTickPen(pg.mkPen(grid, width=1))
         self.plot.titleLabel.setText(self.plot.titleLabel.text, color=fg.name())
+        self._ink = QColor(fg)
+        for line in self._run_lines:
+            line.setPen(pg.mkPen(fg, width=1, style=Qt.PenStyle.DashLine))
+            line.label.setColor(fg)
         self.legend.setLabelTextColor(fg)
         lb = QColor(bg)
         lb.setAlpha(200)
@@ -241,7 +320,7 @@ class PlotsPanel(QWidget):
         super().__init__(parent)
         self.cpu = _SeriesPlot("CPU per worker", "%")
         self.rps = _SeriesPlot("Requests per worker", "req/s")
-        self.latency = _SeriesPlot("Latency per node (p50 solid, p95 dashed)", "ms")
+        self.latency = _SeriesPlot("Latency per node: p50 solid, p95 dashed", "ms")
         self.rss = _SeriesPlot("Memory (RSS) per worker", "MB")
         self.plots = (self.cpu, self.rps, self.latency, self.rss)
         self.window_s: float = 300
@@ -261,23 +340,41 @@ class PlotsPanel(QWidget):
         self.pause_button = QPushButton(icon("pause"), "Pause")
         self.pause_button.setCheckable(True)
         self.pause_button.toggled.connect(self.set_paused)
-        self.status = QLabel("no data yet")
+        self.legend_box = QCheckBox("Legend")
+        self.legend_box.setChecked(True)
+        self.legend_box.toggled.connect(self.set_legend_visible)
+        self.status = QLabel("")
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        #: wall-clock times (time.time) at which a run of the stack started, for the separators
+        self.run_starts: list[float] = []
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Window"))
         top.addWidget(self.window_box)
         top.addWidget(self.pause_button)
+        top.addWidget(self.legend_box)
         top.addStretch(1)
         top.addWidget(self.status)
-        grid = QGridLayout()
+        plots = QWidget()
+        grid = QGridLayout(plots)
+        grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(4)
         for i, p in enumerate(self.plots):
             grid.addWidget(p.widget, i // 2, i % 2)
+        # until the first metrics arrive: what to do, not four empty grids
+        self.empty = QLabel(EMPTY_TEXT)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        f = self.empty.font()
+        f.setPointSizeF(f.pointSizeF() * 1.2)
+        self.empty.setFont(f)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.empty)
+        self.pages.addWidget(plots)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
-        lay.addLayout(grid, 1)
+        lay.addWidget(self.pages, 1)
         for p in self.plots:
             p.set_window(self.window_s)
         self.apply_palette()
@@ -296,17 +393,36 @@ class PlotsPanel(QWidget):
             if lp.profile is not None:
                 self.entry = lp.profile.entry
 
+        def stack_state(ev: StackStateChanged) -> None:
+            if ev.state == StackState.STARTING:
+                self.mark_run_start(ev.at)
+
         controller.bridge.metrics.connect(self.apply_metrics)
+        controller.bridge.stackStateChanged.connect(stack_state)
         controller.sessionChanged.connect(lambda _s: self.clear())
         controller.profileLoaded.connect(loaded)
 
     def restore_settings(self, settings: QSettings) -> None:
-        """The time window from ``settings``; every change is written back at once."""
+        """The time window and the legend from ``settings``; every change is written back at once."""
         self.set_window(float(str(settings.value("plots/window", 300))))
+        self.legend_box.setChecked(str(settings.value("plots/legend", "true")).lower() == "true")
         self.window_box.currentIndexChanged.connect(lambda _i: settings.setValue("plots/window", self.window_s))
+        self.legend_box.toggled.connect(lambda on: settings.setValue("plots/legend", on))
 
     def save_settings(self, settings: QSettings) -> None:
         settings.setValue("plots/window", self.window_s)
+        settings.setValue("plots/legend", self.legend_box.isChecked())
+
+    def set_legend_visible(self, visible: bool) -> None:
+        for p in self.plots:
+            p.set_legend_visible(visible)
+        if self.legend_box.isChecked() != visible:
+            self.legend_box.setChecked(visible)
+
+    def mark_run_start(self, wall_time: float) -> None:
+        """A run of the stack started at ``wall_time`` (time.time()): a separator on every plot."""
+        self.run_starts = [*self.run_starts[-(MAX_RUN_LINES - 1):], wall_time]
+        self._dirty = True
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -341,7 +457,11 @@ class PlotsPanel(QWidget):
                 p.drop_missing(set())
         self._latest = None
         self._colours.clear()
-        self.status.setText("no data yet")
+        self.run_starts = []
+        for p in self.plots:
+            p.set_run_starts([])
+        self.status.setText("")
+        self.pages.setCurrentWidget(self.empty)
 
     def apply_palette(self) -> None:
         for p in self.plots:
@@ -351,6 +471,10 @@ class PlotsPanel(QWidget):
         super().changeEvent(event)  # type: ignore[arg-type]
         if hasattr(self, "plots"):
             self.apply_palette()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._dirty = True  # the number of workers with a curve of their own follows the plots' height
 
     # -- drawing ------------------------------------------------------------------------------------
 
@@ -386,10 +510,21 @@ class PlotsPanel(QWidget):
         for p in (self.cpu, self.rps, self.rss):
             p.retire_missing(keys)
         self.latency.retire_missing(lat_keys)
+        shown, others = top_workers(snap.worker_history, start, min(TOP_WORKERS, self.cpu.legend_rows() - 1))
+        if others:
+            keys = {(h.node, h.pid) for h in shown} | {OTHERS}
+            for p in (self.cpu, self.rps, self.rss):
+                p.retire_missing(keys)
         roles = {(w.node, w.pid): w.role for w in snap.workers}
         ymax = {id(p): 0.0 for p in self.plots}
         budget, more = NEW_CURVES_PER_REDRAW, False
-        for h in snap.worker_history:
+        if others:
+            t, cpu, rps, rss = mean_of(others, start)
+            name = f"others (mean of {len(others)})"
+            for plot, values in ((self.cpu, cpu), (self.rps, rps), (self.rss, rss / 2**20)):
+                ymax[id(plot)] = max(ymax[id(plot)], plot.set_curve(OTHERS, name, OTHERS_COLOUR, t - now, values,
+                                                                    dashed=True))
+        for h in shown:
             key: WorkerKey = (h.node, h.pid)
             if key not in self.cpu.curves and not self.cpu.has_spare():  # 3 new curves (cpu, rps, rss)
                 if budget < 3:
@@ -422,6 +557,8 @@ class PlotsPanel(QWidget):
             QTimer.singleShot(CONTINUE_MS, self._on_timer)
         for p in self.plots:
             p.set_y_max(ymax[id(p)])
+            p.set_run_starts([at - snap.wall_time for at in self.run_starts if at - snap.wall_time > -self.window_s])
+        self.pages.setCurrentIndex(1)
         entry = snap.node(self.entry) if self.entry else None
         processes, nodes = len(snap.worker_history), len(snap.node_history)
         text = f"{processes} process{'es' if processes != 1 else ''} · {nodes} node{'s' if nodes != 1 else ''}"
@@ -431,3 +568,39 @@ class PlotsPanel(QWidget):
 
     def curve_count(self) -> int:
         return sum(len(p.curves) for p in self.plots)
+
+
+def top_workers(history: Sequence[WorkerHistory], start: float,
+                top: int = TOP_WORKERS) -> tuple[list[WorkerHistory], list[WorkerHistory]]:
+    """(the ``top`` busiest by mean req/s since ``start``, the rest); all shown when they are no
+    more than one over ``top`` (an "others" curve of one worker says nothing)."""
+    if len(history) <= top + 1:
+        return list(history), []
+
+    def rate(h: WorkerHistory) -> float:
+        tail = h.rps[_tail(h.t, start):]
+        with np.errstate(all="ignore"):
+            m = float(np.nanmean(tail)) if len(tail) and not np.all(np.isnan(tail)) else 0.0
+        return m
+
+    ranked = sorted(history, key=lambda h: (-rate(h), h.node, h.pid))
+    chosen = set(id(h) for h in ranked[:top])
+    return [h for h in history if id(h) in chosen], [h for h in history if id(h) not in chosen]
+
+
+def mean_of(history: Sequence[WorkerHistory], start: float) -> tuple[np.ndarray, ...]:
+    """Times since ``start`` and the mean CPU %, req/s and RSS of ``history`` at each (the engine
+    samples every worker on the same ticks; a worker that came later is missing, not zero)."""
+    t = np.unique(np.concatenate([h.t[_tail(h.t, start):] for h in history]))
+    sums = np.zeros((3, len(t)))
+    counts = np.zeros((3, len(t)))
+    for h in history:
+        i = _tail(h.t, start)
+        at = np.searchsorted(t, h.t[i:])
+        for row, values in enumerate((h.cpu_percent[i:], h.rps[i:], h.rss_bytes[i:])):
+            ok = ~np.isnan(values)
+            np.add.at(sums[row], at[ok], values[ok])
+            np.add.at(counts[row], at[ok], 1)
+    with np.errstate(all="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return t, means[0], means[1], means[2]

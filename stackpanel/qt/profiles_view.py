@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QStackedWidget, QVBoxLayout, QWidget
 
 from stackpanel.core.errors import ProfileError
@@ -31,6 +31,10 @@ class ProfileList(QListWidget):
     def __init__(self, controller: StackController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("profiles")
+        # no horizontal scroll bar (it would cut the last name): a long name or folder is elided
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setUniformItemSizes(True)
         self._controller = controller
         self.currentItemChanged.connect(lambda cur, _prev: self._select(cur))
         controller.stateChanged.connect(lambda: self.setEnabled(not controller.active and not controller.busy))
@@ -45,7 +49,8 @@ class ProfileList(QListWidget):
             group = [e for e in entries if e.group == group_name]
             if not group:
                 continue
-            header = QListWidgetItem(f"yours ({user_dir()})" if group_name == "user" else group_name)
+            header = QListWidgetItem(f"yours ({_home_short(user_dir())})" if group_name == "user" else group_name)
+            header.setToolTip(str(user_dir()) if group_name == "user" else "")
             header.setFlags(Qt.ItemFlag.NoItemFlags)
             f = header.font()
             f.setBold(True)
@@ -60,10 +65,24 @@ class ProfileList(QListWidget):
                 if e.name == select and (chosen is None or group_name != "built-in"):  # as resolve_profile
                     chosen = item
         self.blockSignals(False)
+        self._fit_height()
         if chosen is None:
             chosen = next((self.item(i) for i in range(self.count()) if self.item(i).data(NAME_ROLE)), None)
         if chosen is not None:
             self.setCurrentItem(chosen)  # loads it
+
+    def content_height(self) -> int:
+        return sum(self.sizeHintForRow(i) for i in range(self.count())) + 2 * self.frameWidth()
+
+    def _fit_height(self) -> None:
+        """As tall as its names (the nodes below get the rest); it scrolls only when the window is
+        too short for all of them."""
+        self.setMaximumHeight(max(self.content_height(), 3 * max(1, self.sizeHintForRow(0))))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._fit_height()
 
     def current_name(self) -> str | None:
         item = self.currentItem()
@@ -81,6 +100,14 @@ class ProfileList(QListWidget):
         if item is None or not item.data(PATH_ROLE):
             return
         self._controller.load_profile(item.data(NAME_ROLE), Path(item.data(PATH_ROLE)))
+
+
+def _home_short(path: Path) -> str:
+    """``path`` with the home directory as ``~``."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 class ProfileDescription(QLabel):

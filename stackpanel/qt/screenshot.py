@@ -1,9 +1,11 @@
 """Take a screenshot of the real window with a stack running and load applied.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python -m stackpanel.qt.screenshot docs/screenshot.png
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python -m stackpanel.qt.screenshot \
+        docs/screenshot-dark-1280x720.png --size 1280x720 --theme dark --seconds 25
 
 Starts PROFILE (default nginx-gunicorn-uvicorn) with a free port offset, puts load on it for
-``--seconds``, grabs the window, then closes it (which stops the stack).
+``--seconds``, grabs the window, then closes it (which stops the stack). The README's four
+screenshots are this at 1280x720 and 1920x1080, light and dark.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", default="/api/cpu?ms=5")
     ap.add_argument("--rate", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--theme", default="light")
-    ap.add_argument("--size", default="1560x960")
+    ap.add_argument("--theme", default="light", choices=("light", "dark"))
+    ap.add_argument("--size", default="1280x720")
     ap.add_argument("--window", type=int, default=60, help="plot window in seconds (60, 300, 900)")
     args = ap.parse_args(argv)
     app = QApplication(sys.argv[:1])

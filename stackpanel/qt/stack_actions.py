@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QWidget
 
 from stackpanel.core.supervise.supervisor import PortConflictError, StartError
 from stackpanel.qt.controller import Operation, SessionPrepareError, StackController
-from stackpanel.qt.theme import STACK_COLOURS, icon
+from stackpanel.qt.theme import icon, stack_colour
 
 T = TypeVar("T")
 
@@ -55,6 +55,15 @@ def report_failure(parent: QWidget, controller: StackController, op: Operation[T
         box.setText(f"Node <b>{_esc(err.node)}</b> did not start: {_esc(err.reason)}")
         box.setInformativeText("Nothing it started is left running. Its last log lines are below.")
         box.setDetailedText("\n".join(err.last_lines) or "(no output)")
+        show_log = box.addButton("Show its log", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+
+        def done() -> None:
+            controller.acknowledge_failure()
+            if box.clickedButton() is show_log:
+                controller.show_log(err.node)
+
+        box.finished.connect(lambda _r: done())
         box.open()
         controller.select_node(err.node)
         controller.publish_last_lines(err.node, err.last_lines)
@@ -101,6 +110,8 @@ def _offer_offset(parent: QWidget, controller: StackController, text: str, offse
             load = controller.set_port_offset(offset)
             if load is not None:
                 load.then(lambda o: start_stack(parent, controller) if controller.is_current(o) else None)
+        else:
+            controller.acknowledge_failure()
 
     box.finished.connect(lambda _r: done())
     box.open()
@@ -200,11 +211,11 @@ class StackStateLabel(QLabel):
     def update_state(self) -> None:
         state = self._controller.stack_state
         text = f" ● {state} "
-        if text == self.text():  # a style sheet change re-polishes the label: only when it differs
+        style = f"color: {stack_colour(state).name()}; font-weight: bold;"
+        if text == self.text() and style == self.styleSheet():  # a style sheet change re-polishes: only if it differs
             return
-        colour = STACK_COLOURS.get(state, "#8c959f")
         self.setText(text)
-        self.setStyleSheet(f"color: {colour}; font-weight: bold;")
+        self.setStyleSheet(style)
 
 
 class EntryUrlLabel(QLabel):

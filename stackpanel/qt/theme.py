@@ -4,28 +4,38 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from PySide6.QtGui import QColor, QIcon, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleOption, QWidget
 
 from stackpanel.core.supervise.events import NodeState, StackState
 
-#: Node fill colours by state; mid-tones that stay readable with dark or light text around them.
-STATE_COLOURS: dict[str, str] = {
-    NodeState.STOPPED: "#8c959f",
-    NodeState.STARTING: "#d4a72c",
-    NodeState.READY: "#2ea043",
-    NodeState.CRASHED: "#e5534b",
-    NodeState.BACKING_OFF: "#db6d28",
-    NodeState.STOPPING: "#c69026",
-    NodeState.FAILED: "#b62324",
+#: One palette of states for both themes: a hue per kind of state, in a shade for light backgrounds
+#: and one for dark ones, each readable as text (>= 4.5:1) on that theme's window and base colours.
+STATE_HUES: dict[str, tuple[str, str]] = {
+    "grey": ("#59636e", "#9198a1"),
+    "blue": ("#0969da", "#4c9bff"),
+    "green": ("#1a7f37", "#3fb950"),
+    "orange": ("#a35200", "#e3823b"),
+    "red": ("#cf222e", "#ff6a63"),
 }
-STACK_COLOURS: dict[str, str] = {
-    StackState.STOPPED: STATE_COLOURS[NodeState.STOPPED],
-    StackState.STARTING: STATE_COLOURS[NodeState.STARTING],
-    StackState.RUNNING: STATE_COLOURS[NodeState.READY],
-    StackState.DEGRADED: STATE_COLOURS[NodeState.BACKING_OFF],
-    StackState.STOPPING: STATE_COLOURS[NodeState.STOPPING],
-    StackState.FAILED: STATE_COLOURS[NodeState.FAILED],
+#: stopped grey, starting (and stopping) blue, ready green, degraded orange, failed red
+NODE_STATE_HUES: dict[str, str] = {
+    NodeState.STOPPED: "grey",
+    NodeState.STARTING: "blue",
+    NodeState.READY: "green",
+    NodeState.CRASHED: "red",
+    NodeState.BACKING_OFF: "orange",
+    NodeState.STOPPING: "blue",
+    NodeState.FAILED: "red",
+}
+STACK_STATE_HUES: dict[str, str] = {
+    StackState.STOPPED: "grey",
+    StackState.STARTING: "blue",
+    StackState.RUNNING: "green",
+    StackState.DEGRADED: "orange",
+    StackState.STOPPING: "blue",
+    StackState.FAILED: "red",
 }
 #: Series colours (per worker / per node), distinguishable on white and on near-black.
 SERIES_COLOURS: tuple[str, ...] = (
@@ -33,13 +43,40 @@ SERIES_COLOURS: tuple[str, ...] = (
     "#bcbd22", "#7f7f7f", "#393b79", "#e7ba52", "#637939", "#ad494a", "#6b6ecf", "#3182bd",
 )
 ERROR_COLOUR = "#e5534b"
-WARNING_COLOUR = "#d4a72c"
 
 THEMES = ("system", "light", "dark")
 
 
-def state_colour(state: str | None) -> QColor:
-    return QColor(STATE_COLOURS.get(state or NodeState.STOPPED, STATE_COLOURS[NodeState.STOPPED]))
+def is_dark(palette: QPalette | None = None) -> bool:
+    pal = palette if palette is not None else QApplication.palette()
+    return pal.color(QPalette.ColorRole.Base).lightness() < 128
+
+
+def hue_colour(hue: str, palette: QPalette | None = None) -> QColor:
+    """``hue`` (a key of STATE_HUES) in the shade for ``palette`` (default: the application's)."""
+    light, dark = STATE_HUES[hue]
+    return QColor(dark if is_dark(palette) else light)
+
+
+def state_colour(state: str | None, palette: QPalette | None = None) -> QColor:
+    """A node's state colour for ``palette`` (default: the application's)."""
+    return hue_colour(NODE_STATE_HUES.get(state or NodeState.STOPPED, "grey"), palette)
+
+
+def stack_colour(state: str | None, palette: QPalette | None = None) -> QColor:
+    return hue_colour(STACK_STATE_HUES.get(state or StackState.STOPPED, "grey"), palette)
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """WCAG 2 contrast ratio of two colours (1 to 21)."""
+
+    def luminance(c: QColor) -> float:
+        def channel(v: float) -> float:
+            return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+        return 0.2126 * channel(c.redF()) + 0.7152 * channel(c.greenF()) + 0.0722 * channel(c.blueF())
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
 
 
 def resource_dirs() -> list[Path]:
@@ -107,6 +144,28 @@ def _light_palette() -> QPalette:
     return p
 
 
+class PanelStyle(QProxyStyle):
+    """Fusion, with an unchecked check box that can be seen: Fusion outlines it in a shade of the
+    window colour, which all but vanishes on a dark base. The outline here is the placeholder-text
+    colour (>= 3:1 against the base in both themes)."""
+
+    def __init__(self) -> None:
+        super().__init__("Fusion")
+
+    def drawPrimitive(self, element: QStyle.PrimitiveElement, option: QStyleOption, painter: QPainter,
+                      widget: QWidget | None = None) -> None:
+        super().drawPrimitive(element, option, painter, widget)
+        if element in (QStyle.PrimitiveElement.PE_IndicatorCheckBox,
+                       QStyle.PrimitiveElement.PE_IndicatorItemViewItemCheck):
+            painter.save()
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.setPen(QPen(option.palette.color(QPalette.ColorRole.PlaceholderText), 1.0))  # type: ignore[attr-defined]
+            painter.setBrush(QColor(0, 0, 0, 0))
+            r = QRectF(option.rect).adjusted(0.5, 0.5, -1.5, -1.5)  # type: ignore[attr-defined]
+            painter.drawRoundedRect(r, 2, 2)
+            painter.restore()
+
+
 _system_palette: QPalette | None = None
 
 
@@ -116,10 +175,10 @@ def apply_theme(app: QApplication, mode: str) -> None:
     if _system_palette is None:
         _system_palette = QPalette(app.palette())
     if mode == "dark":
-        app.setStyle("Fusion")
+        app.setStyle(PanelStyle())
         app.setPalette(_dark_palette())
     elif mode == "light":
-        app.setStyle("Fusion")
+        app.setStyle(PanelStyle())
         app.setPalette(_light_palette())
     else:
         app.setPalette(_system_palette)

@@ -18,7 +18,8 @@ from stackpanel.core.supervise.ports import free_port_offset
 from stackpanel.core.supervise.process import alive_pids
 from stackpanel.qt.controller import LoadedProfile
 from stackpanel.qt.details import NodeDetails
-from stackpanel.qt.log_view import LogView
+from stackpanel.qt.load_panel import LoadPanel
+from stackpanel.qt.log_view import RUN_LABEL, LogView
 from stackpanel.qt.main_window import MainWindow
 from stackpanel.qt.plots import PlotsPanel
 
@@ -128,6 +129,11 @@ def test_start_watch_request_stop_end_to_end(qtbot: Any, settings: QSettings,
         qtbot.waitUntil(lambda: len(w.graph.workers["app"]) == 2, timeout=10_000)
         url = f"http://127.0.0.1:{8080 + offset}/"
         assert url in w.url_label.text()
+        # texts that say what is true now: the Load tab offers load on this URL; the run is marked
+        assert f"The stack runs: load goes to {url}" == w.panel(LoadPanel).hint.text()
+        assert "stopped" not in w.state_label.text() and "running" in w.state_label.text()
+        assert any(label == RUN_LABEL for label, _t in w.panel(LogView).lines)
+        assert len(w.panel(PlotsPanel).run_starts) == 1
 
         # plots receive data
         qtbot.waitUntil(lambda: len(snaps) >= 2, timeout=10_000)
@@ -223,7 +229,13 @@ def test_failed_start_shows_the_node_and_its_last_lines(qtbot: Any, settings: QS
     assert "Node <b>app</b> did not start" in box.text() and "while starting" in box.text()
     assert "config file missing" in box.detailedText()
     assert w.controller.stack_state in (StackState.FAILED, StackState.STOPPED)
-    box.close()
+    # it offers the node's log: the Logs tab, filtered to that node; the toolbar no longer says failed
+    show_log = next(b for b in box.buttons() if b.text() == "Show its log")
+    show_log.click()
+    logs = w.panel(LogView)
+    qtbot.waitUntil(lambda: w.tabs.currentWidget() is logs)
+    assert logs.source_box.currentData() == "app."
+    assert w.controller.stack_state == StackState.STOPPED and "stopped" in w.state_label.text()
     w.close()
 
 

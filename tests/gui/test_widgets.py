@@ -22,7 +22,7 @@ from stackpanel.qt.bridge import LogSource
 from stackpanel.qt.graph_view import GraphView, edge_width
 from stackpanel.qt.log_view import LogView, is_error_line
 from stackpanel.qt.plots import PlotsPanel
-from stackpanel.qt.theme import STATE_COLOURS
+from stackpanel.qt.theme import state_colour
 
 pytestmark = pytest.mark.gui
 
@@ -68,11 +68,11 @@ def test_graph_follows_states_workers_and_traffic(qtbot: Any, tmp_path: Path, sl
     qtbot.addWidget(view)
     view.set_profile(profile)
     view.apply_event(NodeStateChanged("app", NodeState.STARTING, NodeState.STOPPED, sleepers[0]))
-    assert view.nodes["app"].colour == QColor(STATE_COLOURS[NodeState.STARTING])
+    assert view.nodes["app"].colour == state_colour(NodeState.STARTING)
     view.apply_event(WorkersChanged("app", sleepers[0], (sleepers[1], sleepers[2]), (sleepers[1], sleepers[2]), ()))
     view.apply_event(NodeStateChanged("app", NodeState.READY, NodeState.STARTING, sleepers[0]))
     assert set(view.workers["app"]) == {sleepers[1], sleepers[2]}
-    assert view.nodes["app"].colour == QColor(STATE_COLOURS[NodeState.READY])
+    assert view.nodes["app"].colour == state_colour(NodeState.READY)
     chip = view.workers["app"][sleepers[1]]
     assert chip.pos().y() > view.nodes["app"].pos().y() + view.nodes["app"].h - 1  # under its master
     view.apply_event(WorkersChanged("app", sleepers[0], (sleepers[2],), (), (sleepers[1],)))
@@ -98,8 +98,8 @@ def test_graph_follows_states_workers_and_traffic(qtbot: Any, tmp_path: Path, sl
     static = view.edge("web", "static:web")
     client = view.edge("client", "web")
     assert api is not None and static is not None and client is not None
-    assert api.label_text == "/api\n100 req/s · 5.0% 5xx"
-    assert static.label_text == "/\n10 req/s · 0.0% 5xx"
+    assert api.label_text == "/api\n100 req/s\n5.0% 5xx"
+    assert static.label_text == "/\n10 req/s\n0.0% 5xx"
     assert client.rps == pytest.approx(110.0)
     assert api.pen().widthF() == pytest.approx(edge_width(100.0)) and api.pen().widthF() > static.pen().widthF()
     assert api.pen().color() == QColor("#e5534b")  # >= 1 % errors: red
@@ -328,3 +328,35 @@ def test_notice_lines_of_an_error_log_and_client_closed_499s_are_not_highlighted
     assert formats("web error", "2026/12/01 08:12:26 [crit] 12#12: connect() failed") == {"error"}
     assert formats("web access", '4321 499 0.010 app - GET "/api/hello"') == set()
     assert formats("web access", '4321 404 0.001 app - GET "/nope"') == {"warning"}
+
+
+def test_balanced_edges_show_each_backends_share_in_the_graph_and_the_details(qtbot: Any, tmp_path: Path) -> None:
+    from stackpanel.qt.details import NodeDetails
+
+    profile = load_profile(resolve_profile("nginx-balanced"))
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_profile(profile)
+    assert view.edge("web", "app1") is not None and view.edge("web", "app2") is not None
+    assert view.nodes["app1"].address == "unix socket"  # behind the proxy: listen auto → a socket
+    web_log = tmp_path / "web.log"
+    eng = MetricsEngine()
+    eng.register_node("web", "nginx", web_log, routes=["app1", "app2", "static"], balanced=[("app1", "app2")])
+    eng.set_workers("web", os.getpid(), [])
+    eng.tick(0.0)
+    append(web_log, [access_line("nginx", os.getpid(), 200, 0.002, "app1")] * 150
+           + [access_line("nginx", os.getpid(), 200, 0.002, "app2")] * 50)
+    snap = eng.tick(2.0)
+    eng.close()
+    view.apply_metrics(snap)
+    one, two = view.edge("web", "app1"), view.edge("web", "app2")
+    assert one is not None and two is not None
+    assert one.label_text == "/api\n75 req/s · 0.0% 5xx · 75% of route"
+    assert two.label_text == "/api\n25 req/s · 0.0% 5xx · 25% of route"
+    assert "25.0% of the requests of /api" in two.toolTip()
+    assert "of route" not in view.edge("web", "static:web").label_text  # type: ignore[union-attr]
+    details = NodeDetails()
+    qtbot.addWidget(details)
+    details.show_node("web", "nginx", profile.nodes["web"].address, "", {})
+    details.set_backend_shares(snap.edges_of("web"))
+    assert details.backends.text() == "app1: 75% (150 requests, 75 req/s)\napp2: 25% (50 requests, 25 req/s)"

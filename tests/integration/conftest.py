@@ -13,7 +13,7 @@ from stackpanel.core.profiles.schema import Profile
 from stackpanel.core.supervise.ports import free_port_offset
 from stackpanel.core.supervise.process import alive_pids
 
-BUILTIN_PORTS = (8000, 8080, 8081)
+BUILTIN_PORTS = (8000, 8001, 8002, 8080, 8081)
 
 
 def port_free(port: int) -> bool:

@@ -110,3 +110,18 @@ def test_cli_bench_writes_table_json_csv_png(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     assert struct.unpack(">II", png[16:24]) == (1600, 900)
     assert 20_000 < len(png) < 2_000_000
+
+
+@pytest.mark.skipif(not wrk_available(), reason="wrk is not installed (apt-get install wrk)")
+def test_proxy_targets_are_measured_in_alternating_ab_pairs_with_wrk() -> None:
+    from stackpanel.core.bench.targets import Target, run_targets
+
+    report = run_targets(pairs=2, duration_s=1.0, warmup_s=0.2, connections=16,
+                         targets=(Target("nginx-uvicorn", 0.85),))
+    (result,) = report.results
+    assert [p.baseline_first for p in result.pairs] == [True, False]
+    assert all(not p.problem and p.baseline_rps > 0 and p.proxied_rps > 0 for p in result.pairs), result.pairs
+    assert len(result.ratios) == 2 and result.met is not None
+    assert all(p.cpu_ratio > 0 for p in result.pairs), result.pairs  # CPU-µs per request on both sides
+    assert "nginx-uvicorn" in report.format_table() and report.settings["workers"] == 2
+    assert stack_processes() == []

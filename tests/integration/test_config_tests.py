@@ -102,3 +102,26 @@ def test_hostile_values_are_refused_or_read_back_unchanged_by_the_servers(hostil
     if hostile.only_injection_could_change_structure(field, value):
         assert hostile.skeleton_nginx(dumped) == hostile.skeleton_nginx(base_dumped), (field, value)
     assert _apache_includes(stack.nodes["mid"], hostile_dir) == [str(stack.nodes["mid"].config_file)]
+
+
+@pytest.mark.parametrize(("proxy", "route"), [
+    ("nginx", {"balance": "least_conn", "max_fails": 3, "fail_timeout_seconds": 2, "strip_prefix": True}),
+    ("nginx", {"balance": "ip_hash"}),
+    ("apache", {"balance": "sticky", "fail_timeout_seconds": 2}),
+    ("apache", {"balance": "least_conn", "strip_prefix": True}),
+])
+@pytest.mark.parametrize("listen", ["tcp", "unix"])
+def test_balanced_routes_pass_the_servers_own_test_without_warnings(proxy: str, route: dict, listen: str,
+                                                                    tmp_path: Path) -> None:
+    data = yaml.safe_load((next(e.path for e in BUILTINS if e.name == "nginx-balanced")).read_text())
+    data["nodes"]["web"]["kind"] = proxy
+    data["nodes"]["web"]["routes"][0].update(route)
+    for app in ("app1", "app2"):
+        data["nodes"][app]["listen"] = listen
+    entry = next(e for e in BUILTINS if e.name == "nginx-balanced")
+    stack = render_stack(load_profile_text(yaml.safe_dump(data), entry.path), tmp_path / "run")
+    stack.write()
+    web = stack.nodes["web"]
+    assert web.config_test_argv is not None
+    result = subprocess.run(web.config_test_argv, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "warn" not in (result.stdout + result.stderr).lower(), result.stderr

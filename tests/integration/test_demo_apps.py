@@ -188,6 +188,13 @@ def test_unknown_path_is_404(served: Served) -> None:
     assert get(served.base + "/api/nope")[0] == 404
 
 
+def test_status_fails_on_purpose(served: Served) -> None:
+    assert get(served.base + "/api/status")[0] == 500
+    assert get(served.base + "/status?code=503")[0] == 503
+    assert get(served.base + "/api/status?code=201")[0] == 201
+    assert get(served.base + "/api/status?code=junk")[0] == 500
+
+
 @pytest.mark.parametrize("module", [fastapi_demo, flask_demo])
 def test_clamp_ms(module: Any) -> None:
     assert module.clamp_ms(None) == 0

@@ -112,8 +112,7 @@ def test_one_node_can_start_a_run_by_itself(supervisor_factory) -> None:
     profile = builtin("nginx-uvicorn")
     sup = supervisor_factory(profile)
     sup.start_node("app")
-    assert sup.snapshot().node("app").state == NodeState.READY
-    assert get(profile.nodes["app"].url + "healthz")[0] == 200
+    assert sup.snapshot().node("app").state == NodeState.READY  # its probe passed (over its Unix socket)
     with pytest.raises(StackpanelError, match="already running"):
         supervisor_factory(profile, "run").start()  # the same run directory is ours now
     sup.start()  # the rest of the stack joins the running node

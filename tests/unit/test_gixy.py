@@ -17,7 +17,7 @@ from stackpanel.core.profiles.library import list_profiles
 from stackpanel.core.profiles.loader import load_profile, load_profile_text
 from stackpanel.core.render import render_stack
 from tests import hostile
-from tests.unit.test_render import APACHE, NGINX
+from tests.unit.test_render import APACHE, NGINX, PHP
 
 #: Findings accepted, each with its reason.
 ACCEPTED = {
@@ -44,7 +44,7 @@ def _rendered_nginx_configs(tmp_path: Path) -> list[Path]:
     profiles.append(load_profile_text(yaml.safe_dump(generated), tmp_path / "p.yaml"))
     confs = []
     for i, profile in enumerate(profiles):
-        stack = render_stack(profile, tmp_path / f"run{i}", nginx=NGINX, apache=APACHE)
+        stack = render_stack(profile, tmp_path / f"run{i}", nginx=NGINX, apache=APACHE, php=PHP)
         stack.write()
         confs += [n.config_file for n in stack.nodes.values() if n.kind == "nginx" and n.config_file]
     return confs

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -55,7 +54,6 @@ def _traced() -> int:
 def test_memory_is_flat_after_the_rings_are_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A small table of gone workers, so it turns over (old entries folded) within REFERENCE_AFTER.
     monkeypatch.setattr(engine_module, "KEEP_GONE_PIDS", KEEP_GONE)
-    t_start = time.perf_counter()
     clock = [0.0]
     log_path = tmp_path / "access.log"
     eng = MetricsEngine(clock=lambda: clock[0], sampler=FakeSampler(clock=lambda: clock[0]))
@@ -113,7 +111,6 @@ def test_memory_is_flat_after_the_rings_are_full(tmp_path: Path, monkeypatch: py
     assert n_pids > WORKERS + KEEP_GONE + 100  # there really was churn ...
     assert len(web.requests_by_pid) <= WORKERS + 1 + KEEP_GONE + 1  # ... and the table stayed bounded
     assert web.requests_by_pid.get(FOLDED_PID, 0) > 0
-    assert time.perf_counter() - t_start < 10
 
 
 def test_fold_pids_keeps_sums_exact_and_the_newest_pids() -> None:

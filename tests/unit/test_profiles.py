@@ -14,6 +14,7 @@ from stackpanel.core.profiles.schema import GunicornNode, UvicornNode
 BUILTIN_NAMES = {
     "apache-uvicorn", "nginx-apache-uvicorn", "nginx-split", "nginx-uvicorn",
     "nginx-gunicorn-uvicorn", "nginx-gunicorn-flask", "uvicorn-workers", "uvicorn-dev", "nginx-tls-uvicorn",
+    "nginx-balanced", "nginx-php-uvicorn",
 }
 
 GOOD = """\

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stackpanel.core import logformat
-from stackpanel.core.discovery import ApacheInfo, NginxInfo
+from stackpanel.core.discovery import ApacheInfo, NginxInfo, PhpFpmInfo
 from stackpanel.core.errors import ProfileError, RenderError
 from stackpanel.core.profiles.library import builtin_dir
 from stackpanel.core.profiles.loader import load_profile, load_profile_text
@@ -29,9 +29,11 @@ APACHE = ApacheInfo(
     compiled_in=("core", "so", "watchdog", "http_core", "log_config", "logio", "version", "unixd"),
     available=frozenset({"mpm_event", "authz_core", "mime", "dir", "alias", "setenvif", "proxy", "proxy_http",
                          "headers", "unique_id", "env", "reqtimeout", "filter", "deflate", "ssl", "socache_shmcb",
-                         "http2"}),
+                         "http2", "slotmem_shm", "proxy_balancer", "lbmethod_byrequests", "lbmethod_bybusyness",
+                         "proxy_fcgi"}),
     mime_types=Path("/etc/mime.types"),
 )
+PHP = PhpFpmInfo(path=Path("/usr/sbin/php-fpm8.2"), version="8.2.36")
 
 
 def render_builtin(name: str, tmp_path: Path, as_root: bool = False, offset: int = 0):
@@ -49,7 +51,11 @@ def test_nginx_uvicorn_fast_proxy_path(tmp_path: Path) -> None:
     conf = conf_text(stack.nodes["web"])
     assert "daemon off;" in conf
     # upstream keepalive needs all three: pool, HTTP/1.1, and a cleared Connection header
-    assert re.search(r"upstream sp_app \{\s+server 127\.0\.0\.1:8000;\s+# .*\n\s+keepalive \d+;", conf)
+    # the app behind nginx listens on a Unix socket in the run directory (listen: auto)
+    sock = stack.paths.unix_socket("app")
+    assert stack.nodes["app"].unix_socket == sock and ("--uds", str(sock)) == stack.nodes["app"].argv[4:6]
+    assert re.search(r'upstream sp_app \{\s+server "unix:' + re.escape(str(sock)) + r'";\s+# .*\n\s+keepalive \d+;',
+                     conf)
     assert "proxy_http_version 1.1;" in conf
     # ... cleared for plain requests by the upgrade map (WebSockets get "upgrade")
     assert "proxy_set_header Connection $sp_connection_upgrade;" in conf
@@ -86,6 +92,7 @@ def test_apache_uvicorn(tmp_path: Path) -> None:
     conf = conf_text(web)
     assert "LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so" in conf
     assert "LoadModule log_config_module" not in conf  # compiled in: loading it again is an error
+    # behind Apache an app stays on TCP (a socket measured no faster there)
     assert 'ProxyPass "/" "http://127.0.0.1:8000/" ttl=4' in conf
     assert "Listen 127.0.0.1:8080" in conf
     assert f'LogFormat "{logformat.APACHE_LOG_FORMAT.replace(chr(34), chr(92) + chr(34))}" stackpanel' in conf

@@ -5,6 +5,7 @@ This is the core of ``stackpanel doctor`` and the source of machine facts for th
 - :func:`find_nginx` / :func:`find_apache`: the system's nginx and apache2/httpd binaries, their
   versions, and for Apache the modules directory, the compiled-in and shared modules and a
   ``mime.types`` file (:meth:`ApacheInfo.load_module_lines` writes the ``LoadModule`` lines).
+- :func:`find_php_fpm`: php-fpm (Debian's versioned ``php-fpm8.2`` too) and its version.
 - :func:`python_env`: gunicorn / uvicorn / uvicorn-worker versions for *an* interpreter (the app
   may run under another venv than stackpanel itself); :func:`module_importable` checks that an
   app module can be found there without importing it.
@@ -36,6 +37,7 @@ from stackpanel.core.discovery.doctor import ComponentStatus, DoctorReport, form
 from stackpanel.core.discovery.errors import ApacheModuleError, DiscoveryError
 from stackpanel.core.discovery.executables import EXTRA_BIN_DIRS, find_executable
 from stackpanel.core.discovery.nginx import NginxInfo, find_nginx, parse_nginx_version_output
+from stackpanel.core.discovery.php import PhpFpmInfo, find_php_fpm, parse_php_fpm_version
 from stackpanel.core.discovery.platform import (
     ALL_KINDS,
     COMPONENT_ORDER,
@@ -54,7 +56,7 @@ from stackpanel.core.discovery.python_env import PythonEnv, _python_env_cached, 
 
 def clear_cache() -> None:
     """Forget everything discovered (the next call probes the machine again)."""
-    for fn in (detect_platform, find_nginx, find_apache, _python_env_cached):
+    for fn in (detect_platform, find_nginx, find_apache, find_php_fpm, _python_env_cached):
         fn.cache_clear()
 
 
@@ -76,6 +78,7 @@ __all__ = [
     "DoctorReport",
     "Kind",
     "NginxInfo",
+    "PhpFpmInfo",
     "Platform",
     "PlatformFamily",
     "PythonEnv",
@@ -84,6 +87,7 @@ __all__ = [
     "find_apache",
     "find_executable",
     "find_nginx",
+    "find_php_fpm",
     "format_report",
     "install_hint",
     "module_importable",
@@ -91,6 +95,7 @@ __all__ = [
     "parse_apache_compiled_in",
     "parse_apache_defines",
     "parse_nginx_version_output",
+    "parse_php_fpm_version",
     "python_env",
     "run_doctor",
 ]

@@ -31,13 +31,17 @@ APACHE_BASE_MODULES: tuple[str, ...] = (
 )
 #: ... and those it loads when a route proxies to another node.
 APACHE_PROXY_MODULES: tuple[str, ...] = ("proxy", "proxy_http", "unique_id")
+#: ... when a route balances over several backends (plus the lbmethod_* module of its method).
+APACHE_BALANCER_MODULES: tuple[str, ...] = ("slotmem_shm", "proxy_balancer")
+#: ... when a route runs PHP (php-fpm on a Unix socket, through FastCGI) ...
+APACHE_PHP_MODULES: tuple[str, ...] = ("proxy", "proxy_fcgi")
 #: ... when a route compresses (limits.gzip) ...
 APACHE_GZIP_MODULES: tuple[str, ...] = ("filter", "deflate")
 #: ... and when the node listens with TLS (http2 only with tls.http2).
 APACHE_TLS_MODULES: tuple[str, ...] = ("ssl", "socache_shmcb")
 APACHE_HTTP2_MODULES: tuple[str, ...] = ("http2",)
 #: Every module a rendered httpd.conf may load: what the doctor checks.
-STACKPANEL_APACHE_MODULES: tuple[str, ...] = APACHE_BASE_MODULES + APACHE_PROXY_MODULES
+STACKPANEL_APACHE_MODULES: tuple[str, ...] = APACHE_BASE_MODULES + APACHE_PROXY_MODULES + ("proxy_fcgi",)
 
 APACHE_NAMES: tuple[str, ...] = ("apache2", "httpd")
 APACHE_MODULE_DIRS: tuple[str, ...] = (

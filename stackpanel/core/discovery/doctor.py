@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stackpanel.core.discovery.apache import STACKPANEL_APACHE_MODULES, find_apache
 from stackpanel.core.discovery.nginx import find_nginx
+from stackpanel.core.discovery.php import find_php_fpm
 from stackpanel.core.discovery.platform import (
     ALL_KINDS,
     PYTHON_KINDS,
@@ -105,6 +106,15 @@ def _apache_status(needed: bool, platform: Platform, search_path: str | None) ->
                            problem=problem, install_hint=hint)
 
 
+def _php_status(needed: bool, platform: Platform, search_path: str | None) -> ComponentStatus:
+    """php-fpm, which an apache node runs for its `php: true` routes."""
+    info = find_php_fpm(search_path)
+    if info is None:
+        return ComponentStatus("php", found=False, needed=needed, install_hint=install_hint("php", platform))
+    return ComponentStatus("php", found=True, needed=needed, path=str(info.path), version=info.version or None,
+                           problem="" if info.version else "could not read the version (php-fpm -v)")
+
+
 def _python_statuses(env: PythonEnv, needs: frozenset[Kind]) -> list[ComponentStatus]:
     py_needed = bool(needs & PYTHON_KINDS)
     statuses = [ComponentStatus(
@@ -146,6 +156,7 @@ def run_doctor(
     components = [
         _nginx_status("nginx" in wanted, platform, search_path),
         _apache_status("apache" in wanted, platform, search_path),
+        _php_status("php" in wanted, platform, search_path),
         *_python_statuses(env, wanted),
     ]
     report = DoctorReport(components=tuple(components), platform=platform, python=env.python)

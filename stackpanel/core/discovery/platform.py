@@ -14,12 +14,12 @@ from typing import Literal
 log = logging.getLogger("stackpanel.discovery")
 
 #: What a profile can need; ``run_doctor(needs=...)`` takes a set of these.
-Kind = Literal["nginx", "apache", "gunicorn", "uvicorn", "uvicorn_worker"]
+Kind = Literal["nginx", "apache", "php", "gunicorn", "uvicorn", "uvicorn_worker"]
 #: Components in a report: the kinds plus the Python interpreter the app servers run under.
-Component = Literal["nginx", "apache", "python", "gunicorn", "uvicorn", "uvicorn_worker"]
-ALL_KINDS: frozenset[Kind] = frozenset({"nginx", "apache", "gunicorn", "uvicorn", "uvicorn_worker"})
+Component = Literal["nginx", "apache", "php", "python", "gunicorn", "uvicorn", "uvicorn_worker"]
+ALL_KINDS: frozenset[Kind] = frozenset({"nginx", "apache", "php", "gunicorn", "uvicorn", "uvicorn_worker"})
 PYTHON_KINDS: frozenset[Kind] = frozenset({"gunicorn", "uvicorn", "uvicorn_worker"})
-COMPONENT_ORDER: tuple[Component, ...] = ("nginx", "apache", "python", "gunicorn", "uvicorn", "uvicorn_worker")
+COMPONENT_ORDER: tuple[Component, ...] = ("nginx", "apache", "php", "python", "gunicorn", "uvicorn", "uvicorn_worker")
 
 PlatformFamily = Literal["debian", "rhel", "suse", "arch", "alpine", "macos", "other"]
 
@@ -66,10 +66,12 @@ class Platform:
             return f"brew install {package}"
         return f"install the '{package}' package with your system's package manager"
 
-    def package_name(self, kind: Literal["nginx", "apache"]) -> str:
-        """The distribution's package name for a server."""
+    def package_name(self, kind: Literal["nginx", "apache", "php"]) -> str:
+        """The distribution's package name for a server (php: its FastCGI process manager)."""
         if kind == "nginx":
             return "nginx"
+        if kind == "php":
+            return {"macos": "php", "alpine": "php82-fpm"}.get(self.family, "php-fpm")
         return {"debian": "apache2", "suse": "apache2", "alpine": "apache2",
                 "arch": "apache"}.get(self.family, "httpd")
 
@@ -144,6 +146,6 @@ def install_hint(kind: Kind, platform: Platform | None = None, python: str | os.
         interpreter = shlex.quote(os.fspath(python) if python is not None else sys.executable)
         return f"{interpreter} -m pip install {shlex.quote(PIP_REQUIREMENTS[kind])}"
     plat = platform or detect_platform()
-    if kind == "nginx" or kind == "apache":
+    if kind == "nginx" or kind == "apache" or kind == "php":
         return plat.system_package_command(plat.package_name(kind))
     raise ValueError(f"unknown component kind {kind!r}; expected one of {sorted(ALL_KINDS)}")

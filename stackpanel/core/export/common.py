@@ -216,3 +216,17 @@ def profile_with(profile: Profile, **node_updates: dict[str, object]) -> Profile
     exporters, e.g. container paths that do not exist on this machine)."""
     nodes = {name: n.model_copy(update=node_updates.get(name, {})) for name, n in profile.nodes.items()}
     return profile.model_copy(update={"nodes": nodes})
+
+
+def over_tcp(profile: Profile) -> Profile:
+    """Every app server on its TCP port: the targets probe ports (and compose puts each node in
+    a container of its own, where a Unix socket of another cannot be reached)."""
+    tcp: dict[str, object] = {"listen": "tcp"}
+    return profile_with(profile, **{name: tcp for name, n in profile.nodes.items() if isinstance(n, AppServerNode)})
+
+
+def refuse_php(profile: Profile) -> None:
+    """The exports have no php-fpm service yet: refuse rather than ship an Apache without its PHP."""
+    if "php" in profile.kinds():
+        raise ExportError("the exports do not carry php-fpm yet (a `php: true` route): an export of this profile "
+                          "would start Apache without its PHP; run it with `stackpanel up`, or remove `php: true`")

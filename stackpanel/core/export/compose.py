@@ -31,8 +31,10 @@ from stackpanel.core.export.common import (
     ExportPlan,
     app_source,
     interpreter_tag,
+    over_tcp,
     package_files,
     profile_with,
+    refuse_php,
     relocate,
     server_requirements,
     slug,
@@ -95,7 +97,7 @@ def container_profile(profile: Profile) -> Profile:
         if isinstance(node, AppServerNode):
             update["app"] = node.app.model_copy(update={"working_dir": APP_DIR, "python": sys.executable})
         updates[name] = update
-    return profile_with(profile, **updates)
+    return over_tcp(profile_with(profile, **updates))
 
 
 def service_name(node: str) -> str:
@@ -180,6 +182,7 @@ def export_compose(profile: Profile, name: str, *, publish_address: str = "127.0
                    nginx_image: str = NGINX_IMAGE, httpd_image: str = HTTPD_IMAGE,
                    python_image: str | None = None) -> ExportPlan:
     """The plan of a compose export of `profile` (`name`: the project name, e.g. the file stem)."""
+    refuse_php(profile)
     project = slug(name)
     python_image = python_image or f"python:{interpreter_tag()}"
     cprofile = container_profile(profile)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from stackpanel.core.export.common import over_tcp, refuse_php
 from stackpanel.core.profiles.schema import Profile
 from stackpanel.core.render import render_stack
 
@@ -23,6 +24,8 @@ RESTART = {"no": "no", "on-failure": "on_failure", "always": "always"}
 
 
 def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
+    refuse_php(profile)
+    profile = over_tcp(profile)
     stack = render_stack(profile, run_dir)
     stack.write()
     processes: dict[str, Any] = {}

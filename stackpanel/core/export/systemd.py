@@ -26,7 +26,9 @@ from stackpanel.core.export.common import (
     RENDER_ROOT,
     ExportError,
     ExportPlan,
+    over_tcp,
     profile_with,
+    refuse_php,
     relocate,
     slug,
 )
@@ -105,7 +107,7 @@ def _deployment_profile(profile: Profile, layout: Layout) -> Profile:
             routes = [r.model_copy(update={"static": f"/usr/share/stackpanel/{layout.project}/static/{name}-{i}"})
                       if r.static else r for i, r in enumerate(node.routes)]
             updates[name] = {"routes": routes}
-    return profile_with(profile, **updates)
+    return over_tcp(profile_with(profile, **updates))
 
 
 def _unit(profile: Profile, name: str, rendered: RenderedNode, layout: Layout, probe_python: str) -> str:
@@ -191,6 +193,7 @@ def export_systemd(profile: Profile, name: str, *, probe_python: str | None = No
     """Units in `units/`, the files for /etc/stackpanel/<name>/ in `etc/`, static sites in `share/`,
     and a README with the install commands. Renders for root (the proxies drop their workers);
     nginx/apache: this machine's unless given."""
+    refuse_php(profile)
     layout = Layout(slug(name))
     dprofile = _deployment_profile(profile, layout)
     stack = render_stack(dprofile, RENDER_ROOT, as_root=True, nginx=nginx, apache=apache)

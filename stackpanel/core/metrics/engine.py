@@ -17,6 +17,7 @@ Threading rules
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from stackpanel.core.metrics.ringbuffer import (
     capacity_for,
 )
 from stackpanel.core.metrics.sampler import ProcessSample, ProcessSampler, Role
+from stackpanel.core.metrics.tracing import TraceCollector
 from stackpanel.core.pubsub import Subscribers
 
 log = logging.getLogger("stackpanel.metrics")
@@ -116,6 +118,9 @@ class EdgeMetrics:
     #: 429: requests a rate limit turned away (their own kind: the proxy working, not the app failing)
     limited_total: int = 0
     limited_rps: float = 0.0
+    #: of a balanced route: this backend's part of the requests the route's backends got (0..1);
+    #: None for a route with one backend
+    share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,7 @@ def snapshot_to_json(snapshot: MetricsSnapshot) -> dict[str, Any]:
         ],
         "edges": [
             {"node": e.node, "route": e.route, "rps": e.rps, "requests": e.requests_total, "errors": e.errors_total,
-             "rate_limited": e.limited_total}
+             "rate_limited": e.limited_total, **({"share": e.share} if e.share is not None else {})}
             for e in snapshot.edges
         ],
     }
@@ -307,11 +312,14 @@ _WORKER_CHANNELS = ("cpu", "rps", "rss")
 
 
 class _NodeState:
-    def __init__(self, name: str, kind: str, ingest: AccessLogIngest | None, routes: Iterable[str]):
+    def __init__(self, name: str, kind: str, ingest: AccessLogIngest | None, routes: Iterable[str],
+                 balanced: Iterable[Iterable[str]] = ()):
         self.name = name
         self.kind = kind
         self.ingest = ingest
         self.routes: dict[str, None] = dict.fromkeys(routes)
+        #: route tag → the tags of the balanced route it belongs to
+        self.groups: dict[str, tuple[str, ...]] = {t: tuple(g) for g in map(tuple, balanced) for t in g}
         self.master: int | None = None
         self.workers: tuple[int, ...] = ()
         self.latency_window: deque[tuple[float, FloatArray, float]] = deque()
@@ -354,8 +362,11 @@ class MetricsEngine:
         latency_window_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sampler: ProcessSampler | None = None,
+        traces: TraceCollector | None = None,
     ) -> None:
         self._check_rate(rate_hz)
+        #: assembles traces from the same lines the counts are made of (None: no tracing)
+        self.traces = traces
         self.history_seconds = history_seconds
         self.latency_window_s = latency_window_s
         self._rate_hz = rate_hz
@@ -390,21 +401,27 @@ class MetricsEngine:
         access_log_path: str | os.PathLike[str] | None,
         routes: Iterable[str] = (),
         websockets_dir: str | os.PathLike[str] | None = None,
+        balanced: Iterable[Iterable[str]] = (),
     ) -> None:
         """Watch a node. ``routes`` are the route names its log will carry (edges are listed from
-        the start, at 0); routes seen in the log that are not listed are added as they appear."""
-        ingest = (
-            AccessLogIngest(access_log_path, latency_sample_max=self._latency_sample_max())
-            if access_log_path is not None
-            else None
-        )
+        the start, at 0); routes seen in the log that are not listed are added as they appear.
+        ``balanced``: the backends of each balanced route, whose edges report their ``share``."""
+        ingest = self._new_ingest(name, access_log_path) if access_log_path is not None else None
+        if self.traces is not None:
+            self.traces.add_node(name)
         with self._tick_lock, self._lock:
             if name in self._nodes:
                 if ingest is not None:
                     ingest.close()
                 raise ValueError(f"node {name!r} is already registered")
-            self._nodes[name] = _NodeState(name, kind, ingest, routes)
+            self._nodes[name] = _NodeState(name, kind, ingest, routes, balanced)
             self._nodes[name].websockets_dir = Path(websockets_dir) if websockets_dir is not None else None
+
+    def _new_ingest(self, name: str, path: str | os.PathLike[str]) -> AccessLogIngest:
+        ingest = AccessLogIngest(path, latency_sample_max=self._latency_sample_max())
+        if self.traces is not None:
+            ingest.line_sink = functools.partial(self.traces.feed, name)
+        return ingest
 
     def restart_counts(self) -> None:
         """A new run of the same stack: every node's counts start again from its (new, empty) log."""
@@ -413,8 +430,10 @@ class MetricsEngine:
                 if node.ingest is not None and node.ingest.tailer is not None:
                     path = node.ingest.tailer.path
                     node.ingest.close()
-                    node.ingest = AccessLogIngest(path, latency_sample_max=self._latency_sample_max())
+                    node.ingest = self._new_ingest(node.name, path)
                 node.latency_window.clear()
+            if self.traces is not None:
+                self.traces.reset()
 
     def unregister_node(self, name: str) -> None:
         with self._tick_lock, self._lock:
@@ -454,6 +473,8 @@ class MetricsEngine:
             with self._lock:
                 self._latest = snap
         self._subscribers.publish(snap)  # outside every engine lock
+        if self.traces is not None:
+            self.traces.publish()
         return snap
 
     def _tick(self, now: float) -> MetricsSnapshot:
@@ -466,6 +487,8 @@ class MetricsEngine:
             members = {n.name: n.pids() for n in nodes}
         samples = {(s.node, s.pid): s for s in self._sampler.sample()}
         sample_max = self._latency_sample_max()
+        if self.traces is not None:
+            self.traces.now = now
 
         workers: list[WorkerMetrics] = []
         node_metrics: list[NodeMetrics] = []
@@ -490,6 +513,8 @@ class MetricsEngine:
                                        nm.rss_bytes, _nan(nm.cpu_percent))))
             node_series.append((node.name, node.ring))
 
+        if self.traces is not None:
+            self.traces.complete(now)
         with self._rings_lock:  # snapshots copy histories under it, from any thread
             for ring, values in points:
                 ring.append(now, *values)
@@ -568,10 +593,20 @@ class MetricsEngine:
 
     @staticmethod
     def _edges(node: _NodeState, batch: IngestBatch, totals: IngestBatch, tick: _Tick) -> list[EdgeMetrics]:
+        by_route = totals.by_route
+
+        def share(route: str) -> float | None:
+            group = node.groups.get(route)
+            if group is None:
+                return None
+            together = sum(by_route.get(r, 0) for r in group)
+            return by_route.get(route, 0) / together if together else 0.0
+
         return [
-            EdgeMetrics(node.name, route, tick.rate(batch.by_route.get(route, 0)), totals.by_route.get(route, 0),
+            EdgeMetrics(node.name, route, tick.rate(batch.by_route.get(route, 0)), by_route.get(route, 0),
                         totals.errors_by_route.get(route, 0), tick.rate(batch.errors_by_route.get(route, 0)),
-                        totals.limited_by_route.get(route, 0), tick.rate(batch.limited_by_route.get(route, 0)))
+                        totals.limited_by_route.get(route, 0), tick.rate(batch.limited_by_route.get(route, 0)),
+                        share(route))
             for route in node.routes
         ]
 

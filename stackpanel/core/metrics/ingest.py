@@ -399,12 +399,22 @@ def _sample_latencies(
     return parse_latencies(_latency_fields(lines[start::step], all_valid)), float(step)
 
 
-def parse_chunk(data: bytes, latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MAX) -> IngestBatch:
-    """Count the lines of ``data`` (``\\n``-separated; a final segment without newline counts as a
-    line). Never raises on bad input: bad lines are counted in ``unparseable``, blank lines ignored."""
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of ``data`` (``\\n``-separated; a final segment without newline counts as a line)."""
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
+    return lines
+
+
+def parse_chunk(data: bytes, latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MAX) -> IngestBatch:
+    """Count the lines of ``data`` (``\\n``-separated; a final segment without newline counts as a
+    line). Never raises on bad input: bad lines are counted in ``unparseable``, blank lines ignored."""
+    return parse_lines(split_lines(data), latency_sample_max)
+
+
+def parse_lines(lines: list[bytes], latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MAX) -> IngestBatch:
+    """:func:`parse_chunk` of lines already split."""
     batch = IngestBatch()
     if not lines:
         return batch
@@ -450,8 +460,9 @@ def parse_chunk(data: bytes, latency_sample_max: int = DEFAULT_LATENCY_SAMPLE_MA
 class AccessLogIngest:
     """Tails one access log and keeps cumulative counts; :meth:`poll` returns what was new.
 
-    ``totals`` is the running sum of every batch (``latencies`` there stay empty). Not thread-safe;
-    the engine calls it from its tick.
+    ``totals`` is the running sum of every batch (``latencies`` there stay empty). ``line_sink``, if
+    set, gets every chunk's lines after they are counted (the trace collector: one reader for both).
+    Not thread-safe; the engine calls it from its tick.
     """
 
     def __init__(
@@ -466,11 +477,15 @@ class AccessLogIngest:
         self.tailer = tailer
         self.latency_sample_max = latency_sample_max
         self.totals = IngestBatch()
+        self.line_sink: Callable[[list[bytes]], None] | None = None
 
     def feed(self, data: bytes) -> IngestBatch:
         """Parse complete lines from memory (no file); updates :attr:`totals`."""
-        batch = parse_chunk(data, self.latency_sample_max)
+        lines = split_lines(data)
+        batch = parse_lines(lines, self.latency_sample_max)
         self.totals.merge(batch)
+        if self.line_sink is not None:
+            self.line_sink(lines)
         return batch
 
     def poll(self) -> IngestBatch:

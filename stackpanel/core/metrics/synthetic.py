@@ -72,3 +72,23 @@ def random_lines(
             rng.choice(_METHODS), rng.choice(_PATHS), rng.choice(_QUERIES),
         )
         yield tier, pid, status, route, line
+
+
+def trace_lines(request_id: str, tiers: list[tuple[str, Tier, int, str]], *, start: float, duration: float,
+                status: int = 200, path: str = "/api/hello", method: str = "GET",
+                hop: float = 0.0005) -> list[tuple[str, str]]:
+    """One request through ``tiers`` (node, tier, pid, route), outermost first, as ``(node, line)``
+    with the finish time every tier logs: each tier starts ``hop`` after the one in front of it and
+    ends ``hop`` before it (durations nest); ``status`` at every tier."""
+    out = []
+    for i, (node, tier, pid, route) in enumerate(tiers):
+        begin, end = start + i * hop, start + duration - i * hop
+        seconds = max(0.0, end - begin)
+        if tier == "nginx":
+            head = f"{pid} {status} {seconds:.3f} {route}"
+        elif tier == "apache":
+            head = f"{pid} {status} {round(seconds * 1e6)}us {route}"
+        else:  # gunicorn, and uvicorn through stackpanel's access wrapper
+            head = f"{pid} {status} {seconds:.6f} -"
+        out.append((node, f'{head} {request_id} {method} "{path}" {end:.6f}'))
+    return out

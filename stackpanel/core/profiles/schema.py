@@ -23,6 +23,11 @@ NodeKind = Literal["nginx", "apache", "gunicorn", "uvicorn"]
 PROXY_KINDS: tuple[str, ...] = ("nginx", "apache")
 APP_SERVER_KINDS: tuple[str, ...] = ("gunicorn", "uvicorn")
 RestartPolicy = Literal["no", "on-failure", "always"]
+#: How a proxy spreads a route's requests over several backends (`to: [a, b]`).
+BalanceMethod = Literal["round_robin", "least_conn", "ip_hash", "sticky"]
+#: Where an app server listens: its TCP port, a Unix socket in the run directory, or `auto`
+#: (a Unix socket behind nginx, see UNIX_SOCKET_FRONTS; TCP otherwise).
+ListenMode = Literal["auto", "tcp", "unix"]
 Interface = Literal["asgi", "wsgi"]
 
 NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -329,6 +334,10 @@ DEFAULT_LIMITS = Limits(max_body_mb=32, connect_timeout_seconds=5, read_timeout_
                         gzip=False)
 
 
+#: nginx's own default (fail_timeout=10s), used by both proxies.
+DEFAULT_FAIL_TIMEOUT_SECONDS = 10.0
+
+
 class Route(StrictModel):
     """A path prefix that a proxy sends either to another node (`to`) or to a directory (`static`).
 
@@ -336,8 +345,16 @@ class Route(StrictModel):
     """
 
     path: str
-    to: str | None = None
+    to: str | list[str] | None = Field(default=None, description="the node (or nodes, balanced) that serve it")
     static: str | None = None
+    balance: BalanceMethod | None = Field(
+        default=None, description="several backends only: round_robin (default), least_conn, ip_hash (nginx: one "
+        "client address, one backend) or sticky (Apache: a cookie pins each client to a backend)")
+    max_fails: int | None = Field(default=None, ge=1, le=100, description="several backends, nginx only: failed "
+                                  "attempts within fail_timeout_seconds that take a backend out (default 1)")
+    fail_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="several backends: how long a failing backend stays out of the "
+        "pool (default 10)")
     follow_symlinks: bool = Field(
         default=False, description="static only: follow symbolic links inside the directory (off: a link "
         "out of the directory could publish any file)")
@@ -346,12 +363,21 @@ class Route(StrictModel):
     buffering: bool = Field(default=True, description="proxied only: off streams each chunk as it comes")
     cache_seconds: int | None = Field(default=None, ge=0, le=31_536_000,
                                       description="static only: Cache-Control max-age")
+    php: bool = Field(default=False, description="static on an apache node only: run the directory's .php files "
+                      "with php-fpm (a process of the node, on a Unix socket in the run dir)")
     limits: Limits = Limits()
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
         return check_url_path(v)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> Any:
+        if v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(n, str) for n in v)):
+            return v
+        raise ValueError(f"{v!r} is not a node name: write `to: app`, or `to: [app1, app2]` to balance over several")
 
     @field_validator("static")
     @classmethod
@@ -362,13 +388,38 @@ class Route(StrictModel):
     def _one_target(self) -> Route:
         if (self.to is None) == (self.static is None):
             raise ValueError("a route needs exactly one of `to: <node>` or `static: <directory>`")
-        if self.static is None and (self.follow_symlinks or self.cache_seconds is not None):
-            raise ValueError("follow_symlinks and cache_seconds apply to static routes only; remove them here")
+        if self.static is None and (self.follow_symlinks or self.cache_seconds is not None or self.php):
+            raise ValueError("follow_symlinks, cache_seconds and php apply to static routes only "
+                             "(`static: <directory>`); remove them here")
         if self.to is None and (self.strip_prefix or not self.buffering):
             raise ValueError("strip_prefix and buffering apply to proxied routes (`to:`) only; remove them here")
         if self.strip_prefix and self.path.rstrip("/") == "":
             raise ValueError("strip_prefix on / strips nothing; remove it")
+        if isinstance(self.to, list) and not self.to:
+            raise ValueError("`to: []` names no node; write `to: app` or `to: [app1, app2]`")
+        if not self.is_balanced and {"balance", "max_fails", "fail_timeout_seconds"} & self.model_fields_set:
+            raise ValueError("balance, max_fails and fail_timeout_seconds apply to a route with several backends "
+                             "(`to: [app1, app2]`); remove them here")
         return self
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The node names this route proxies to, in the profile's order (none for static)."""
+        if self.to is None:
+            return ()
+        return (self.to,) if isinstance(self.to, str) else tuple(self.to)
+
+    @property
+    def is_balanced(self) -> bool:
+        return len(self.backends) > 1
+
+    @property
+    def balance_method(self) -> BalanceMethod:
+        return self.balance or "round_robin"
+
+    @property
+    def fail_timeout(self) -> float:
+        return self.fail_timeout_seconds if self.fail_timeout_seconds is not None else DEFAULT_FAIL_TIMEOUT_SECONDS
 
     @property
     def prefix(self) -> str:
@@ -376,9 +427,9 @@ class Route(StrictModel):
         return self.path.rstrip("/")
 
     @property
-    def target(self) -> str:
-        """The node name, or ``static``: also the route tag written to access logs."""
-        return self.to if self.to is not None else "static"
+    def targets(self) -> tuple[str, ...]:
+        """The route tags written to access logs: each backend's name, or ``static``."""
+        return self.backends or ("static",)
 
 
 class NodeBase(StrictModel):
@@ -480,6 +531,16 @@ class NginxNode(ProxyNode):
 class ApacheNode(ProxyNode):
     kind: Literal["apache"]
     threads_per_child: int = Field(default=128, ge=1, le=1024)
+    mpm: Literal["event", "worker"] = Field(
+        default="event", description="event: idle keep-alive connections wait in one listener thread; worker: "
+        "each connection keeps its thread (fewer hand-offs per request, but idle clients hold threads)")
+    php_workers: int = Field(default=4, ge=1, le=256, description="php-fpm processes for the node's `php: true` "
+                             "routes (a static pool: each runs one script at a time)")
+
+    @property
+    def php_dirs(self) -> list[str]:
+        """The static directories whose .php files php-fpm runs (empty: the node runs no php-fpm)."""
+        return [r.static for r in self.routes if r.php and r.static is not None]
 
 
 #: Options stackpanel sets itself on an app server's command line (binds, logs, pid, control
@@ -502,8 +563,17 @@ OWNED_GUNICORN_OPTIONS = frozenset({
 })
 
 
+#: The proxies behind which `listen: auto` is a Unix socket: faster than loopback TCP behind nginx
+#: (1.13-1.25x), no faster behind Apache (0.99x), measured in BENCHMARKS.md.
+UNIX_SOCKET_FRONTS: frozenset[str] = frozenset({"nginx"})
+
+
 class AppServerNode(NodeBase):
     app: AppSpec
+    listen: ListenMode = Field(
+        default="auto", description="tcp: host and port; unix: a Unix socket in the run directory, reached by the "
+        "proxies in front only (the port is not bound); auto: unix when only nginx proxies front the node and "
+        "it is not exposed, tcp otherwise")
     args: list[str] = Field(default_factory=list, max_length=64,
                             description="more command-line options for the server, after stackpanel's own")
 
@@ -633,7 +703,7 @@ class Profile(StrictModel):
         out: list[Edge] = []
         for name, node in self.nodes.items():
             if isinstance(node, ProxyNode):
-                out.extend(Edge(source=name, target=r.target, path=r.path) for r in node.routes)
+                out.extend(Edge(source=name, target=t, path=r.path) for r in node.routes for t in r.targets)
         return out
 
     def dependencies(self, name: str) -> list[str]:
@@ -641,7 +711,7 @@ class Profile(StrictModel):
         node = self.nodes[name]
         deps = list(node.depends_on)
         if isinstance(node, ProxyNode):
-            deps.extend(r.to for r in node.routes if r.to is not None)
+            deps.extend(b for r in node.routes for b in r.backends)
         return list(dict.fromkeys(deps))
 
     @property
@@ -689,10 +759,10 @@ class Profile(StrictModel):
             node = self.nodes[name]
             if "readiness_probe" in node.model_fields_set or not isinstance(node, ProxyNode) or name in seen:
                 return node.readiness_probe.http_get.path
-            root = next((r for r in node.routes if r.path == "/"), None)
-            if root is None or root.to is None or root.to not in self.nodes:
+            root = next((r.backends for r in node.routes if r.path == "/"), ())
+            if not root or root[0] not in self.nodes:  # balanced: the backends serve one app
                 return node.readiness_probe.http_get.path
-            return path_of(root.to, seen | {name})
+            return path_of(root[0], seen | {name})
 
         nodes = dict(self.nodes)
         for name, node in self.nodes.items():
@@ -714,7 +784,7 @@ class Profile(StrictModel):
     def mount_prefix(self, name: str) -> str:
         """The prefix that proxies strip before `name` sees a request ('' when none does)."""
         prefixes = {r.prefix for n in self.nodes.values() if isinstance(n, ProxyNode) for r in n.routes
-                    if r.to == name and r.strip_prefix}
+                    if name in r.backends and r.strip_prefix}
         return next(iter(prefixes)) if len(prefixes) == 1 else ""
 
     def accepted_host_names(self, name: str) -> list[str]:
@@ -736,8 +806,22 @@ class Profile(StrictModel):
             todo.extend(e.source for e in self.edges() if e.target == current)
         return list(dict.fromkeys(names))
 
+    def listens_on_unix(self, name: str) -> bool:
+        """Whether app server `name` listens on a Unix socket (its path is the run directory's)."""
+        node = self.nodes[name]
+        if not isinstance(node, AppServerNode) or node.listen == "tcp":
+            return False
+        if node.listen == "unix":
+            return True
+        fronts = {self.nodes[e.source].kind for e in self.edges() if e.target == name}
+        return bool(fronts) and fronts <= UNIX_SOCKET_FRONTS and not node.expose
+
     def kinds(self) -> set[str]:
-        return {n.kind for n in self.nodes.values()}
+        """The servers this profile runs: the node kinds, and ``php`` (php-fpm) for a `php: true` route."""
+        kinds: set[str] = {n.kind for n in self.nodes.values()}
+        if any(isinstance(n, ProxyNode) and any(r.php for r in n.routes) for n in self.nodes.values()):
+            kinds.add("php")
+        return kinds
 
     @property
     def port_offset(self) -> int:

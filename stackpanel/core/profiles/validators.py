@@ -79,14 +79,67 @@ def check_edge_features(profile: Profile, smap: SourceMap, port_offset: int) -> 
             if isinstance(node, ApacheNode) and route.limits.rate_limit is not None:
                 problems.append(smap.problem(loc + ("limits", "rate_limit"), _APACHE_RATE, _APACHE_RATE_FIX,
                                              prefer_key=True))
-            if route.strip_prefix and route.to in profile.nodes:
-                prefixes.setdefault(route.to, set()).add(route.prefix)
+            if route.php and not isinstance(node, ApacheNode):
+                problems.append(smap.problem(loc + ("php",), f"{node.kind} does not run PHP: `php: true` needs "
+                                             "an apache node (it hands .php files to php-fpm)",
+                                             "serve this directory from an apache node (a route of this node "
+                                             "`to:` it), or remove `php: true`", prefer_key=True))
+            if route.strip_prefix:
+                for backend in route.backends:
+                    if backend in profile.nodes:
+                        prefixes.setdefault(backend, set()).add(route.prefix)
     for target, found in prefixes.items():
         if len(found) > 1:
             shown = ", ".join(sorted(found))
             problems.append(smap.problem(("nodes", target), f"routes strip different prefixes ({shown}) "
                                          f"before node {target!r}: an app is mounted at one prefix",
                                          "strip one prefix, or give each prefix its own app node", prefer_key=True))
+    return problems
+
+
+#: (proxy kind, method) → what to write instead.
+_UNSUPPORTED_BALANCE = {
+    ("apache", "ip_hash"): "Apache has no client-address hash; write `balance: sticky` (a cookie pins each "
+                           "client to one backend)",
+    ("nginx", "sticky"): "nginx (open source) has no cookie stickiness; write `balance: ip_hash` (one client "
+                         "address, one backend)",
+}
+
+
+def check_balancing(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    """A balancing method or health setting the proxy kind cannot render."""
+    problems: list[ProfileProblem] = []
+    for name, node in profile.nodes.items():
+        if not isinstance(node, ProxyNode):
+            continue
+        for i, route in enumerate(node.routes):
+            loc = ("nodes", name, "routes", i)
+            fix = _UNSUPPORTED_BALANCE.get((node.kind, route.balance_method))
+            if fix is not None:
+                problems.append(smap.problem(loc + ("balance",), f"{node.kind} cannot balance with "
+                                             f"{route.balance_method!r}", fix))
+            if isinstance(node, ApacheNode) and route.max_fails is not None:
+                problems.append(smap.problem(loc + ("max_fails",), "Apache takes a backend out at its first "
+                                             "failed connection: it has no failure count",
+                                             "remove max_fails (fail_timeout_seconds sets how long it stays out)",
+                                             prefer_key=True))
+    return problems
+
+
+def check_unix_sockets(profile: Profile, smap: SourceMap, port_offset: int) -> list[ProfileProblem]:
+    """A Unix socket is for a node that only proxies on this machine reach."""
+    problems: list[ProfileProblem] = []
+    for name, node in profile.nodes.items():
+        if not isinstance(node, AppServerNode) or node.listen != "unix":
+            continue
+        if name == profile.entry:
+            problems.append(smap.problem(("nodes", name, "listen"), f"node {name!r} is the entry: clients reach it "
+                                         "over TCP, not a Unix socket", "write `listen: tcp` (or put a proxy in "
+                                         "front)"))
+        elif node.expose:
+            problems.append(smap.problem(("nodes", name, "listen"), f"node {name!r} is exposed, but a Unix socket "
+                                         "is not reachable from the network", "write `listen: tcp`, or remove "
+                                         "`expose: true`"))
     return problems
 
 
@@ -100,14 +153,25 @@ def check_references(profile: Profile, smap: SourceMap, port_offset: int) -> lis
     for name, node in profile.nodes.items():
         if isinstance(node, ProxyNode):
             for i, route in enumerate(node.routes):
-                if route.to is not None and route.to not in profile.nodes:
-                    problems.append(smap.problem(("nodes", name, "routes", i, "to"),
-                                                 f"route {route.path!r} goes to unknown node {route.to!r}",
-                                                 f"use one of: {', '.join(names)}"))
-                elif route.to == name:
-                    problems.append(smap.problem(("nodes", name, "routes", i, "to"),
-                                                 f"node {name!r} routes to itself",
-                                                 "route to a backend node instead"))
+                seen: set[str] = set()
+                for j, backend in enumerate(route.backends):
+                    loc: tuple[str | int, ...] = ("nodes", name, "routes", i, "to")
+                    loc += (j,) if route.is_balanced else ()
+                    if backend not in profile.nodes:
+                        problems.append(smap.problem(loc, f"route {route.path!r} goes to unknown node {backend!r}",
+                                                     f"use one of: {', '.join(names)}"))
+                    elif backend == name:
+                        problems.append(smap.problem(loc, f"node {name!r} routes to itself",
+                                                     "route to a backend node instead"))
+                    elif backend in seen:
+                        problems.append(smap.problem(loc, f"route {route.path!r} lists node {backend!r} twice",
+                                                     "name each backend once"))
+                    elif route.is_balanced and not isinstance(profile.nodes[backend], AppServerNode):
+                        problems.append(smap.problem(loc, f"route {route.path!r} balances over {backend!r}, a "
+                                                     f"{profile.nodes[backend].kind} proxy: a balanced route goes "
+                                                     "to app servers", "list gunicorn or uvicorn nodes here, or "
+                                                     f"write `to: {backend}` alone"))
+                    seen.add(backend)
         for i, dep in enumerate(node.depends_on):
             if dep not in profile.nodes:
                 problems.append(smap.problem(("nodes", name, "depends_on", i),
@@ -195,7 +259,8 @@ def check_paths_and_modules(profile: Profile, smap: SourceMap, port_offset: int)
 Validator = Callable[[Profile, SourceMap, int], list[ProfileProblem]]
 #: Cheap structural rules first; the file-system checks only run when those pass.
 STRUCTURE_VALIDATORS: tuple[Validator, ...] = (check_ports, check_exposure, check_references, check_cycles,
-                                               check_reachability, check_edge_features)
+                                               check_reachability, check_edge_features, check_balancing,
+                                               check_unix_sockets)
 
 
 #: The rules that look at one node at a time (file checks last): they hold for any subset of the

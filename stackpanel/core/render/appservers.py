@@ -15,6 +15,12 @@ UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 TRUSTED_PROXIES = "127.0.0.1,::1"
 
 
+def _trusted(unix_socket: Path | None) -> str:
+    """A connection over a Unix socket has no peer address, so uvicorn would trust none of it:
+    trust every peer of the socket, which only this machine can reach (as it can 127.0.0.1)."""
+    return TRUSTED_PROXIES if unix_socket is None else "*"
+
+
 def _seconds(value: float) -> str:
     return str(max(1, int(value)))
 
@@ -122,21 +128,23 @@ def gunicorn_log_config(paths: RunPaths, name: str, uvicorn_workers: bool) -> di
     return _with_wrapper(config, paths, name)
 
 
-def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "") -> RenderedNode:
-    """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path)."""
+def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: str = "",
+                   unix_socket: Path | None = None) -> RenderedNode:
+    """`mount_prefix`: the prefix a proxy strips in front of this node (its ASGI root_path);
+    `unix_socket`: listen there instead of host:port."""
     workdir = _workdir(node)
     log_conf = paths.conf_dir / f"uvicorn-{name}.logging.json"
     wrapped = node.app.interface == "asgi"
     target, wrapper_env, wrapper_files = _wrapped(name, node, paths) if wrapped else (node.app.module, {}, {})
     argv = [
         node.app.interpreter, "-m", "uvicorn", target,
-        "--host", node.host, "--port", str(node.port),
+        *(("--uds", str(unix_socket)) if unix_socket else ("--host", node.host, "--port", str(node.port))),
         # the wrapper lives in the conf dir and puts the app's directory on sys.path itself
         "--app-dir", str(paths.conf_dir if wrapped else workdir),
         "--log-config", str(log_conf),
         "--timeout-keep-alive", _seconds(node.keepalive_timeout_seconds),
         "--timeout-graceful-shutdown", _seconds(node.shutdown.timeout_seconds),
-        "--proxy-headers", "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--proxy-headers", "--forwarded-allow-ips", _trusted(unix_socket),
         "--no-server-header",
     ]
     if node.app.interface == "wsgi":
@@ -162,14 +170,14 @@ def render_uvicorn(name: str, node: UvicornNode, paths: RunPaths, mount_prefix: 
         files={log_conf: json.dumps(uvicorn_log_config(paths, name, wrapped), indent=2) + "\n", **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         env=_app_env(node) | wrapper_env, stop_signal=signal.SIGTERM,
-        websockets_dir=paths.websockets_dir(name) if wrapped else None,
+        websockets_dir=paths.websockets_dir(name) if wrapped else None, unix_socket=unix_socket,
         dirs=(paths.websockets_dir(name),) if wrapped else (),
         # uvicorn has no graceful reload; --workers N restarts workers on HUP only since 0.29
         reload_signal=None,
     )
 
 
-def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedNode:
+def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths, unix_socket: Path | None = None) -> RenderedNode:
     """A stripped prefix reaches a WSGI app as X-Forwarded-Prefix only: gunicorn's SCRIPT_NAME
     would refuse every request that does not carry the prefix (the readiness probe's). Apps read
     it with werkzeug's ProxyFix(x_prefix=1) or Django's FORCE_SCRIPT_NAME."""
@@ -183,7 +191,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
     argv = [
         node.app.interpreter, "-m", "gunicorn", target,
         "--config", str(py_conf),
-        "--bind", node.address,
+        "--bind", f"unix:{unix_socket}" if unix_socket else node.address,
         "--workers", str(node.workers),
         "--worker-class", UVICORN_WORKER_CLASS if uvicorn_workers else "sync",
         "--chdir", str(workdir),
@@ -194,7 +202,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
         "--timeout", _seconds(node.timeout_seconds),
         "--graceful-timeout", _seconds(node.shutdown.timeout_seconds),
         "--keep-alive", _seconds(node.keepalive_timeout_seconds),
-        "--forwarded-allow-ips", TRUSTED_PROXIES,
+        "--forwarded-allow-ips", _trusted(unix_socket),
     ]
     if uvicorn_workers:
         argv += ["--pythonpath", str(paths.conf_dir)]  # the access wrapper
@@ -214,7 +222,7 @@ def render_gunicorn(name: str, node: GunicornNode, paths: RunPaths) -> RenderedN
                **wrapper_files},
         access_log=paths.access_log(name), output_log=paths.output_log(name),
         pid_file=paths.pid_file(name), env=_app_env(node) | wrapper_env,
-        websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None,
+        websockets_dir=paths.websockets_dir(name) if uvicorn_workers else None, unix_socket=unix_socket,
         dirs=(paths.websockets_dir(name),) if uvicorn_workers else (),
         stop_signal=signal.SIGTERM, reload_signal=signal.SIGHUP,
     )

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import functools
 import grp
+import logging
 import os
 import re
 import shlex
 import signal
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +16,16 @@ from pathlib import Path
 import jinja2
 
 from stackpanel.core.errors import RenderError
-from stackpanel.core.profiles.schema import HEADER_VALUE_RE, UNSAFE_PATH_CHARS, is_server_control_env
+from stackpanel.core.profiles.schema import (
+    HEADER_VALUE_RE,
+    UNSAFE_PATH_CHARS,
+    AppServerNode,
+    Profile,
+    is_server_control_env,
+)
 from stackpanel.core.tls.ca import LEAF_FILE, LEAF_KEY_FILE
+
+log = logging.getLogger("stackpanel.render")
 
 #: Unprivileged account the servers' workers switch to when stackpanel runs as root.
 UNPRIVILEGED_USER = "nobody"
@@ -84,6 +94,46 @@ def header_value(value: object) -> str:
     return text
 
 
+def upstream(value: object) -> str:
+    """A backend address in an nginx `server` line: host:port as a word, a Unix socket quoted."""
+    text = str(value)
+    return quote(text) if text.startswith("unix:") else word(text)
+
+
+def proxy_url(value: object, node: object) -> str:
+    """A backend address as an Apache proxy URL (inside double quotes): http://host:port, or
+    mod_proxy's unix:/path|http://NODE for a Unix socket (the node's name keeps the workers of
+    one balancer apart: Apache shares workers with the same URL)."""
+    text = str(value)
+    if text.startswith("unix:"):
+        quote(text)  # refuses what could end the quoted string
+        return f"{text}|http://{word(node)}"
+    return "http://" + word(text)
+
+
+_REGEX_LITERAL = re.compile(r"[\w/:,@=-]")
+_REGEX_IN_CLASS = set(".+()* ")
+
+
+def literal_regex(value: object) -> str:
+    """A plain string as a PCRE matching just it, for inside double quotes: a metacharacter is
+    written as a class (``.`` → ``[.]``) because a backslash may not appear in a rendered config."""
+    out = []
+    for c in str(value):
+        if _REGEX_LITERAL.fullmatch(c):
+            out.append(c)
+        elif c in _REGEX_IN_CLASS or c in "[]":
+            out.append("[[]" if c == "[" else "[]]" if c == "]" else f"[{c}]")
+        else:
+            raise RenderError(f"refusing to write {value!r} into a server config as a regex: it contains {c!r}")
+    return "".join(out)
+
+
+def unquoted(value: object) -> str:
+    """A path inside a quoted string that carries more than the path (``"proxy:unix:PATH|fcgi://..."``)."""
+    return quote(value)[1:-1]
+
+
 def seconds(value: object) -> int:
     """Whole seconds, at least 1 (both servers take integers here)."""
     return max(1, int(float(str(value))))
@@ -141,6 +191,10 @@ class RunPaths:
     def tls_dir(self, node: str) -> Path:
         return self.state_dir / f"tls-{node}"
 
+    def unix_socket(self, node: str) -> Path:
+        """Where an app server listens when it listens on a Unix socket (`listen: unix`)."""
+        return self.state_dir / f"{node}.sock"
+
     def pid_file(self, node: str) -> Path:
         return self.state_dir / f"{node}.pid"
 
@@ -195,6 +249,13 @@ class RenderedNode:
     certificate: CertificateRequest | None = None
     #: where the app's workers count their open WebSockets (None: the tier cannot tell)
     websockets_dir: Path | None = None
+    #: the Unix socket the node listens on instead of its TCP port (None: TCP)
+    unix_socket: Path | None = None
+    #: a process the node owns and runs beside its own (an apache node's php-fpm): started and
+    #: probed before it, stopped after it, and a crash of either restarts both
+    companion: RenderedNode | None = None
+    #: readiness of a process without HTTP of its own (a companion): this Unix socket accepts
+    ready_socket: Path | None = None
 
     def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """The process environment: the inherited one without the variables that would change the
@@ -212,6 +273,38 @@ class RenderedNode:
     def config_file(self) -> Path | None:
         return next(iter(self.files), None)
 
+    @property
+    def processes(self) -> tuple[RenderedNode, ...]:
+        """This node's processes in start order: its companion first."""
+        return (self.companion, self) if self.companion is not None else (self,)
+
+
+#: sun_path's size with its NUL: a longer socket path cannot be bound (Linux 108, BSD/macOS 104).
+SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108
+
+
+def unix_socket_of(profile: Profile, paths: RunPaths, name: str) -> Path | None:
+    """The Unix socket node `name` listens on, or None for TCP. `listen: auto` falls back to TCP
+    when the run directory's path is too long for a socket; `listen: unix` is then an error."""
+    if not profile.listens_on_unix(name):
+        return None
+    path = paths.unix_socket(name)
+    size = len(os.fsencode(path))
+    if size < SUN_PATH_MAX:
+        return path
+    node = profile.nodes[name]
+    if isinstance(node, AppServerNode) and node.listen == "unix":
+        raise RenderError(f"node {name!r}: the Unix socket {path} is {size} bytes long, over the system's limit of "
+                          f"{SUN_PATH_MAX - 1}; use a run directory with a shorter path, or `listen: tcp`")
+    log.info("node %s listens on TCP: the socket path %s is over %d bytes", name, path, SUN_PATH_MAX - 1)
+    return None
+
+
+def backend_address(profile: Profile, paths: RunPaths, name: str) -> str:
+    """How a proxy reaches node `name`: ``host:port`` or ``unix:/path``."""
+    socket = unix_socket_of(profile, paths, name)
+    return f"unix:{socket}" if socket is not None else profile.nodes[name].address
+
 
 @functools.cache
 def template_env() -> jinja2.Environment:
@@ -228,8 +321,12 @@ def template_env() -> jinja2.Environment:
     env.filters["word"] = word
     env.filters["header_value"] = header_value
     env.filters["seconds"] = seconds
+    env.filters["unquoted"] = unquoted
     env.filters["num"] = num
     env.filters["uri"] = uri
     env.filters["prefix_regex"] = prefix_regex
     env.filters["path_regex"] = path_regex
+    env.filters["upstream"] = upstream
+    env.filters["proxy_url"] = proxy_url
+    env.filters["literal_regex"] = literal_regex
     return env

@@ -15,6 +15,7 @@ from stackpanel.core.render.common import (
     RenderedNode,
     RunPaths,
     running_as_root,
+    unix_socket_of,
     unprivileged_group,
 )
 from stackpanel.core.render.proxies import render_apache, render_nginx
@@ -36,7 +37,7 @@ class RenderedStack:
         # Workers that dropped root (nginx, apache children) must reach files inside the run dir.
         if self.as_root:
             _make_traversable(p.root)
-        for node in self.nodes.values():
+        for node in (proc for n in self.nodes.values() for proc in n.processes):
             for d in node.dirs:
                 d.mkdir(parents=True, exist_ok=True)
             for d in node.writable_dirs:
@@ -80,7 +81,8 @@ def _check_app_servers(profile: Profile) -> None:
 
 def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None,
                  nginx: discovery.NginxInfo | None = None,
-                 apache: discovery.ApacheInfo | None = None) -> RenderedStack:
+                 apache: discovery.ApacheInfo | None = None,
+                 php: discovery.PhpFpmInfo | None = None) -> RenderedStack:
     """Render every node. nginx/apache are discovered when not given; missing ones raise RenderError
     with the install command."""
     paths = RunPaths(Path(run_dir).resolve())
@@ -96,6 +98,11 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
         if apache is None:
             raise RenderError(f"this profile needs Apache httpd, which is not installed: "
                               f"{discovery.install_hint('apache')}")
+    if "php" in kinds and php is None:
+        php = discovery.find_php_fpm()
+        if php is None:
+            raise RenderError(f"this profile runs PHP (a `php: true` route), and php-fpm is not installed: "
+                              f"{discovery.install_hint('php')}")
     _check_app_servers(profile)
     nodes: dict[str, RenderedNode] = {}
     for name in profile.start_order():
@@ -105,9 +112,10 @@ def render_stack(profile: Profile, run_dir: Path, *, as_root: bool | None = None
             nodes[name] = render_nginx(profile, name, node, paths, nginx, root, user, group)
         elif isinstance(node, ApacheNode):
             assert apache is not None
-            nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group)
+            nodes[name] = render_apache(profile, name, node, paths, apache, root, user, group, php)
         elif isinstance(node, GunicornNode):
-            nodes[name] = render_gunicorn(name, node, paths)
+            nodes[name] = render_gunicorn(name, node, paths, unix_socket_of(profile, paths, name))
         elif isinstance(node, UvicornNode):
-            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name))
+            nodes[name] = render_uvicorn(name, node, paths, profile.mount_prefix(name),
+                                         unix_socket_of(profile, paths, name))
     return RenderedStack(profile=profile, paths=paths, nodes=nodes, as_root=root)

@@ -1,4 +1,4 @@
-"""Who holds a TCP port, and are the ports a stack needs free?
+"""Who holds a TCP port, and are the ports a stack needs free? (And a Unix socket's file.)
 
 ``check_ports_free`` first tries to bind each address the way servers do (``SO_REUSEADDR``),
 which is fast and exact; only for addresses that fail does it look up the holders with
@@ -14,9 +14,11 @@ import logging
 import os
 import random
 import socket
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -28,6 +30,7 @@ __all__ = [
     "PortConflict",
     "PortHolder",
     "check_ports_free",
+    "clear_stale_socket",
     "conflict_for",
     "find_port_holders",
     "wait_ports_free",
@@ -308,3 +311,25 @@ def free_port_offset(ports: Iterable[int], *, step: int = 10, smallest: bool = F
         if all(_bindable(p + offset, host) for p in wanted):
             return offset
     raise SuperviseError(f"no free port offset found for ports {wanted}; free some loopback ports and retry")
+
+
+def clear_stale_socket(path: Path) -> str | None:
+    """Remove a Unix socket file nothing listens on any more (a killed server leaves it behind and
+    would then fail to bind). Returns why the path cannot be used, or None when it is free."""
+    if not os.path.lexists(path):
+        return None
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return f"{path} exists and is not a socket: remove it"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        log.info("removed the stale socket %s", path)
+        return None
+    except OSError as exc:
+        return f"cannot check the socket {path}: {exc}"
+    finally:
+        probe.close()
+    return f"another process listens on {path}: stop it (or the stackpanel that runs it) first"

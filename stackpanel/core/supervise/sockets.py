@@ -14,6 +14,9 @@ clears CLOEXEC on them in the child only):
   ``LISTEN_PID`` = gunicorn's own pid, unknown before the fork);
 * nginx: ``NGINX="N;M;"``, the variable of its binary upgrade; 1.22 takes it in a fresh master
   too and uses every inherited socket whose address a ``listen`` directive names.
+* an app server on a Unix socket (`listen: unix`, the default behind nginx) binds its socket file
+  itself, as before: a crash there refuses connections while it restarts (handing over an AF_UNIX
+  socket would work the same way; not done yet).
 * Apache httpd has no way to take an inherited socket (Debian's build has no systemd socket
   activation): it binds its own port after our port check, as before, and its readiness probe
   counts only when the answering socket is its own (see :func:`listener_owner_problem`).
@@ -135,8 +138,9 @@ class ListeningSockets:
         return tuple(self._held)
 
     def launch(self, node: RenderedNode, addresses: Sequence[Address], env: Mapping[str, str]) -> Launch:
-        """The node's command line and environment, with its held sockets handed over."""
-        if not self.hands_off(node):
+        """The node's command line and environment, with its held sockets handed over. No addresses
+        (an app server on a Unix socket, a companion process): it binds its own, as before."""
+        if not self.hands_off(node) or not addresses:
             return Launch(node.argv, dict(env))
         missing = [a for a in addresses if a not in self._held]
         if missing:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -43,7 +44,7 @@ from stackpanel.core.supervise.events import (
 )
 from stackpanel.core.supervise.guardian import Guardian
 from stackpanel.core.supervise.logfiles import LogRotator, tail_lines
-from stackpanel.core.supervise.ports import PortConflict, wait_ports_free
+from stackpanel.core.supervise.ports import PortConflict, clear_stale_socket, wait_ports_free
 from stackpanel.core.supervise.process import ManagedProcess
 from stackpanel.core.supervise.rundirs import archive_logs
 from stackpanel.core.supervise.runlock import RunLock
@@ -100,6 +101,7 @@ class _Node:
     spec: NodeBase
     state: NodeState = NodeState.STOPPED
     proc: ManagedProcess | None = None
+    companion: ManagedProcess | None = None  # the rendered node's companion (an apache node's php-fpm)
     restarts: int = 0  # over the node's life, for people; decisions use `crashes`
     crashes: deque[float] = field(default_factory=deque)  # monotonic times, within the restart window
     workers: tuple[int, ...] = ()
@@ -112,6 +114,22 @@ class _Node:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """The TCP addresses it binds: none on a Unix socket (its file is checked at spawn)."""
+        return [] if self.rendered.unix_socket else self.spec.listen_addresses
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.rendered.unix_socket}" if self.rendered.unix_socket else self.spec.address
+
+    def probe(self, path: str, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
+        return probe_http(self.spec.host, self.spec.port, path, timeout, self.rendered.unix_socket)
+
+    @property
+    def companion_kind(self) -> str:
+        return self.rendered.companion.kind if self.rendered.companion is not None else "companion"
 
 
 def _describe_exit(code: int) -> str:
@@ -161,10 +179,30 @@ def restart_delay(backoff_seconds: float, restarts: int) -> float:
     return min(MAX_BACKOFF, backoff_seconds * (2 ** restarts - 1))
 
 
-def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOUT) -> tuple[bool, str]:
-    """Ready = TCP connect, then GET path answered with a status below 500."""
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (the Host header says localhost)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOUT,
+               unix_socket: Path | None = None) -> tuple[bool, str]:
+    """Ready = connect (TCP, or the Unix socket when given), then GET path answered with a status below 500."""
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = (UnixHTTPConnection(unix_socket, timeout) if unix_socket is not None
+                else http.client.HTTPConnection(host, port, timeout=timeout))
         try:
             conn.request("GET", path, headers={"Connection": "close", "User-Agent": "stackpanel-probe"})
             status = conn.getresponse().status
@@ -173,6 +211,24 @@ def probe_http(host: str, port: int, path: str, timeout: float = PROBE_IO_TIMEOU
     except (OSError, http.client.HTTPException) as exc:
         return False, f"{type(exc).__name__}: {exc}"
     return status < 500, f"HTTP {status}"
+
+
+def _process_specs(rendered: RenderedNode) -> list[tuple[object, ...]]:
+    """What a reload compares: each process's files and command line (the node's own last)."""
+    return [(dict(p.files), p.argv) for p in rendered.processes]
+
+
+def _socket_accepts(path: Path | None) -> bool:
+    """A Unix socket a server listens on accepts a connection (None: nothing to wait for)."""
+    if path is None:
+        return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(PROBE_IO_TIMEOUT)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 class Supervisor:
@@ -216,7 +272,7 @@ class Supervisor:
                 NodeSnapshot(
                     name=n.name, kind=n.rendered.kind, state=n.state,
                     pid=n.proc.pid if n.proc is not None and n.proc.is_running else None,
-                    worker_pids=n.workers, restarts=n.restarts, address=n.spec.address, reason=n.reason,
+                    worker_pids=n.workers, restarts=n.restarts, address=n.address, reason=n.reason,
                 )
                 for n in self._nodes.values()
             )
@@ -228,10 +284,11 @@ class Supervisor:
 
     def last_lines(self, node: str, n: int = LAST_LINES) -> list[str]:
         """The node's most recent output and error-log lines (error log last: most telling)."""
-        rendered = self._nodes[node].rendered
-        lines = tail_lines(rendered.output_log, n)
-        if rendered.error_log is not None:
-            lines += tail_lines(rendered.error_log, n)
+        lines: list[str] = []
+        for rendered in self._nodes[node].rendered.processes:
+            lines += tail_lines(rendered.output_log, n)
+            if rendered.error_log is not None:
+                lines += tail_lines(rendered.error_log, n)
         return [line for line in lines if line.strip()][-n:]
 
     # ------------------------------------------------------------------ state
@@ -322,13 +379,14 @@ class Supervisor:
         archive_logs(self.stack.paths.logs_dir)  # a new run starts from empty logs; the last one is logs.1
         self.stack.write()
         for node in nodes:
-            self._test_config(node.rendered, node.rendered.config_test_argv)
+            for rendered in node.rendered.processes:
+                self._test_config(rendered, rendered.config_test_argv)
         if self._use_guardian and self._guardian is None:
             self._guardian = Guardian()
 
     def _bind_sockets(self, nodes: list[_Node]) -> None:
         """Our listening sockets for the nodes that take one, a port check for the others."""
-        conflicts = self._sockets.bind(((n.rendered, n.spec.listen_addresses) for n in nodes),
+        conflicts = self._sockets.bind(((n.rendered, n.listen_addresses) for n in nodes),
                                        offset=self.stack.profile.port_offset)
         if conflicts:
             raise PortConflictError(conflicts)
@@ -341,9 +399,13 @@ class Supervisor:
             lines = (result.stdout + result.stderr).strip().splitlines()[-LAST_LINES:]
             raise StartError(rendered.name, f"its config fails {Path(argv[0]).name}'s own test", lines)
 
-    def _spawn(self, node: _Node) -> ManagedProcess:
-        r = node.rendered
-        launch = self._sockets.launch(r, node.spec.listen_addresses, r.environment(os.environ))
+    def _spawn(self, r: RenderedNode, addresses: list[tuple[str, int]] | None = None) -> ManagedProcess:
+        """``addresses``: the TCP listeners whose sockets we hold for it (none: it binds its own)."""
+        if r.unix_socket is not None:
+            problem = clear_stale_socket(r.unix_socket)
+            if problem is not None:
+                raise StackpanelError(problem)
+        launch = self._sockets.launch(r, addresses or [], r.environment(os.environ))
         proc = ManagedProcess.start(
             r.name, list(launch.argv), log_path=r.output_log, env=launch.env, cwd=r.cwd,
             stop_signal=r.stop_signal, on_exit=self._on_exit, pass_fds=launch.pass_fds,
@@ -359,14 +421,17 @@ class Supervisor:
         with self._lock:
             node.workers = ()
             node.helper_pids = set()
+        probe = node.spec.readiness_probe
+        deadline = time.monotonic() + probe.timeout_seconds
+        if node.rendered.companion is not None:
+            self._start_companion(node, node.rendered.companion, deadline)
+        with self._lock:
             try:
-                node.proc = self._spawn(node)
+                node.proc = self._spawn(node.rendered, node.listen_addresses)
             except StackpanelError as exc:
                 raise StartError(node.name, str(exc)) from None
             self._set_state(node, NodeState.STARTING, f"started pid {node.proc.pid}")
         proc = node.proc
-        probe = node.spec.readiness_probe
-        deadline = time.monotonic() + probe.timeout_seconds
         if probe.initial_delay_seconds:
             self._sleep(probe.initial_delay_seconds)
         last = "no answer yet"
@@ -375,8 +440,13 @@ class Supervisor:
                 self._discard(node)
                 raise StartError(node.name, f"{_describe_exit(proc.returncode)} while starting",
                                  self.last_lines(node.name))
-            ok, last = probe_http(node.spec.host, node.spec.port, probe.http_get.path)
-            if ok and not self._sockets.hands_off(node.rendered):
+            if node.companion is not None and node.companion.returncode is not None:
+                self._discard(node)
+                raise StartError(node.name, f"its {node.companion_kind} {_describe_exit(node.companion.returncode)} "
+                                 "while starting",
+                                 self.last_lines(node.name))
+            ok, last = node.probe(probe.http_get.path)
+            if ok and node.listen_addresses and not self._sockets.hands_off(node.rendered):
                 # its own bind: the answer counts only from its own socket, never another program's
                 foreign = listener_owner_problem(node.spec.host, node.spec.port, proc.pid)
                 if foreign is not None:
@@ -397,7 +467,26 @@ class Supervisor:
                                  f"(GET {probe.http_get.path}: {last})", self.last_lines(node.name))
             self._sleep(probe.period_seconds)
         self._refresh_workers(node)
-        self._set_state(node, NodeState.READY, f"{last} from {node.spec.address}{probe.http_get.path}")
+        self._set_state(node, NodeState.READY, f"{last} from {node.address}{probe.http_get.path}")
+
+    def _start_companion(self, node: _Node, rendered: RenderedNode, deadline: float) -> None:
+        """Spawn the node's companion and wait until its socket accepts (before the node itself starts)."""
+        with self._lock:
+            try:
+                node.companion = self._spawn(rendered)
+            except StackpanelError as exc:
+                raise StartError(node.name, f"{rendered.kind}: {exc}") from None
+            self._set_state(node, NodeState.STARTING, f"started {rendered.kind} pid {node.companion.pid}")
+        companion = node.companion
+        while not _socket_accepts(rendered.ready_socket):
+            if companion.returncode is not None:
+                self._discard(node)
+                raise StartError(node.name, f"its {rendered.kind} {_describe_exit(companion.returncode)} while "
+                                 "starting", self.last_lines(node.name))
+            if time.monotonic() > deadline:
+                raise StartError(node.name, f"its {rendered.kind} did not listen on {rendered.ready_socket} within "
+                                 f"{node.spec.readiness_probe.timeout_seconds:g} s", self.last_lines(node.name))
+            self._sleep(node.spec.readiness_probe.period_seconds)
 
     def _sleep(self, seconds: float) -> None:
         if self._cancel.wait(seconds):
@@ -413,6 +502,17 @@ class Supervisor:
         """Exit-watcher thread: a child's leader exited. Cheap: state, event, timer."""
         with self._lock:
             node = next((n for n in self._nodes.values() if n.proc is proc), None)
+            owner = next((n for n in self._nodes.values() if n.companion is proc), None)
+            if owner is not None and not proc.stop_requested and owner.state == NodeState.READY and owner.proc:
+                # The node cannot serve without its companion: end the node's own group so that its
+                # crash path (restart policy, backoff) restarts both.
+                self._message("warning", f"{owner.name}: its {owner.companion_kind} {_describe_exit(returncode)}; "
+                              "restarting the node")
+                try:
+                    os.killpg(owner.proc.pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
             if node is None or proc.stop_requested or node.state in (NodeState.STOPPING, NodeState.STOPPED):
                 return
             if node.state == NodeState.STARTING:
@@ -440,14 +540,15 @@ class Supervisor:
             node.timer.start()
 
     def _discard(self, node: _Node) -> None:
-        """Stop what is left of a dead leader's group (nginx workers outlive a killed master)."""
-        proc = node.proc
-        if proc is None:
-            return
-        proc.stop(timeout=1.0)
-        if self._guardian is not None:
-            self._guardian.forget(proc.pgid)
-        self._record.remove(proc.pid)
+        """Stop what is left of a dead leader's group (nginx workers outlive a killed master), and
+        the node's companion."""
+        for proc in (node.proc, node.companion):
+            if proc is None:
+                continue
+            proc.stop(timeout=1.0)
+            if self._guardian is not None:
+                self._guardian.forget(proc.pgid)
+            self._record.remove(proc.pid)
 
     def _restart_after_crash(self, node: _Node, crashed: ManagedProcess) -> None:
         with self._action_lock:
@@ -499,7 +600,7 @@ class Supervisor:
                 if probe is None or node.state != NodeState.READY or now < node.liveness_due:
                     continue
                 node.liveness_due = now + probe.period_seconds
-                ok, detail = probe_http(node.spec.host, node.spec.port, probe.http_get.path, probe.timeout_seconds)
+                ok, detail = node.probe(probe.http_get.path, probe.timeout_seconds)
                 self._liveness_result(node, ok, detail, probe)
             self._closed.wait(0.05)
 
@@ -600,7 +701,7 @@ class Supervisor:
                     node.timer = None
             if any(n.proc is not None for n in self._nodes.values()):
                 self._set_stack_state(StackState.STOPPING)
-        ours = [a for n in self._nodes.values() if n.proc is not None for a in n.spec.listen_addresses]
+        ours = [a for n in self._nodes.values() if n.proc is not None for a in n.listen_addresses]
         for name in reversed(list(self.stack.nodes)):
             self._stop_node(self._nodes[name])
         self._sockets.close()
@@ -612,6 +713,25 @@ class Supervisor:
         self._set_stack_state(final, reason)
 
     def _stop_node(self, node: _Node) -> None:
+        try:
+            self._stop_own(node)
+        finally:
+            self._stop_companion(node)  # after the node's own process: Apache finishes its PHP requests
+
+    def _stop_companion(self, node: _Node) -> None:
+        proc = node.companion
+        if proc is None:
+            return
+        result = proc.stop(timeout=node.spec.stop_deadline_seconds)
+        if self._guardian is not None:
+            self._guardian.forget(proc.pgid)
+        self._record.remove(proc.pid)
+        with self._lock:
+            node.companion = None
+        if result.killed:
+            self._message("warning", f"{node.name}'s {node.companion_kind}: {result.describe()}")
+
+    def _stop_own(self, node: _Node) -> None:
         proc = node.proc
         if proc is None:
             if node.state != NodeState.STOPPED:
@@ -641,7 +761,7 @@ class Supervisor:
                 node.timer.cancel()
             self._stop_node(node)
             if not keep_socket:
-                self._sockets.release(node.spec.listen_addresses)  # stopped: refused, not queued forever
+                self._sockets.release(node.listen_addresses)  # stopped: refused, not queued forever
             with self._lock:
                 if self._stack_state == StackState.RUNNING:
                     self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
@@ -669,17 +789,18 @@ class Supervisor:
         self._discard(node)
         if any(n.running for n in self._nodes.values()):
             self._bind_sockets([node])
-            self._test_config(node.rendered, node.rendered.config_test_argv)
+            for rendered in node.rendered.processes:
+                self._test_config(rendered, rendered.config_test_argv)
         else:
             self._prepare(node)
         try:
             self._start_node(node)
         except _Cancelled:
             self._stop_node(node)
-            self._sockets.release(node.spec.listen_addresses)
+            self._sockets.release(node.listen_addresses)
             return False
         except BaseException:
-            self._sockets.release(node.spec.listen_addresses)  # not running: refuse, do not queue
+            self._sockets.release(node.listen_addresses)  # not running: refuse, do not queue
             raise
         return True
 
@@ -697,11 +818,11 @@ class Supervisor:
             raise ReloadError("the new profile has other nodes; stop the stack and start it again")
         with self._action_lock:
             changed = [name for name, new in new_stack.nodes.items()
-                       if new.files != self.stack.nodes[name].files or new.argv != self.stack.nodes[name].argv]
+                       if _process_specs(new) != _process_specs(self.stack.nodes[name])]
             staged: list[tuple[Path, Path]] = []
             try:
-                for name in changed:
-                    new = new_stack.nodes[name]
+                for new in (p for name in changed for p in new_stack.nodes[name].processes):
+                    name = new.name
                     for path, text in new.files.items():
                         candidate = path.with_name(path.name + ".new")
                         candidate.write_text(text, encoding="utf-8")
@@ -724,10 +845,11 @@ class Supervisor:
             self.stack = new_stack
             for name in changed:
                 node = self._nodes[name]
-                node.rendered = new_stack.nodes[name]
+                old, node.rendered = node.rendered, new_stack.nodes[name]
                 sig = node.rendered.reload_signal
                 argv_same = node.proc is not None and tuple(node.proc.argv) == self._sockets.launch(
-                    node.rendered, node.spec.listen_addresses, {}).argv
+                    node.rendered, node.listen_addresses, {}).argv  # as launched: with the handed-over fd
+                argv_same &= _process_specs(old)[:-1] == _process_specs(node.rendered)[:-1]  # a changed companion
                 if sig is not None and argv_same and node.proc is not None and node.proc.returncode is None:
                     node.proc.signal(sig)
                     self._message("info", f"{name}: reloaded with {signal.Signals(sig).name}")
