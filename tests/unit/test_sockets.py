@@ -9,22 +9,32 @@ from pathlib import Path
 
 import pytest
 
+from stackpanel.core.profiles.library import builtin_dir
+from stackpanel.core.profiles.loader import load_profile
+from stackpanel.core.profiles.schema import AppServerNode
+from stackpanel.core.render import render_stack
 from stackpanel.core.supervise.ports import free_port_offset
 from stackpanel.core.supervise.sockets import ListeningSockets, listener_owner_problem
 from stackpanel.core.supervise.spawner import SuperviseError
-from tests.unit.test_render import render_builtin
+from tests.unit.test_render import APACHE, NGINX
 
 
-def _stack(name: str, tmp_path: Path):
-    from stackpanel.core.profiles.library import builtin_dir
-    from stackpanel.core.profiles.loader import load_profile
-
-    ports = [p for n in load_profile(builtin_dir() / f"{name}.yaml").nodes.values() for _h, p in n.listen_addresses]
-    return render_builtin(name, tmp_path, offset=free_port_offset(ports))
+def _stack(name: str, tmp_path: Path, tcp: bool = True):
+    """A built-in stack on free ports; ``tcp``: its app servers on loopback TCP (behind nginx they
+    default to a Unix socket, which gets no handoff)."""
+    profile = load_profile(builtin_dir() / f"{name}.yaml")
+    ports = [p for n in profile.nodes.values() for _h, p in n.listen_addresses]
+    profile = load_profile(builtin_dir() / f"{name}.yaml", port_offset=free_port_offset(ports))
+    if tcp:
+        profile = profile.model_copy(update={"nodes": {
+            n: node.model_copy(update={"listen": "tcp"}) if isinstance(node, AppServerNode) else node
+            for n, node in profile.nodes.items()}})
+    return render_stack(profile, tmp_path / "run", nginx=NGINX, apache=APACHE)
 
 
 def _addresses(stack, name: str) -> list[tuple[str, int]]:
-    return stack.profile.nodes[name].listen_addresses
+    """What the supervisor passes: no TCP listener for a node on a Unix socket."""
+    return [] if stack.nodes[name].unix_socket else stack.profile.nodes[name].listen_addresses
 
 
 @pytest.fixture
@@ -88,6 +98,15 @@ def test_a_taken_port_is_a_conflict_naming_the_holder_and_nothing_stays_bound(
     assert [c.port for c in conflicts] == [web_port]
     assert f"taken by pid {os.getpid()}" in conflicts[0].message and "--port-offset 120" in conflicts[0].remedy
     assert sockets.held == ()  # the app's socket, bound first, was let go again
+
+
+def test_an_app_server_on_a_unix_socket_binds_its_own(tmp_path: Path, sockets: ListeningSockets) -> None:
+    stack = _stack("nginx-uvicorn", tmp_path, tcp=False)
+    app = stack.nodes["app"]
+    assert app.unix_socket is not None  # listen: auto behind nginx
+    assert sockets.bind([(app, _addresses(stack, "app"))]) == [] and sockets.held == ()
+    launch = sockets.launch(app, stack.profile.nodes["app"].listen_addresses, {})
+    assert launch.argv == app.argv and launch.pass_fds == ()
 
 
 def test_handoff_off_keeps_every_command_line(tmp_path: Path) -> None:

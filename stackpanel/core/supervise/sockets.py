@@ -140,7 +140,7 @@ class ListeningSockets:
     def launch(self, node: RenderedNode, addresses: Sequence[Address], env: Mapping[str, str]) -> Launch:
         """The node's command line and environment, with its held sockets handed over. No addresses
         (an app server on a Unix socket, a companion process): it binds its own, as before."""
-        if not self.hands_off(node) or not addresses:
+        if not self.hands_off(node) or not addresses or node.unix_socket is not None:
             return Launch(node.argv, dict(env))
         missing = [a for a in addresses if a not in self._held]
         if missing:
