@@ -140,3 +140,17 @@ def test_a_listener_of_another_process_is_named() -> None:
         other.kill()
         other.wait()
     assert problem is not None and f"held by pid {os.getpid()}" in problem
+
+
+def test_connections_accepted_on_a_held_socket_have_nodelay(tmp_path: Path, sockets: ListeningSockets) -> None:
+    """uvicorn --fd under uvloop never sets TCP_NODELAY itself (the socket looks AF_UNIX to it): the
+    accepted connections must inherit it from ours, or two-part responses wait for a delayed ACK."""
+    stack = _stack("uvicorn-workers", tmp_path)
+    app = stack.nodes["app"]
+    assert sockets.bind([(app, _addresses(stack, "app"))]) == []
+    (fd,) = sockets.launch(app, _addresses(stack, "app"), {}).pass_fds
+    listener = socket.socket(fileno=os.dup(fd))
+    with listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
