@@ -90,6 +90,9 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
             reload_notes.append(f"{event.level}: {event.text}")
 
     session.subscribe(note_reload)
+    failures: list[str] = []  # reasons of the stack's "failed" events, as printed
+    session.subscribe(lambda e: failures.append(e.reason) if isinstance(e, StackStateChanged)
+                      and e.state == StackState.FAILED else None)
     json_file = open(metrics_json, "a", encoding="utf-8") if metrics_json else None  # noqa: SIM115
 
     def on_metrics(snap: MetricsSnapshot) -> None:
@@ -130,7 +133,10 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         try:
             session.start()
         except StackpanelError as exc:
-            say(f"stackpanel: the stack did not come up:\n{exc}")
+            text = str(exc)
+            if failures and text.startswith(failures[-1]):  # its "failed" event said the first line: once
+                text = text[len(failures[-1]):].lstrip("\n")
+            say("stackpanel: the stack did not come up" + (f":\n{text}" if text.strip() else " (above)"))
             return 1
         if stop.is_set() or session.state != StackState.RUNNING:
             return 0 if stop.is_set() else 1

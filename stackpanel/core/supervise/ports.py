@@ -31,6 +31,7 @@ __all__ = [
     "PortHolder",
     "check_ports_free",
     "clear_stale_socket",
+    "conflict_for",
     "find_port_holders",
     "wait_ports_free",
 ]
@@ -224,6 +225,11 @@ def _conflict(host: str, port: int, err: OSError, offset: int = 0) -> PortConfli
         msg = f"cannot bind port {port} on {host}: {err.strerror or err}"
         remedy = "check the address in the profile"
     return PortConflict(host, port, (), code, msg, remedy)
+
+
+def conflict_for(host: str, port: int, err: OSError, offset: int = 0) -> PortConflict:
+    """The conflict a failed bind of ``host:port`` means (naming the holder), for binds made elsewhere."""
+    return _conflict(host, port, err, offset)
 
 
 def check_ports_free(addrs: Iterable[tuple[str, int]], offset: int = 0) -> list[PortConflict]:

@@ -378,10 +378,11 @@ class ManagedProcess:
         on_exit: ExitCallback | None = None,
         spawner: Spawner | None = None,
         watcher: ExitWatcher | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> ManagedProcess:
         """Spawn ``argv`` through the spawner thread and watch it. Raises ``SpawnError``."""
         sp = spawner or default_spawner()
-        popen = sp.spawn(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path)
+        popen = sp.spawn(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path, pass_fds=pass_fds)
         proc = cls(
             name, popen, stop_signal=stop_signal, log_path=Path(log_path), on_exit=on_exit, watcher=watcher
         )
@@ -501,10 +502,8 @@ class ManagedProcess:
                 self.stop_signal if signal_ is None else int(signal_), timeout, kill_timeout
             )
             self._stop_result = result
-        if result.killed:
-            log.warning("%s", result.describe())
-        else:
-            log.info("%s", result.describe())
+        # info either way: the owner says it to people (the supervisor warns with an event), once
+        log.info("%s", result.describe())
         return result
 
     def _remaining(self, extra: list[psutil.Process]) -> list[int]:

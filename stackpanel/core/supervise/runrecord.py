@@ -293,7 +293,7 @@ def find_leftovers(path: str | os.PathLike[str]) -> list[Leftover]:
     ):
         raise RunInUseError(
             f"the run in {str(Path(path).parent)!r} belongs to a stackpanel that is still running "
-            f"(pid {rec.owner_pid}); stop that one first or use another run directory"
+            f"(pid {rec.owner_pid})"
         )
     result: dict[int, Leftover] = {}
     for entry in rec.processes:
@@ -405,5 +405,5 @@ def clean_leftovers(
             + "; stop them by hand (kill -9 PID) or check permissions"
         )
     summary = "; ".join(parts)
-    log.warning("%s", summary)
+    log.info("%s", summary)  # the caller tells people (the supervisor: an event); said once
     return CleanupResult(stopped, killed, survivors, summary)

@@ -78,6 +78,8 @@ class SpawnRequest:
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
     stderr_path: Path | None = None
+    #: open descriptors the child inherits under the same numbers (listening sockets we hand over)
+    pass_fds: tuple[int, ...] = ()
 
 
 def _make_preexec(expected_parent: int, use_pdeathsig: bool) -> Callable[[], None] | None:
@@ -149,6 +151,7 @@ class Spawner:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         stderr_path: str | os.PathLike[str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Future[subprocess.Popen[bytes]]:
         """Queue a spawn; the Future resolves to the ``Popen`` or raises :class:`SpawnError`."""
         if not argv:
@@ -161,6 +164,7 @@ class Spawner:
             env=dict(env) if env is not None else None,
             cwd=Path(cwd) if cwd is not None else None,
             stderr_path=Path(stderr_path) if stderr_path is not None else None,
+            pass_fds=tuple(pass_fds),
         )
         fut: Future[subprocess.Popen[bytes]] = Future()
         if threading.current_thread() is self._thread:
@@ -178,10 +182,11 @@ class Spawner:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         stderr_path: str | os.PathLike[str] | None = None,
+        pass_fds: Sequence[int] = (),
         timeout: float = 30.0,
     ) -> subprocess.Popen[bytes]:
         """Start a child and wait for the ``Popen``. Raises :class:`SpawnError`."""
-        fut = self.submit(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path)
+        fut = self.submit(argv, log_path=log_path, env=env, cwd=cwd, stderr_path=stderr_path, pass_fds=pass_fds)
         return fut.result(timeout=timeout)
 
     # -- spawner thread -------------------------------------------------------------------
@@ -225,6 +230,7 @@ class Spawner:
                     env=dict(req.env) if req.env is not None else None,
                     cwd=req.cwd,
                     close_fds=True,
+                    pass_fds=req.pass_fds,
                     start_new_session=True,
                     preexec_fn=_make_preexec(os.getpid(), self._use_pdeathsig),  # noqa: PLW1509 - raw syscalls only
                 )

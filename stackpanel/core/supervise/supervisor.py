@@ -57,6 +57,7 @@ from stackpanel.core.supervise.runrecord import (
     find_leftovers,
     record_path,
 )
+from stackpanel.core.supervise.sockets import ListeningSockets, listener_owner_problem
 
 log = logging.getLogger("stackpanel.supervise")
 
@@ -238,7 +239,8 @@ def _socket_accepts(path: Path | None) -> bool:
 
 
 class Supervisor:
-    def __init__(self, stack: RenderedStack, *, use_guardian: bool = True) -> None:
+    def __init__(self, stack: RenderedStack, *, use_guardian: bool = True, socket_handoff: bool = True) -> None:
+        """``socket_handoff=False``: every server binds its own port, as before #18.4 (benchmarks)."""
         self.stack = stack
         self._lock = threading.RLock()  # node state
         self._action_lock = threading.Lock()  # one blocking action at a time
@@ -260,6 +262,7 @@ class Supervisor:
         self._guardian: Guardian | None = None
         self._record = RunRecord(stack.paths.root)
         self._run_lock = RunLock(stack.paths.root)
+        self._sockets = ListeningSockets(enabled=socket_handoff)
         self._rotator = LogRotator()
         self._poller: threading.Thread | None = None
         self._liveness: threading.Thread | None = None
@@ -380,10 +383,7 @@ class Supervisor:
             stale.unlink(missing_ok=True)
 
         nodes = list(self._nodes.values()) if only is None else [only]
-        addresses = [a for n in nodes for a in n.listen_addresses]
-        conflicts = check_ports_free(addresses, offset=self.stack.profile.port_offset)
-        if conflicts:
-            raise PortConflictError(conflicts)
+        self._bind_sockets(nodes)
 
         archive_logs(self.stack.paths.logs_dir)  # a new run starts from empty logs; the last one is logs.1
         self.stack.write()
@@ -393,6 +393,13 @@ class Supervisor:
         if self._use_guardian and self._guardian is None:
             self._guardian = Guardian()
 
+    def _bind_sockets(self, nodes: list[_Node]) -> None:
+        """Our listening sockets for the nodes that take one, a port check for the others."""
+        conflicts = self._sockets.bind(((n.rendered, n.listen_addresses) for n in nodes),
+                                       offset=self.stack.profile.port_offset)
+        if conflicts:
+            raise PortConflictError(conflicts)
+
     def _test_config(self, rendered: RenderedNode, argv: tuple[str, ...] | None) -> None:
         if argv is None:
             return
@@ -401,15 +408,16 @@ class Supervisor:
             lines = (result.stdout + result.stderr).strip().splitlines()[-LAST_LINES:]
             raise StartError(rendered.name, f"its config fails {Path(argv[0]).name}'s own test", lines)
 
-    def _spawn(self, r: RenderedNode) -> ManagedProcess:
+    def _spawn(self, r: RenderedNode, addresses: list[tuple[str, int]] | None = None) -> ManagedProcess:
+        """``addresses``: the TCP listeners whose sockets we hold for it (none: it binds its own)."""
         if r.unix_socket is not None:
             problem = clear_stale_socket(r.unix_socket)
             if problem is not None:
                 raise StackpanelError(problem)
-        env = r.environment(os.environ)
+        launch = self._sockets.launch(r, addresses or [], r.environment(os.environ))
         proc = ManagedProcess.start(
-            r.name, list(r.argv), log_path=r.output_log, env=env, cwd=r.cwd,
-            stop_signal=r.stop_signal, on_exit=self._on_exit,
+            r.name, list(launch.argv), log_path=r.output_log, env=launch.env, cwd=r.cwd,
+            stop_signal=r.stop_signal, on_exit=self._on_exit, pass_fds=launch.pass_fds,
         )
         if self._guardian is not None:
             self._guardian.watch(proc.pgid)
@@ -428,7 +436,7 @@ class Supervisor:
             self._start_companion(node, node.rendered.companion, deadline)
         with self._lock:
             try:
-                node.proc = self._spawn(node.rendered)
+                node.proc = self._spawn(node.rendered, node.listen_addresses)
             except StackpanelError as exc:
                 raise StartError(node.name, str(exc)) from None
             self._set_state(node, NodeState.STARTING, f"started pid {node.proc.pid}")
@@ -447,6 +455,11 @@ class Supervisor:
                                  "while starting",
                                  self.last_lines(node.name))
             ok, last = node.probe(probe)
+            if ok and node.listen_addresses and not self._sockets.hands_off(node.rendered):
+                # its own bind: the answer counts only from its own socket, never another program's
+                foreign = listener_owner_problem(node.spec.host, node.spec.port, proc.pid)
+                if foreign is not None:
+                    raise StartError(node.name, foreign)
             if ok:
                 break
             if last.startswith("HTTP 5") and isinstance(node.spec, AppServerNode):
@@ -701,6 +714,7 @@ class Supervisor:
         ours = [a for n in self._nodes.values() if n.proc is not None for a in n.listen_addresses]
         for name in reversed(list(self.stack.nodes)):
             self._stop_node(self._nodes[name])
+        self._sockets.close()
         # only the ports our processes held: one taken by someone else before the start is not news
         leftover = wait_ports_free(ours, timeout=2.0) if ours else []
         for conflict in leftover:
@@ -749,12 +763,15 @@ class Supervisor:
 
     # ------------------------------------------------------------------ single nodes
 
-    def stop_node(self, name: str) -> None:
+    def stop_node(self, name: str, *, keep_socket: bool = False) -> None:
+        """``keep_socket``: hold its listening sockets (a restart: connections wait, none is refused)."""
         with self._action_lock:
             node = self._nodes[name]
             if node.timer is not None:
                 node.timer.cancel()
             self._stop_node(node)
+            if not keep_socket:
+                self._sockets.release(node.listen_addresses)  # stopped: refused, not queued forever
             with self._lock:
                 if self._stack_state == StackState.RUNNING:
                     self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
@@ -781,9 +798,7 @@ class Supervisor:
         False when a stop came while it was starting."""
         self._discard(node)
         if any(n.running for n in self._nodes.values()):
-            conflicts = check_ports_free(node.listen_addresses, offset=self.stack.profile.port_offset)
-            if conflicts:
-                raise PortConflictError(conflicts)
+            self._bind_sockets([node])
             for rendered in node.rendered.processes:
                 self._test_config(rendered, rendered.config_test_argv)
         else:
@@ -792,11 +807,15 @@ class Supervisor:
             self._start_node(node)
         except _Cancelled:
             self._stop_node(node)
+            self._sockets.release(node.listen_addresses)
             return False
+        except BaseException:
+            self._sockets.release(node.listen_addresses)  # not running: refuse, do not queue
+            raise
         return True
 
     def restart_node(self, name: str) -> None:
-        self.stop_node(name)
+        self.stop_node(name, keep_socket=True)
         self.start_node(name)
 
     # ------------------------------------------------------------------ reload
@@ -817,7 +836,9 @@ class Supervisor:
             self.stack = new_stack
             for step in steps:
                 node = self._nodes[step.node]
+                old_addresses = node.listen_addresses
                 node.rendered, node.spec = new_stack.nodes[step.node], new_stack.profile.nodes[step.node]
+                self._sockets.release(a for a in old_addresses if a not in node.listen_addresses)  # a moved port
                 try:
                     self._apply(node, step)
                 except _Cancelled:  # a stop came meanwhile: it stops everything anyway
@@ -875,6 +896,7 @@ class Supervisor:
         try:
             if step.action == "restart":
                 self._stop_node(node)
+                self._bind_sockets([node])  # a new port's socket (held ones stay: connections wait)
                 try:
                     self._start_node(node)
                 except StartError as exc:

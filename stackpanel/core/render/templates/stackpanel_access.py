@@ -24,7 +24,9 @@ def _nodelay_on_shared_sockets() -> None:
     """uvicorn --workers N (N ≥ 2) hands each worker a socket rebuilt from a file descriptor whose
     `proto` reads 0, and asyncio only sets TCP_NODELAY when proto is IPPROTO_TCP (uvicorn#3149):
     a response written in several chunks then waits ~40 ms on a reused connection (Nagle + delayed
-    ACK), and a proxy's keepalive pool reuses every connection. uvloop is not affected."""
+    ACK), and a proxy's keepalive pool reuses every connection. uvloop is not affected. A socket
+    handed over with --fd is rebuilt as AF_UNIX (uvicorn's fromfd), so the family cannot tell TCP
+    apart either: set the option and let a real Unix socket refuse it."""
     import asyncio.base_events
     import socket
 
@@ -32,8 +34,11 @@ def _nodelay_on_shared_sockets() -> None:
         return
 
     def set_nodelay(sock: socket.socket) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.type == socket.SOCK_STREAM:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # a Unix socket
 
     asyncio.base_events._set_nodelay = set_nodelay  # type: ignore[attr-defined]
 
