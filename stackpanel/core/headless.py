@@ -113,19 +113,34 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
     stop = threading.Event()
     wake = threading.Event()
     reload_wanted = threading.Event()
+    wanted = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "reload" if reload_profile else "stop"}
 
-    def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
+    def act(signum: int) -> None:  # on the signal thread below, never in a handler
+        if wanted[signal.Signals(signum)] == "reload":
+            reload_wanted.set()
+        else:
+            stop.set()
+            session.request_stop()  # a start in progress gives up promptly
         wake.set()
-        session.request_stop()  # a start in progress gives up promptly
 
-    def request_reload(signum: int, _frame: object) -> None:
-        reload_wanted.set()
-        wake.set()
+    # The handlers take no lock: a handler runs between two bytecodes of the main thread and may
+    # interrupt another handler inside Event.set (300 SIGHUPs deadlocked `up` that way). The C-level
+    # wakeup fd carries each signal's number to a thread that acts on it; 0 ends that thread.
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_fd, False)
+    previous = {s: signal.signal(s, lambda *_: None) for s in wanted}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
 
-    handlers = {signal.SIGINT: request_stop, signal.SIGTERM: request_stop,
-                signal.SIGHUP: request_reload if reload_profile else request_stop}
-    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+    def signals() -> None:
+        while data := os.read(read_fd, 512):
+            for signum in data:
+                if signum == 0:
+                    return
+                if signum in wanted:
+                    act(signum)
+
+    signal_thread = threading.Thread(target=signals, name="stackpanel-signals", daemon=True)
+    signal_thread.start()
     for warning in exposure_warnings(profile):
         say(f"warning: {warning}")
 
@@ -169,31 +184,18 @@ def run_headless(profile: Profile, *, run_dir: Path | None = None, metrics_table
         say("stopping ...")
         return 0
 
-    # The stack runs in a thread; the main thread only joins it. A signal handler runs on the main
-    # thread between its bytecodes: had it been inside an Event's wait, holding the Event's lock,
-    # the handler's set() would wait for that lock forever (seen once: `up` hung on Ctrl-C).
-    outcome: list[int | BaseException] = []
-
-    def body() -> None:
-        try:
-            outcome.append(run())
-        except BaseException as exc:  # re-raised on the main thread
-            outcome.append(exc)
-
     try:
-        runner = threading.Thread(target=body, name="stackpanel-up")
-        runner.start()
-        while runner.is_alive():
-            runner.join(0.5)
-        result = outcome[0] if outcome else 1
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return run()
     finally:
         runcontrol.withdraw(session.run_dir)
         session.close()
+        signal.set_wakeup_fd(previous_fd)
         for s, handler in previous.items():
             signal.signal(s, handler)
+        os.write(write_fd, b"\0")
+        signal_thread.join()
+        os.close(read_fd)
+        os.close(write_fd)
         for f in (json_file, traces_file):
             if f is not None:
                 f.close()

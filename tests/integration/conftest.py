@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +131,18 @@ def send_tagged(profile: Profile, path: str, ids: list[str]) -> None:
         req = urllib.request.Request(profile.entry_url + path.lstrip("/"), headers={"X-Request-ID": rid})
         with urllib.request.urlopen(req, timeout=10) as response:
             assert response.status == 200 and response.headers["X-Request-ID"] == rid
+
+
+def read_until(proc: subprocess.Popen, needle: str, timeout: float = 30.0) -> list[str]:
+    """The lines `proc` prints until one holds `needle` (AssertionError with what came, otherwise)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not printed; got:\n{''.join(lines)}")

@@ -31,7 +31,7 @@ from stackpanel.core.supervise.events import (
 from stackpanel.core.supervise.supervisor import PortConflictError, ReloadError, StartError, Supervisor
 from stackpanel.core.tls import ca_dir
 
-from .conftest import alive, builtin, free_offset, ports_free, wait_gone
+from .conftest import alive, builtin, free_offset, ports_free, read_until, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -274,20 +274,6 @@ def _up(args: list[str], **kw) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 30.0) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not printed; got:\n{''.join(lines)}")
-
-
 def _stack_processes(run_dir: Path, exclude: int) -> list[int]:
     """Every server whose command line mentions the run dir, and their session members."""
     pids = set()
@@ -315,7 +301,7 @@ def test_kill_9_of_stackpanel_up_leaves_no_server_and_next_start_is_clean(tmp_pa
     args = ["nginx-gunicorn-uvicorn", "--port-offset", str(offset), "--run-dir", str(run_dir)]
     up = _up(args)
     try:
-        _read_until(up, "is up: open")
+        read_until(up, "is up: open")
         servers = _stack_processes(run_dir, exclude=up.pid)
         assert len(servers) >= 2 + 4  # nginx master+worker, gunicorn master+4 workers
         up.kill()
@@ -326,7 +312,7 @@ def test_kill_9_of_stackpanel_up_leaves_no_server_and_next_start_is_clean(tmp_pa
             up.kill()
     again = _up(args)
     try:
-        lines = _read_until(again, "is up: open")
+        lines = read_until(again, "is up: open")
         assert any("clean slate" in line for line in lines)
         again.send_signal(signal.SIGINT)
         rest, _ = again.communicate(timeout=30)
@@ -407,15 +393,15 @@ def test_sighup_reloads_an_edited_profile_and_refuses_a_broken_one(tmp_path: Pat
     offset = free_offset()
     up = _up([str(path), "--port-offset", str(offset), "--run-dir", str(tmp_path / "run")])
     try:
-        _read_until(up, "is up: open")
+        read_until(up, "is up: open")
         path.write_text(path.read_text().replace("    workers: 1\n", "    workers: 2\n", 1))
         up.send_signal(signal.SIGHUP)
-        _read_until(up, "reloaded: app, web")
+        read_until(up, "reloaded: app, web")
         assert get(f"http://127.0.0.1:{8080 + offset}/api/hello")[0] == 200
         path.write_text(path.read_text().replace("kind: nginx", "kind: nginx\n    colour: red"))
         up.send_signal(signal.SIGHUP)
-        _read_until(up, "reload refused")
-        _read_until(up, "unknown key 'colour' in nodes.web")
+        read_until(up, "reload refused")
+        read_until(up, "unknown key 'colour' in nodes.web")
         assert get(f"http://127.0.0.1:{8080 + offset}/api/hello")[0] == 200  # still serving
         up.send_signal(signal.SIGINT)
         up.communicate(timeout=30)
@@ -527,12 +513,12 @@ nodes:
 
 
 def test_a_storm_of_signals_never_hangs_up(tmp_path: Path) -> None:
-    """Signal handlers run on the main thread between bytecodes; `up` keeps that thread out of any
-    lock a handler takes, so hundreds of SIGHUPs and then Ctrl-C end the run (once it hung)."""
+    """Signal handlers run between two bytecodes, even inside another handler: `up`'s take no lock,
+    so hundreds of SIGHUPs and then Ctrl-C end the run (handlers that set Events hung it)."""
     offset = free_offset((8000,))
     up = _up(["uvicorn-workers", "--port-offset", str(offset), "--run-dir", str(tmp_path / "r")])
     try:
-        _read_until(up, "is up")
+        read_until(up, "is up")
         for _ in range(300):
             up.send_signal(signal.SIGHUP)
         up.send_signal(signal.SIGINT)

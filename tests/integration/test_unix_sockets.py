@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,23 +22,9 @@ from stackpanel.core.session import StackSession
 from stackpanel.core.supervise.events import NodeState, NodeStateChanged
 from stackpanel.core.supervise.supervisor import StartError
 
-from .conftest import free_offset
+from .conftest import free_offset, read_until
 
 pytestmark = pytest.mark.integration
-
-
-def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 60.0) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} never came:\n{''.join(lines)}")
 
 
 def test_up_listens_on_sockets_and_replaces_a_stale_one(tmp_path: Path) -> None:
@@ -53,7 +38,7 @@ def test_up_listens_on_sockets_and_replaces_a_stale_one(tmp_path: Path) -> None:
     up = subprocess.Popen([sys.executable, "-m", "stackpanel", "up", "nginx-balanced", "--port-offset", str(offset),
                            "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = "".join(_read_until(up, "is up: open"))
+        lines = "".join(read_until(up, "is up: open", timeout=60.0))
         assert f"from unix:{stale}/healthz" in lines, lines
         assert f"from unix:{RunPaths(run_dir).unix_socket('app2')}/healthz" in lines, lines
         for _ in range(4):
