@@ -351,8 +351,8 @@ def test_balanced_edges_show_each_backends_share_in_the_graph_and_the_details(qt
     view.apply_metrics(snap)
     one, two = view.edge("web", "app1"), view.edge("web", "app2")
     assert one is not None and two is not None
-    assert one.label_text == "/api\n75 req/s · 0.0% 5xx · 75% of route"
-    assert two.label_text == "/api\n25 req/s · 0.0% 5xx · 25% of route"
+    assert one.label_text == "/api\n75 req/s\n0.0% 5xx\n75% of route"
+    assert two.label_text == "/api\n25 req/s\n0.0% 5xx\n25% of route"
     assert "25.0% of the requests of /api" in two.toolTip()
     assert "of route" not in view.edge("web", "static:web").label_text  # type: ignore[union-attr]
     details = NodeDetails()
