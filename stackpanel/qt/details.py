@@ -71,12 +71,14 @@ class NodeDetails(QWidget):
         self.config = QPlainTextEdit()
         self.config.setReadOnly(True)
         self.config.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.config.setPlaceholderText("rendered configuration (read-only)")
+        self.config.setPlaceholderText("Select a node in the table or the graph: its rendered configuration "
+                                       "shows here (read-only)")
         _mono(self.config)
         self.last_lines = QPlainTextEdit()
         self.last_lines.setReadOnly(True)
         self.last_lines.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.last_lines.setPlaceholderText("last log lines")
+        self.last_lines.setPlaceholderText("The node's last log lines show here once it has run; Start the stack "
+                                           "or the node, then Refresh")
         _mono(self.last_lines)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(lambda: self.node and self.refreshLogRequested.emit(self.node))

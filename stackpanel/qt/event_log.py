@@ -19,6 +19,8 @@ class EventLog(QPlainTextEdit):
         super().__init__(parent)
         self.setReadOnly(True)
         self.setMaximumBlockCount(2000)
+        self.setPlaceholderText("Nothing has happened yet: start the stack (Stack → Start), and every state "
+                                "change, worker and message of its nodes is written here with its time")
         controller.journal.connect(self.add)
 
     def add(self, level: str, text: str) -> None:

@@ -585,3 +585,14 @@ def test_log_highlights_are_readable_text_in_both_themes(qtbot: Any, theme: Any)
         h = logs.highlighter
         for fmt in (h.error_format, h.warning_format, h.run_format):
             assert contrast_ratio(fmt.foreground().color(), pal.color(QPalette.ColorRole.Base)) >= 4.5, mode
+
+
+def test_the_node_and_events_tabs_say_what_to_do_while_empty(qtbot: Any, settings: QSettings) -> None:
+    from stackpanel.qt.details import NodeDetails
+    from stackpanel.qt.event_log import EventLog
+
+    w = open_window(qtbot, settings, "nginx-uvicorn")
+    events, details = w.panel(EventLog), w.panel(NodeDetails)
+    assert "start the stack" in events.placeholderText() and events.toPlainText() == ""
+    assert "Select a node" in details.config.placeholderText()
+    assert "Start the stack" in details.last_lines.placeholderText()
