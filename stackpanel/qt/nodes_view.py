@@ -87,9 +87,12 @@ class NodeTable(QTableWidget):
             # on loopback the port says it all (the full address in the tooltip): a narrower table
             host, _, port = node.address.rpartition(":")
             address = f":{port}" if host in ("127.0.0.1", "localhost", "::1", "[::1]") else node.address
+            tip = node.address
+            if profile.listens_on_unix(name):  # its port is not bound: the proxy reaches a socket
+                address, tip = "socket", "a Unix socket in the run directory (listen: auto or unix)"
             for c, text in enumerate((name, node.kind, NodeState.STOPPED, "", "", address, "0")):
                 self.setItem(r, c, QTableWidgetItem(str(text)))
-            self.cell(r, 5).setToolTip(node.address)
+            self.cell(r, 5).setToolTip(tip)
             self._paint_state(r, NodeState.STOPPED)
         self.updateGeometry()
 

@@ -596,3 +596,6 @@ def test_the_node_and_events_tabs_say_what_to_do_while_empty(qtbot: Any, setting
     assert "start the stack" in events.placeholderText() and events.toPlainText() == ""
     assert "Select a node" in details.config.placeholderText()
     assert "Start the stack" in details.last_lines.placeholderText()
+    table = w.node_table
+    assert table.cell(table.rows["app"], 5).text() == "socket"  # behind nginx: listen auto → a Unix socket
+    assert table.cell(table.rows["web"], 5).text().startswith(":")
