@@ -17,9 +17,9 @@ from stackpanel.core.render import render_stack
 from stackpanel.core.session import StackSession
 from stackpanel.core.supervise.events import NodeState, NodeStateChanged, StackMessage
 from stackpanel.core.supervise.supervisor import StartError, Supervisor
-from tests.integration.conftest import MetricsWaiter, builtin, free_offset, wait_gone
+from tests.integration.conftest import MetricsWaiter, builtin, free_offset, read_until, wait_gone
 from tests.integration.test_edge import request
-from tests.integration.test_supervisor import Recorder, _read_until, _up
+from tests.integration.test_supervisor import Recorder, _up
 
 pytestmark = pytest.mark.integration
 
@@ -195,7 +195,7 @@ def test_up_and_kill_9_of_stackpanel_leave_no_php_fpm(tmp_path: Path) -> None:
     for how in (signal.SIGINT, signal.SIGKILL):
         up = _up(args)
         try:
-            _read_until(up, "is up: open")
+            read_until(up, "is up: open")
             pids = fpm_pids(run_dir)
             assert len(pids) == 3  # master + php_workers: 2
             status, _, body, _ = request(8080 + offset, "GET", "/index.php")
