@@ -326,6 +326,7 @@ def test_kill_9_of_stackpanel_up_leaves_no_server_and_next_start_is_clean(tmp_pa
 def test_up_with_a_taken_port_exits_non_zero_naming_the_holder(tmp_path: Path) -> None:
     offset = free_offset()
     holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left on the port is no holder
     holder.bind(("127.0.0.1", 8000 + offset))
     holder.listen()
     try:

@@ -33,17 +33,18 @@ FAILING = {3, 7, 10}  # /api/status?code=500
 SLOW = 5  # /api/wait?ms=150, the others wait 5 ms
 
 
-def path_of(profile: Profile, url_path: str) -> list[str]:
-    """The nodes a request for ``url_path`` goes through, from the profile's routes (longest prefix)."""
-    nodes, name = [], profile.entry
-    while name is not None:
-        nodes.append(name)
-        node = profile.nodes[name]
+def path_of(profile: Profile, url_path: str) -> list[frozenset[str]]:
+    """The tiers a request for ``url_path`` goes through, from the profile's routes (longest prefix):
+    each tier the nodes it may be (several where a route balances over backends)."""
+    tiers, names = [], frozenset({profile.entry})
+    while names:
+        tiers.append(names)
+        node = profile.nodes[next(iter(names))]  # the backends of one route are alike
         if not isinstance(node, ProxyNode):
             break
         matching = [r for r in node.routes if url_path == r.path or url_path.startswith(r.path.rstrip("/") + "/")]
-        name = max(matching, key=lambda r: len(r.path)).to if matching else None
-    return nodes
+        names = frozenset(max(matching, key=lambda r: len(r.path)).backends) if matching else frozenset()
+    return tiers
 
 
 def send(url: str, rid: str, context: ssl.SSLContext | None) -> int:
@@ -98,18 +99,23 @@ def test_traces_tell_the_truth(name: str, tmp_path: Path) -> None:
 
     # 1. every id once on every tier of its path, on no other tier (the logs are the ground truth)
     logs = session.stack.paths.logs_dir
+    seen: dict[str, list[str]] = {}
     for node in profile.nodes:
         fields = [line.split(" ", 5) for line in (logs / f"{node}.access.log").read_text().splitlines()]
-        seen = [f[4] for f in fields if len(f) > 4]
-        for rid in ids:
-            assert seen.count(rid) == (1 if node in path else 0), (node, rid)
+        seen[node] = [f[4] for f in fields if len(f) > 4]
+    for rid in ids:
+        for tier in path:  # once on one node of each tier of its path ...
+            assert sum(seen[node].count(rid) for node in tier) == 1, (tier, rid)
+        for node in set(profile.nodes) - set().union(*path):  # ... and on no other node
+            assert seen[node].count(rid) == 0, (node, rid)
 
     # 2. the live traces follow that path, nest, and carry each tier's status
     assert len(set(got) & set(ids)) >= len(failed) + 1
     for rid, trace in got.items():
         if rid not in ids:
             continue
-        assert list(trace.nodes) == path and not trace.missing, trace.format()
+        assert len(trace.nodes) == len(path) and not trace.missing, trace.format()
+        assert all(node in tier for node, tier in zip(trace.nodes, path, strict=True)), trace.format()
         assert all(s.status == (500 if rid in failed else 200) for s in trace.spans), trace.format()
         for outer, inner in zip(trace.spans, trace.spans[1:], strict=False):
             assert inner.start >= outer.start - RESOLUTION, trace.format()
