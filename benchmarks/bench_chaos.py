@@ -174,8 +174,8 @@ HANDOFF_CASES = (("nginx-uvicorn", "app"), ("nginx-gunicorn-uvicorn", "app"), ("
                  ("uvicorn-workers", "app"))
 
 
-def handoff_rep(profile_name: str, node: str, handoff: bool, root: Path) -> dict[str, float]:
-    profile = on_tcp(builtin(profile_name))
+def handoff_rep(profile_name: str, node: str, handoff: bool, root: Path, listen: str = "auto") -> dict[str, float]:
+    profile = listening(builtin(profile_name), listen)
     sup = Supervisor(render_stack(profile, root / f"{profile_name}-{time.monotonic_ns()}"), socket_handoff=handoff)
     events = Events(sup)
     try:
@@ -203,8 +203,9 @@ def cmd_handoff(args: argparse.Namespace) -> None:
             runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
             for _ in range(args.reps):
                 for handoff in (False, True):  # alternating pairs
-                    runs[handoff].append(handoff_rep(profile_name, node, handoff, Path(tmp)))
-            print(f"\n## {profile_name}: kill -9 of the {node} master under load ({args.reps} pairs, medians)\n")
+                    runs[handoff].append(handoff_rep(profile_name, node, handoff, Path(tmp), args.listen))
+            print(f"\n## {profile_name} (app servers on listen: {args.listen}): kill -9 of the {node} master "
+                  f"under load ({args.reps} pairs, medians)\n")
             print("| handoff | recovery (kill → ready) | " + " | ".join(kinds) + " |")
             print("|---|---|" + "---|" * len(kinds))
             for handoff in (False, True):
@@ -257,11 +258,10 @@ def fault_trial(sup: Supervisor, load: Load, kind: str, rng: random.Random, work
     return {"kind": kind, "recovered_s": time.monotonic() - t0, "failed": diff(load.errors(), before)}
 
 
-def on_tcp(profile: Profile) -> Profile:
-    """App servers on loopback TCP (`listen: tcp`): behind nginx they default to a Unix socket,
-    which they bind themselves (no handoff yet, see core/supervise/sockets.py)."""
+def listening(profile: Profile, listen: str) -> Profile:
+    """Every app server with `listen: LISTEN` (auto: a Unix socket behind nginx, TCP otherwise)."""
     return profile.model_copy(update={"nodes": {
-        name: node.model_copy(update={"listen": "tcp"}) if isinstance(node, AppServerNode) else node
+        name: node.model_copy(update={"listen": listen}) if isinstance(node, AppServerNode) else node
         for name, node in profile.nodes.items()}})
 
 
@@ -274,9 +274,9 @@ def unlimited_restarts(profile: Profile) -> Profile:
         for name, node in profile.nodes.items()}})
 
 
-def run_faults(trials: int, seed: int, root: Path, quiet: bool = False) -> list[dict]:
+def run_faults(trials: int, seed: int, root: Path, quiet: bool = False, listen: str = "auto") -> list[dict]:
     rng = random.Random(seed)
-    profile = on_tcp(unlimited_restarts(builtin("nginx-gunicorn-uvicorn")))
+    profile = listening(unlimited_restarts(builtin("nginx-gunicorn-uvicorn")), listen)
     sup = Supervisor(render_stack(profile, root / f"faults-{time.monotonic_ns()}"))
     results = []
     try:
@@ -297,7 +297,7 @@ def run_faults(trials: int, seed: int, root: Path, quiet: bool = False) -> list[
 
 def cmd_faults(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_faults(args.trials, args.seed, Path(tmp))
+        results = run_faults(args.trials, args.seed, Path(tmp), listen=args.listen)
     end = results.pop()
     print(f"\n## faults: {args.trials} trials, seed {args.seed}, nginx → gunicorn (4 uvicorn workers), 16 conns\n")
     print("| fault | trials | recovered (median, max) | refused | 5xx | reset | timeout | other |")
@@ -599,9 +599,11 @@ def main() -> None:
     p = sub.add_parser("handoff")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--case", action="append", help="PROFILE:NODE, e.g. uvicorn-workers:app (default: every case)")
+    p.add_argument("--listen", choices=("auto", "tcp", "unix"), default="auto", help="the app servers' listen key")
     p = sub.add_parser("faults")
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--listen", choices=("auto", "tcp", "unix"), default="auto", help="the app servers' listen key")
     p = sub.add_parser("kill-stackpanel")
     p.add_argument("--trials", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)

@@ -110,6 +110,12 @@ APACHE_NO_EXPRS = chain(apache_sub(r"^\s*<If \"-n %\{HTTP:Content-Length\}.*\n.*
                         apache_sub(r"^<If \"! \(%\{SERVER_NAME\}.*\n.*\n</If>\n", ""))
 APACHE_NO_REQUEST_ID = chain(apache_sub(r"^RequestHeader setifempty X-Request-ID .*\n", ""),
                              apache_sub(r"^Header always set X-Request-ID .*\n", ""))
+# the floor (diagnostics): what nginx / Apache cost with every per-request extra of ours removed
+NGINX_NO_REQUEST_ID = chain(nginx_sub(r"^\s*add_header X-Request-ID .*\n", ""),
+                            nginx_sub(r"^\s*proxy_set_header X-Request-ID .*\n", ""))
+NGINX_FLOOR = chain(NGINX_LOG_OFF, NGINX_NO_BUFFERING, NGINX_NO_REQUEST_ID)
+APACHE_LOG_OFF = apache_sub(r"^CustomLog .*\n", "")
+APACHE_FLOOR = chain(APACHE_MPM_WORKER, APACHE_NO_EXPRS, APACHE_NO_REQUEST_ID, APACHE_LOG_OFF)
 NGINX_NO_KEEPALIVE = chain(
     nginx_sub(r"^\s*keepalive \d+;\n", ""),
     nginx_sub(r"^\s*proxy_set_header Connection \"\";\n", ""),
@@ -137,6 +143,8 @@ PROXY_CASES = [
     Case("nginx, uvicorn access log off", "nginx-uvicorn", uvicorn_access_off),
     Case("nginx access_log buffer=64k", "nginx-uvicorn", NGINX_LOG_64K),
     Case("nginx reuseport", "nginx-uvicorn", NGINX_REUSEPORT),
+    Case("nginx without the request id", "nginx-uvicorn", NGINX_NO_REQUEST_ID),
+    Case("nginx floor (no log, no buffering, no request id)", "nginx-uvicorn", NGINX_FLOOR),
     Case("nginx → gunicorn (as rendered)", "nginx-gunicorn-uvicorn"),
     Case("nginx → gunicorn, proxy_buffering off", "nginx-gunicorn-uvicorn", NGINX_NO_BUFFERING),
     Case("apache (as rendered)", "apache-uvicorn"),
@@ -149,6 +157,8 @@ PROXY_CASES = [
     Case("apache ProxyPass max=16", "apache-uvicorn", APACHE_POOL_16),
     Case("apache without the <If> expressions", "apache-uvicorn", APACHE_NO_EXPRS),
     Case("apache without the request id", "apache-uvicorn", APACHE_NO_REQUEST_ID),
+    Case("apache without its access log", "apache-uvicorn", APACHE_LOG_OFF),
+    Case("apache floor (worker MPM, no log, no expressions, no request id)", "apache-uvicorn", APACHE_FLOOR),
     Case("nginx → apache (as rendered)", "nginx-apache-uvicorn"),
     Case("nginx → apache BufferedLogs On", "nginx-apache-uvicorn", APACHE_BUFFERED_LOGS),
     Case("nginx → apache mpm_worker", "nginx-apache-uvicorn", APACHE_MPM_WORKER),

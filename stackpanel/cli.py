@@ -215,7 +215,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _bench_targets(args: argparse.Namespace) -> int:
     """`bench --wrk` without profiles: the proxy-path targets (core/bench/targets.py)."""
-    from stackpanel.core.bench.targets import run_targets
+    from stackpanel.core.bench.targets import TARGETS_PATH, run_targets
 
     problem = ""
     if not args.wrk:
@@ -228,7 +228,8 @@ def _bench_targets(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     report = run_targets(pairs=args.pairs, duration_s=4.0 if args.duration is None else args.duration,
                          warmup_s=1.0 if args.warmup is None else args.warmup, connections=args.connections,
-                         workers=args.workers or 2, path=args.path, progress=lambda e: print(e, flush=True))
+                         workers=args.workers or 2, path=args.path or TARGETS_PATH,
+                         progress=lambda e: print(e, flush=True))
     print()
     print(report.format_table())
     if args.json is not None:

@@ -114,6 +114,45 @@ def test_a_killed_master_refuses_no_connection_under_load(tmp_path: Path, kind: 
     assert result.requests_ok > 100
 
 
+def proxied_profile(tmp_path: Path, kind: str) -> str:
+    """nginx in front of the tiny app, which listens on a Unix socket (`listen: auto` behind nginx)."""
+    app = app_profile(tmp_path, kind, workers=2).split("nodes:\n", 1)[1]
+    return f"""\
+version: 1
+name: handoff behind nginx
+nodes:
+  web:
+    kind: nginx
+    port: 8080
+    routes: [{{path: /, to: app}}]
+    readiness_probe: {{period_seconds: 0.05}}
+{app}"""
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "gunicorn"])
+def test_behind_nginx_a_killed_master_on_a_unix_socket_fails_no_request(tmp_path: Path, kind: str) -> None:
+    profile = load_profile_text(proxied_profile(tmp_path, kind), tmp_path / "p.yaml", port_offset=free_offset())
+    stack = render_stack(profile, tmp_path / "run")
+    path = stack.nodes["app"].unix_socket
+    assert path is not None
+    sup = Supervisor(stack)
+    try:
+        sup.start()
+        app = psutil.Process(sup.snapshot().node("app").pid)
+        assert str(path) not in " ".join(app.cmdline())  # it serves our socket, by fd
+        result, _ = kill_master_under_load(sup, profile.entry_url)
+        # a graceful restart: gunicorn unlinks the name it was handed, nginx's stays
+        after, _ = kill_master_under_load(sup, profile.entry_url, fault=lambda s: s.restart_node("app"))
+        assert path.is_socket()
+    finally:
+        sup.close()
+    assert not os.path.lexists(path)
+    for r in (result, after):
+        assert r.errors["connect_refused"] == 0, r.errors
+        assert r.errors["http_5xx"] <= 1, r.errors  # at most the request inside the killed master
+        assert r.errors_total <= 2 * 8, r.errors
+
+
 def test_a_restart_from_the_panel_keeps_the_socket(tmp_path: Path) -> None:
     profile = load_profile_text(app_profile(tmp_path, "uvicorn"), tmp_path / "p.yaml", port_offset=free_offset())
     sup = Supervisor(render_stack(profile, tmp_path / "run"))

@@ -59,3 +59,22 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert f"{path}:5:" in err and "unknown key 'wokers'" in err
     assert "port 8080 is already used by node 'web'" in err
+
+
+def test_bench_targets_load_the_app_route_unless_told(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A profile's probe path can be one the proxy answers itself (nginx-uvicorn's is its static
+    index page, 20,000 req/s): the targets measure /api/hello through every tier."""
+    from stackpanel.core.bench import targets
+
+    seen: list[str] = []
+
+    def fake(**kwargs):
+        seen.append(kwargs["path"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(targets, "run_targets", fake)
+    for argv in (["bench", "--wrk"], ["bench", "--wrk", "--path", "/api/pid"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert seen == ["/api/hello", "/api/pid"]

@@ -118,6 +118,22 @@ def test_load_module_lines_error_for_unknown_module() -> None:
     assert isinstance(err.value, RenderError) and isinstance(err.value, StackpanelError)
 
 
+def test_doctor_names_missing_optional_apache_modules_without_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Apache without the balancer's and TLS modules (RHEL ships mod_ssl apart) stays usable, and
+    the doctor says which profile keys would need what."""
+    from stackpanel.core.discovery import doctor
+
+    info = find_apache()
+    assert info is not None
+    lacking = dataclasses.replace(info, available=info.available - {"proxy_balancer", "ssl"})
+    monkeypatch.setattr(doctor, "find_apache", lambda search_path=None: lacking)
+    report = run_doctor({"apache"})
+    status = report.get("apache")
+    assert status.usable and report.ok, format_report(report)
+    optional = dict(status.details)["optional modules"]
+    assert optional == "missing: proxy_balancer (for balanced routes (to: [a, b])), ssl (for tls)"
+
+
 def test_missing_module_hint_on_rhel() -> None:
     apache = find_apache()
     assert apache is not None
@@ -134,6 +150,8 @@ def test_real_doctor_report_is_ok() -> None:
     assert (report.get("nginx").version or "").startswith("1.22.")
     assert report.get("apache").usable
     assert dict(report.get("apache").details)["modules dir"] == str(find_apache().modules_dir)  # type: ignore[union-attr]
+    # Debian's apache2 has every module a profile may ask for (balancers, gzip, TLS, mpm: worker)
+    assert dict(report.get("apache").details)["optional modules"] == "all present"
     assert report.get("gunicorn").found and report.get("uvicorn").found and report.get("uvicorn_worker").found
     text = format_report(report)
     assert "all needed components are ready" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -14,14 +15,14 @@ from stackpanel.core.profiles.loader import load_profile
 from stackpanel.core.profiles.schema import AppServerNode
 from stackpanel.core.render import render_stack
 from stackpanel.core.supervise.ports import free_port_offset
-from stackpanel.core.supervise.sockets import ListeningSockets, listener_owner_problem
+from stackpanel.core.supervise.sockets import Address, ListeningSockets, bound_name, listener_owner_problem
 from stackpanel.core.supervise.spawner import SuperviseError
 from tests.unit.test_render import APACHE, NGINX
 
 
 def _stack(name: str, tmp_path: Path, tcp: bool = True):
     """A built-in stack on free ports; ``tcp``: its app servers on loopback TCP (behind nginx they
-    default to a Unix socket, which gets no handoff)."""
+    default to a Unix socket)."""
     profile = load_profile(builtin_dir() / f"{name}.yaml")
     ports = [p for n in profile.nodes.values() for _h, p in n.listen_addresses]
     profile = load_profile(builtin_dir() / f"{name}.yaml", port_offset=free_port_offset(ports))
@@ -32,9 +33,10 @@ def _stack(name: str, tmp_path: Path, tcp: bool = True):
     return render_stack(profile, tmp_path / "run", nginx=NGINX, apache=APACHE)
 
 
-def _addresses(stack, name: str) -> list[tuple[str, int]]:
-    """What the supervisor passes: no TCP listener for a node on a Unix socket."""
-    return [] if stack.nodes[name].unix_socket else stack.profile.nodes[name].listen_addresses
+def _addresses(stack, name: str) -> list[Address]:
+    """What the supervisor passes: its socket file for a node on a Unix socket, else its TCP listeners."""
+    socket_path = stack.nodes[name].unix_socket
+    return [socket_path] if socket_path else stack.profile.nodes[name].listen_addresses
 
 
 @pytest.fixture
@@ -100,13 +102,50 @@ def test_a_taken_port_is_a_conflict_naming_the_holder_and_nothing_stays_bound(
     assert sockets.held == ()  # the app's socket, bound first, was let go again
 
 
-def test_an_app_server_on_a_unix_socket_binds_its_own(tmp_path: Path, sockets: ListeningSockets) -> None:
+@pytest.mark.parametrize(("profile", "option", "value"), [("nginx-uvicorn", "--fd", "{fd}"),
+                                                       ("nginx-gunicorn-uvicorn", "--bind", "fd://{fd}")])
+def test_an_app_server_on_a_unix_socket_takes_ours(tmp_path: Path, sockets: ListeningSockets, profile: str,
+                                                   option: str, value: str) -> None:
+    stack = _stack(profile, tmp_path, tcp=False)
+    app = stack.nodes["app"]
+    path = app.unix_socket
+    assert path is not None  # listen: auto behind nginx
+    assert sockets.bind([(app, _addresses(stack, "app"))]) == [] and sockets.held == (path,)
+    launch = sockets.launch(app, _addresses(stack, "app"), {})
+    (fd,) = launch.pass_fds
+    assert launch.argv[launch.argv.index(option) + 1] == value.format(fd=fd)
+    assert str(path) not in " ".join(launch.argv) and "--uds" not in launch.argv
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666  # nginx's workers run as another user
+    listener = socket.socket(fileno=os.dup(fd))
+    with listener:
+        assert listener.getsockname() == str(bound_name(path))
+        # gunicorn unlinks the name it was handed when it stops: the public one still connects
+        bound_name(path).unlink()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            listener.accept()[0].close()
+        # the next start gets the name back, to unlink in its turn
+        sockets.launch(app, _addresses(stack, "app"), {})
+        assert os.path.samefile(bound_name(path), path)
+    sockets.release([path])
+    assert not os.path.lexists(path) and not os.path.lexists(bound_name(path))
+
+
+def test_a_stale_socket_file_goes_and_a_live_one_is_named(tmp_path: Path, sockets: ListeningSockets) -> None:
     stack = _stack("nginx-uvicorn", tmp_path, tcp=False)
     app = stack.nodes["app"]
-    assert app.unix_socket is not None  # listen: auto behind nginx
-    assert sockets.bind([(app, _addresses(stack, "app"))]) == [] and sockets.held == ()
-    launch = sockets.launch(app, stack.profile.nodes["app"].listen_addresses, {})
-    assert launch.argv == app.argv and launch.pass_fds == ()
+    assert app.unix_socket is not None
+    app.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX) as dead:  # a killed run's file: nothing listens on it
+        dead.bind(str(app.unix_socket))
+    assert sockets.bind([(app, _addresses(stack, "app"))]) == [] and sockets.held == (app.unix_socket,)
+    sockets.release([app.unix_socket])
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(app.unix_socket))
+        live.listen()
+        with pytest.raises(SuperviseError, match="another process listens on"):
+            sockets.bind([(app, _addresses(stack, "app"))])
+    assert sockets.held == ()
 
 
 def test_handoff_off_keeps_every_command_line(tmp_path: Path) -> None:

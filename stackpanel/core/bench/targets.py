@@ -30,6 +30,10 @@ class Target:
 
 
 #: The targets, as ratios to direct uvicorn with the same workers.
+#: What the targets load: the same app route through every tier (a profile's probe path may be
+#: one the proxy answers itself, e.g. nginx-uvicorn's static index page).
+TARGETS_PATH = "/api/hello"
+
 PROXY_TARGETS: tuple[Target, ...] = (
     Target("nginx-uvicorn", 0.85),
     Target("nginx-gunicorn-uvicorn", 0.85),
@@ -156,7 +160,7 @@ def cpu_us_per_request(run: ProfileRun) -> float:
 
 
 def run_targets(*, pairs: int = 5, duration_s: float = 4.0, warmup_s: float = 1.0, connections: int = 64,
-                workers: int = 2, path: str = "/api/hello", targets: tuple[Target, ...] = PROXY_TARGETS,
+                workers: int = 2, path: str = TARGETS_PATH, targets: tuple[Target, ...] = PROXY_TARGETS,
                 progress: ProgressCallback | None = None) -> TargetReport:
     """Every target measured in `pairs` A/B pairs with wrk (pairs of different targets interleave,
     so each target's pairs spread over the whole run)."""

@@ -40,8 +40,17 @@ APACHE_GZIP_MODULES: tuple[str, ...] = ("filter", "deflate")
 #: ... and when the node listens with TLS (http2 only with tls.http2).
 APACHE_TLS_MODULES: tuple[str, ...] = ("ssl", "socache_shmcb")
 APACHE_HTTP2_MODULES: tuple[str, ...] = ("http2",)
-#: Every module a rendered httpd.conf may load: what the doctor checks.
+#: Every module a rendered httpd.conf loads for any profile: what the doctor requires.
 STACKPANEL_APACHE_MODULES: tuple[str, ...] = APACHE_BASE_MODULES + APACHE_PROXY_MODULES + ("proxy_fcgi",)
+#: The modules only some profiles need, with the profile key that needs them: the doctor names the
+#: missing ones without calling Apache unusable (RHEL's httpd ships mod_ssl and mod_http2 apart).
+APACHE_OPTIONAL_MODULES: dict[str, str] = {
+    **{m: "balanced routes (to: [a, b])" for m in APACHE_BALANCER_MODULES},
+    "lbmethod_byrequests": "balance: round_robin or sticky", "lbmethod_bybusyness": "balance: least_conn",
+    **{m: "limits.gzip" for m in APACHE_GZIP_MODULES},
+    **{m: "tls" for m in APACHE_TLS_MODULES}, **{m: "tls.http2" for m in APACHE_HTTP2_MODULES},
+    "mpm_worker": "mpm: worker",
+}
 
 APACHE_NAMES: tuple[str, ...] = ("apache2", "httpd")
 APACHE_MODULE_DIRS: tuple[str, ...] = (

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackpanel.core.discovery.apache import STACKPANEL_APACHE_MODULES, find_apache
+from stackpanel.core.discovery.apache import APACHE_OPTIONAL_MODULES, STACKPANEL_APACHE_MODULES, find_apache
 from stackpanel.core.discovery.nginx import find_nginx
 from stackpanel.core.discovery.php import find_php_fpm
 from stackpanel.core.discovery.platform import (
@@ -91,6 +91,9 @@ def _apache_status(needed: bool, platform: Platform, search_path: str | None) ->
         ("shared modules", str(len(info.available))),
         ("mime.types", str(info.mime_types) if info.mime_types else "not found"),
     ]
+    optional = info.missing_modules(tuple(APACHE_OPTIONAL_MODULES))
+    details.append(("optional modules", "all present" if not optional else "missing: " + ", ".join(
+        f"{m} (for {APACHE_OPTIONAL_MODULES[m]})" for m in optional)))
     problem, hint = "", ""
     missing = info.missing_modules(STACKPANEL_APACHE_MODULES)
     if missing:

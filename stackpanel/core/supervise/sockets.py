@@ -14,9 +14,10 @@ clears CLOEXEC on them in the child only):
   ``LISTEN_PID`` = gunicorn's own pid, unknown before the fork);
 * nginx: ``NGINX="N;M;"``, the variable of its binary upgrade; 1.22 takes it in a fresh master
   too and uses every inherited socket whose address a ``listen`` directive names.
-* an app server on a Unix socket (`listen: unix`, the default behind nginx) binds its socket file
-  itself, as before: a crash there refuses connections while it restarts (handing over an AF_UNIX
-  socket would work the same way; not done yet).
+* an app server on a Unix socket (`listen: unix`, the default behind nginx) takes it the same way
+  (``--fd N`` for ``--uds PATH``, ``fd://N`` for ``unix:PATH``). We bind it under a hidden name and
+  hard-link the public one to it: a gunicorn that stops unlinks the name it was handed
+  (getsockname) and the public name, the one nginx connects to, stays. Connections follow the inode.
 * Apache httpd has no way to take an inherited socket (Debian's build has no systemd socket
   activation): it binds its own port after our port check, as before, and its readiness probe
   counts only when the answering socket is its own (see :func:`listener_owner_problem`).
@@ -27,17 +28,25 @@ inherited environment: only the supervisor sets them, here.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 from stackpanel.core.render import RenderedNode
-from stackpanel.core.supervise.ports import PortConflict, check_ports_free, conflict_for, find_port_holders
+from stackpanel.core.supervise.ports import (
+    PortConflict,
+    check_ports_free,
+    clear_stale_socket,
+    conflict_for,
+    find_port_holders,
+)
 from stackpanel.core.supervise.spawner import SuperviseError
 
-__all__ = ["BACKLOG", "HANDOFF_KINDS", "Launch", "ListeningSockets", "listener_owner_problem"]
+__all__ = ["BACKLOG", "HANDOFF_KINDS", "Address", "Launch", "ListeningSockets", "bound_name", "listener_owner_problem"]
 
 #: The servers that can take a socket from us. Apache is not one (see the module docstring).
 HANDOFF_KINDS = frozenset({"uvicorn", "gunicorn", "nginx"})
@@ -45,7 +54,10 @@ HANDOFF_KINDS = frozenset({"uvicorn", "gunicorn", "nginx"})
 #: (4096 here). The servers set their own backlog when they start.
 BACKLOG = 4096
 
-Address = tuple[str, int]
+#: A TCP listener (host, port) or a Unix socket's path.
+Address = tuple[str, int] | Path
+#: What a Unix socket file gets, as uvicorn's own --uds sets it: nginx's workers run as another user.
+UNIX_SOCKET_MODE = 0o666
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,50 @@ def _bind(host: str, port: int) -> socket.socket:
     # written in two parts then waited 44 ms for a delayed ACK (0.3 ms with this; measured).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def bound_name(path: Path) -> Path:
+    """The hidden name a Unix socket is bound under (shorter than ``path``: it fits wherever
+    ``path`` does)."""
+    return path.with_name(f".{path.stem}.h")
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    problem = clear_stale_socket(path)  # a killed run's file goes; a live listener is named
+    if problem is not None:
+        raise SuperviseError(problem)
+    hidden = bound_name(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # bound before the run's files are written
+        hidden.unlink(missing_ok=True)  # a killed run's: the run lock says nobody else uses this directory
+        sock.bind(str(hidden))
+        os.chmod(hidden, UNIX_SOCKET_MODE)
+        sock.listen(BACKLOG)
+        os.link(hidden, path)
+    except OSError as exc:
+        sock.close()
+        hidden.unlink(missing_ok=True)
+        raise SuperviseError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _relink(path: Path) -> None:
+    """The hidden name again if a stopped gunicorn unlinked it: the next one unlinks it too when it
+    stops, and a name already gone would fail that stop."""
+    hidden = bound_name(path)
+    if not os.path.lexists(hidden):
+        try:
+            os.link(path, hidden)
+        except OSError as exc:
+            raise SuperviseError(f"cannot restore {hidden}: {exc.strerror or exc}") from None
+
+
+def _close(address: Address, sock: socket.socket) -> None:
+    sock.close()
+    if isinstance(address, Path):  # refused from now on, and no file left for the next bind
+        address.unlink(missing_ok=True)
+        bound_name(address).unlink(missing_ok=True)
 
 
 def _replace_option(argv: Sequence[str], option: str, new: tuple[str, str],
@@ -106,25 +162,34 @@ class ListeningSockets:
 
     def bind(self, nodes: Iterable[tuple[RenderedNode, Sequence[Address]]], offset: int = 0) -> list[PortConflict]:
         """Bind every address of the nodes that take a socket, port-check the others. Returns the
-        conflicts (naming each holder); on any conflict nothing stays bound by this call."""
+        conflicts (naming each holder); on any conflict nothing stays bound by this call. A Unix
+        socket path that cannot be used raises SuperviseError, saying why."""
         conflicts: list[PortConflict] = []
         checked: list[Address] = []
         bound: list[Address] = []
-        for node, addresses in nodes:
-            for address in addresses:
-                if not self.hands_off(node):
-                    checked.append(address)
-                    continue
-                if address in self._held:
-                    continue
-                try:
-                    self._held[address] = _bind(*address)
-                    bound.append(address)
-                except socket.gaierror as exc:
-                    conflicts.append(conflict_for(*address, OSError(errno.EADDRNOTAVAIL, str(exc)), offset))
-                except OSError as exc:
-                    conflicts.append(conflict_for(*address, exc, offset))
-        conflicts += check_ports_free(checked, offset=offset)
+        try:
+            for node, addresses in nodes:
+                for address in addresses:
+                    if address in self._held:
+                        continue
+                    if isinstance(address, Path):
+                        if self.hands_off(node):  # else the server binds it (and clears a stale file)
+                            self._held[address] = _bind_unix(address)
+                            bound.append(address)
+                    elif not self.hands_off(node):
+                        checked.append(address)
+                    else:
+                        try:
+                            self._held[address] = _bind(*address)
+                            bound.append(address)
+                        except socket.gaierror as exc:
+                            conflicts.append(conflict_for(*address, OSError(errno.EADDRNOTAVAIL, str(exc)), offset))
+                        except OSError as exc:
+                            conflicts.append(conflict_for(*address, exc, offset))
+            conflicts += check_ports_free([a for a in checked if not isinstance(a, Path)], offset=offset)
+        except BaseException:
+            self.release(bound)
+            raise
         if conflicts:
             self.release(bound)
         return conflicts
@@ -133,7 +198,7 @@ class ListeningSockets:
         for address in addresses:
             sock = self._held.pop(address, None)
             if sock is not None:
-                sock.close()
+                _close(address, sock)
 
     def close(self) -> None:
         self.release(list(self._held))
@@ -142,16 +207,24 @@ class ListeningSockets:
     def held(self) -> tuple[Address, ...]:
         return tuple(self._held)
 
+    def holds(self, address: Address) -> bool:
+        return address in self._held
+
     def launch(self, node: RenderedNode, addresses: Sequence[Address], env: Mapping[str, str]) -> Launch:
         """The node's command line and environment, with its held sockets handed over. No addresses
-        (an app server on a Unix socket, a companion process): it binds its own, as before."""
-        if not self.hands_off(node) or not addresses or node.unix_socket is not None:
+        (a companion process) or no handoff: it binds its own, as before."""
+        if not self.hands_off(node) or not addresses:
             return Launch(node.argv, dict(env))
         missing = [a for a in addresses if a not in self._held]
         if missing:
-            raise SuperviseError(f"{node.name}: no listening socket held for {missing[0][0]}:{missing[0][1]}")
+            where = missing[0] if isinstance(missing[0], Path) else f"{missing[0][0]}:{missing[0][1]}"
+            raise SuperviseError(f"{node.name}: no listening socket held for {where}")
         fds = tuple(self._held[a].fileno() for a in addresses)
+        if isinstance(addresses[0], Path):
+            _relink(addresses[0])
         if node.kind == "uvicorn":
+            if isinstance(addresses[0], Path):
+                return Launch(_replace_option(node.argv, "--uds", ("--fd", str(fds[0]))), dict(env), fds[:1])
             argv = _replace_option(node.argv, "--host", ("--fd", str(fds[0])), drop=("--port",))
             return Launch(argv, dict(env), fds[:1])
         if node.kind == "gunicorn":

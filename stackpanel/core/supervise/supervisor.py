@@ -57,7 +57,7 @@ from stackpanel.core.supervise.runrecord import (
     find_leftovers,
     record_path,
 )
-from stackpanel.core.supervise.sockets import ListeningSockets, listener_owner_problem
+from stackpanel.core.supervise.sockets import Address, ListeningSockets, listener_owner_problem
 
 log = logging.getLogger("stackpanel.supervise")
 
@@ -120,6 +120,13 @@ class _Node:
     def listen_addresses(self) -> list[tuple[str, int]]:
         """The TCP addresses it binds: none on a Unix socket (its file is checked at spawn)."""
         return [] if self.rendered.unix_socket else self.spec.listen_addresses
+
+    @property
+    def sockets(self) -> list[Address]:
+        """What it listens on, as the supervisor holds it: its TCP addresses, or its socket file."""
+        if self.rendered.unix_socket is not None:
+            return [self.rendered.unix_socket]
+        return list(self.spec.listen_addresses)
 
     @property
     def address(self) -> str:
@@ -395,7 +402,7 @@ class Supervisor:
 
     def _bind_sockets(self, nodes: list[_Node]) -> None:
         """Our listening sockets for the nodes that take one, a port check for the others."""
-        conflicts = self._sockets.bind(((n.rendered, n.listen_addresses) for n in nodes),
+        conflicts = self._sockets.bind(((n.rendered, n.sockets) for n in nodes),
                                        offset=self.stack.profile.port_offset)
         if conflicts:
             raise PortConflictError(conflicts)
@@ -408,9 +415,9 @@ class Supervisor:
             lines = (result.stdout + result.stderr).strip().splitlines()[-LAST_LINES:]
             raise StartError(rendered.name, f"its config fails {Path(argv[0]).name}'s own test", lines)
 
-    def _spawn(self, r: RenderedNode, addresses: list[tuple[str, int]] | None = None) -> ManagedProcess:
-        """``addresses``: the TCP listeners whose sockets we hold for it (none: it binds its own)."""
-        if r.unix_socket is not None:
+    def _spawn(self, r: RenderedNode, addresses: list[Address] | None = None) -> ManagedProcess:
+        """``addresses``: the listeners whose sockets we hold for it (none: it binds its own)."""
+        if r.unix_socket is not None and not self._sockets.holds(r.unix_socket):
             problem = clear_stale_socket(r.unix_socket)
             if problem is not None:
                 raise StackpanelError(problem)
@@ -436,7 +443,7 @@ class Supervisor:
             self._start_companion(node, node.rendered.companion, deadline)
         with self._lock:
             try:
-                node.proc = self._spawn(node.rendered, node.listen_addresses)
+                node.proc = self._spawn(node.rendered, node.sockets)
             except StackpanelError as exc:
                 raise StartError(node.name, str(exc)) from None
             self._set_state(node, NodeState.STARTING, f"started pid {node.proc.pid}")
@@ -771,7 +778,7 @@ class Supervisor:
                 node.timer.cancel()
             self._stop_node(node)
             if not keep_socket:
-                self._sockets.release(node.listen_addresses)  # stopped: refused, not queued forever
+                self._sockets.release(node.sockets)  # stopped: refused, not queued forever
             with self._lock:
                 if self._stack_state == StackState.RUNNING:
                     self._set_stack_state(StackState.DEGRADED, f"{name} stopped")
@@ -807,10 +814,10 @@ class Supervisor:
             self._start_node(node)
         except _Cancelled:
             self._stop_node(node)
-            self._sockets.release(node.listen_addresses)
+            self._sockets.release(node.sockets)
             return False
         except BaseException:
-            self._sockets.release(node.listen_addresses)  # not running: refuse, do not queue
+            self._sockets.release(node.sockets)  # not running: refuse, do not queue
             raise
         return True
 
@@ -836,9 +843,9 @@ class Supervisor:
             self.stack = new_stack
             for step in steps:
                 node = self._nodes[step.node]
-                old_addresses = node.listen_addresses
+                old_addresses = node.sockets
                 node.rendered, node.spec = new_stack.nodes[step.node], new_stack.profile.nodes[step.node]
-                self._sockets.release(a for a in old_addresses if a not in node.listen_addresses)  # a moved port
+                self._sockets.release(a for a in old_addresses if a not in node.sockets)  # a moved port
                 try:
                     self._apply(node, step)
                 except _Cancelled:  # a stop came meanwhile: it stops everything anyway
