@@ -92,9 +92,9 @@ def median(values: list[float]) -> float:
 class Load:
     """The built-in generator on a thread, as long as the block runs; progress is kept."""
 
-    def __init__(self, url: str, connections: int = 16) -> None:
+    def __init__(self, url: str, connections: int = 16, rate: float | None = None) -> None:
         self.config = LoadConfig(url=url, connections=connections, duration_s=3600, max_duration_s=3600, timeout_s=10,
-                                 give_up_after_s=None, progress_interval_s=0.05)
+                                 give_up_after_s=None, progress_interval_s=0.05, rate=rate)
         self._cond = threading.Condition()
         self.progress: LoadProgress | None = None
         self._stop = threading.Event()
@@ -553,7 +553,7 @@ def cmd_soak(args: argparse.Namespace) -> None:
         me = psutil.Process(proc.pid)
         t0 = time.monotonic()
         try:
-            with Load(profile.entry_url + "api/hello", connections=8) as load:
+            with Load(profile.entry_url + "api/hello", connections=8, rate=args.rate) as load:
                 last_master = t0
                 while time.monotonic() - t0 < args.minutes * 60 and proc.poll() is None:
                     time.sleep(rng.uniform(2, 6))
@@ -583,7 +583,8 @@ def cmd_soak(args: argparse.Namespace) -> None:
             proc.wait(60)
         orphans = orphans_after(run_dir)
     warm = [s for s in samples if s.at_s >= 60] or samples
-    print(f"\n## soak: {args.minutes} min of nginx → gunicorn under load (8 conns), {faults} faults "
+    pace = f"{args.rate:g} req/s" if args.rate else "as fast as it goes"
+    print(f"\n## soak: {args.minutes} min of nginx → gunicorn under load (8 conns, {pace}), {faults} faults "
           f"every 2–6 s: kill -9 (70 %) or SIGSTOP 0.5 s + SIGCONT of a random worker, kill -9 of a random "
           f"master every 90 s; stackpanel up {'still ran' if proc.returncode in (0, -2) else 'exited'} "
           f"at the end: exit status {proc.returncode})\n")
@@ -615,6 +616,7 @@ def main() -> None:
     p = sub.add_parser("soak")
     p.add_argument("--minutes", type=float, default=30)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rate", type=float, help="total requests/s of the load (default: as fast as it goes)")
     args = parser.parse_args()
     print(f"# machine: {describe_machine()}", flush=True)
     {"handoff": cmd_handoff, "faults": cmd_faults, "kill-stackpanel": cmd_kill, "double-start": cmd_double,
