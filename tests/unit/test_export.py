@@ -254,3 +254,18 @@ def test_cli_exports_compose_and_reports_a_bad_profile(tmp_path: Path, capsys) -
     assert (out / "README.md").is_file() and (out / "static/site-0/index.html").is_file()
     assert cmd_export(parser.parse_args(["export", "compose", str(tmp_path / "missing.yaml"), str(out)])) == 1
     assert "no such profile" in capsys.readouterr().err
+
+
+def test_a_tcp_socket_probe_exports_as_a_connect_not_a_get(tmp_path: Path) -> None:
+    """process-compose has exec and http_get probes only; compose's healthcheck is a bash line: a node
+    probed with a TCP connect (no HTTP) gets a connect in both, never a GET it would fail."""
+    text = ("version: 1\nname: tcp\nnodes:\n  db:\n    kind: command\n    port: 8001\n"
+            "    command: [python, -m, http.server, '8001', --bind, 127.0.0.1]\n"
+            "    readiness_probe: {tcp_socket: {}}\n")
+    profile = load_profile_text(text, tmp_path / "p.yaml")
+    probe = process_compose_document(profile, tmp_path / "run")["processes"]["db"]["readiness_probe"]
+    assert probe["exec"] == {"command": "exec 3<>/dev/tcp/127.0.0.1/8001"} and "http_get" not in probe
+    assert healthcheck(profile.nodes["db"])["test"] == ["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8001"]
+    # an HTTP probe keeps its GET
+    app = _profile("nginx-uvicorn").nodes["app"]
+    assert "GET /healthz HTTP/1.0" in healthcheck(app)["test"][-1]

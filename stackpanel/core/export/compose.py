@@ -140,9 +140,10 @@ def healthcheck(node: NodeBase) -> dict[str, Any]:
     below 500 (what the supervisor accepts), with bash's /dev/tcp: the nginx, httpd and python
     images all have bash, none is guaranteed curl. `$$` is compose's escape for `$`."""
     probe = node.readiness_probe
-    script = (f"exec 3<>/dev/tcp/127.0.0.1/{node.port} && "
-              f"printf 'GET {probe.http_get.path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
-              "read -r _ code _ <&3 && [ \"$$code\" -lt 500 ]")
+    script = f"exec 3<>/dev/tcp/127.0.0.1/{node.port}"  # a tcp_socket probe: the connect is all
+    if probe.tcp_socket is None:
+        script += (f" && printf 'GET {probe.http_get.path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
+                   "read -r _ code _ <&3 && [ \"$$code\" -lt 500 ]")
     period = max(1.0, probe.period_seconds)
     return {
         "test": ["CMD", "bash", "-c", script],

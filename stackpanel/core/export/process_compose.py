@@ -42,8 +42,12 @@ def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
         deps = [d for d in profile.dependencies(name) if d in profile.nodes]
         if deps:
             proc["depends_on"] = {d: {"condition": "process_healthy"} for d in deps}
+        # process-compose has no tcp_socket probe: bash's /dev/tcp connects (exec probes run in bash)
+        check: dict[str, Any] = (
+            {"exec": {"command": f"exec 3<>/dev/tcp/{node.host}/{node.port}"}} if probe.tcp_socket is not None
+            else {"http_get": {"host": node.host, "scheme": "http", "path": probe.http_get.path, "port": node.port}})
         proc["readiness_probe"] = {
-            "http_get": {"host": node.host, "scheme": "http", "path": probe.http_get.path, "port": node.port},
+            **check,
             # process-compose takes whole seconds; the supervisor's 50 ms polling becomes 1 s.
             "initial_delay_seconds": int(probe.initial_delay_seconds),
             "period_seconds": max(1, round(probe.period_seconds)),
