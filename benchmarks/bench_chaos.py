@@ -592,6 +592,12 @@ def cmd_soak(args: argparse.Namespace) -> None:
     print(f"stackpanel up RSS: {warm[0].rss_mb:.1f} MB at {warm[0].at_s:.0f} s, max {peak:.1f} MB, "
           f"{warm[-1].rss_mb:.1f} MB at the end ({warm[-1].at_s:.0f} s); requests ok {ok}, failed {result_errors}; "
           f"orphans after stop: {orphans or 'none'}; ports held: {held_ports(profile) or 'none'}")
+    marks, curve = 300.0, []  # the RSS once per 5 minutes: a plateau and a slow leak differ in shape
+    for sample in warm:
+        if sample.at_s >= marks:
+            curve.append(f"{sample.at_s / 60:.0f} min {sample.rss_mb:.1f}")
+            marks += 300
+    print("RSS (MB) by time: " + ", ".join([f"1 min {warm[0].rss_mb:.1f}", *curve]))
 
 
 def main() -> None:

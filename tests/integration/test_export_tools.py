@@ -171,7 +171,10 @@ def test_systemd_units_pass_systemd_analyze_verify(entry, tmp_path: Path) -> Non
     assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("entry", BUILTINS, ids=[e.name for e in BUILTINS])
+EVERY_BUILTIN = [e for e in list_profiles() if e.builtin]
+
+
+@pytest.mark.parametrize("entry", EVERY_BUILTIN, ids=[e.name for e in EVERY_BUILTIN])
 def test_process_compose_export_is_complete(entry, tmp_path: Path) -> None:
     """No process-compose binary here: this checks the file's structure against the vocabulary
     (process-compose's src/types), and that the configs it points at were rendered."""
@@ -179,11 +182,16 @@ def test_process_compose_export_is_complete(entry, tmp_path: Path) -> None:
     out = tmp_path / "process-compose.yaml"
     export_process_compose(profile, out, run_dir=tmp_path / "run")
     doc = yaml.safe_load(out.read_text(encoding="utf-8"))
-    assert set(doc["processes"]) == set(profile.nodes)
+    companions = {f"{n}-php-fpm" for n, node in profile.nodes.items()
+                  if isinstance(node, ProxyNode) and any(r.php for r in node.routes)}
+    assert set(doc["processes"]) == set(profile.nodes) | companions
     for name, proc in doc["processes"].items():
         for dep, cond in proc.get("depends_on", {}).items():
-            assert dep in profile.nodes and cond == {"condition": "process_healthy"}
-        assert proc["readiness_probe"]["http_get"]["port"] == profile.nodes[name].port
+            assert dep in doc["processes"] and cond == {"condition": "process_healthy"}
+        if name in companions:  # probed at its FastCGI socket
+            assert "AF_UNIX" in proc["readiness_probe"]["exec"]["command"]
+        else:
+            assert proc["readiness_probe"]["http_get"]["port"] == profile.nodes[name].port
         assert Path(proc["working_dir"]).is_dir()
     for path in (tmp_path / "run" / "conf").iterdir():
         assert path.stat().st_size > 0

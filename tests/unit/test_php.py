@@ -195,10 +195,34 @@ def test_doctor_names_the_install_command_for_missing_php_fpm(tmp_path: Path) ->
     assert not_needed.get("php").found is False and not_needed.get("php").needed is False
 
 
-@pytest.mark.parametrize("kind", ["compose", "systemd", "process-compose"])
+@pytest.mark.parametrize("kind", ["compose", "systemd"])
 def test_exports_refuse_a_php_profile_instead_of_dropping_php_fpm(kind: str, tmp_path: Path) -> None:
     from stackpanel.core.export import ExportError, export
 
-    with pytest.raises(ExportError, match="do not carry php-fpm yet"):
+    with pytest.raises(ExportError, match=r"does not carry php-fpm yet.*export process-compose"):
         export(load_profile(builtin_dir() / "nginx-php-uvicorn.yaml"), kind, tmp_path / "out", "php")  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
+
+
+def test_process_compose_runs_php_fpm_before_apache(tmp_path: Path) -> None:
+    import shlex
+    import socket
+    import subprocess
+
+    from stackpanel.core.export.process_compose import process_compose_document
+
+    doc = process_compose_document(load_profile(builtin_dir() / "nginx-php-uvicorn.yaml"), tmp_path / "run")
+    procs = doc["processes"]
+    fpm = procs["site-php-fpm"]
+    assert procs["site"]["depends_on"]["site-php-fpm"] == {"condition": "process_healthy"}
+    argv = shlex.split(fpm["command"])
+    assert "--nodaemonize" in argv and (tmp_path / "run" / "conf" / "php-fpm-site.conf").is_file()
+    assert fpm["shutdown"]["signal"] == int(signal.SIGQUIT)
+    # the readiness command connects to the pool's socket: refused before php-fpm listens, 0 once it does
+    probe = fpm["readiness_probe"]["exec"]["command"]
+    path = shlex.split(probe)[-1]
+    assert subprocess.run(["bash", "-c", probe], capture_output=True).returncode != 0
+    with socket.socket(socket.AF_UNIX) as pool:
+        pool.bind(path)
+        pool.listen()
+        assert subprocess.run(["bash", "-c", probe], capture_output=True).returncode == 0

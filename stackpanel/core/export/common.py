@@ -226,7 +226,7 @@ def over_tcp(profile: Profile) -> Profile:
 
 
 def refuse_php(profile: Profile) -> None:
-    """The exports have no php-fpm service yet: refuse rather than ship an Apache without its PHP."""
+    """compose and systemd have no php-fpm service yet: refuse rather than ship an Apache without its PHP."""
     if "php" in profile.kinds():
-        raise ExportError("the exports do not carry php-fpm yet (a `php: true` route): an export of this profile "
-                          "would start Apache without its PHP; run it with `stackpanel up`, or remove `php: true`")
+        raise ExportError("this export does not carry php-fpm yet (a `php: true` route): it would start Apache "
+                          "without its PHP; use `export process-compose` or `stackpanel up`, or remove `php: true`")

@@ -6,25 +6,51 @@ into a real run directory (next to the file by default) and points each process 
 Unlike stackpanel's supervisor, process-compose passes its own environment on: a
 GUNICORN_CMD_ARGS or UVICORN_* set in the shell that runs it reaches the servers (stackpanel
 removes those, see schema.SERVER_CONTROL_ENV). The file's header says so.
+
+An apache node's php-fpm (its companion, for `php: true` routes) becomes a process of its own,
+``NODE-php-fpm``, which the node depends on: healthy once its FastCGI socket accepts.
 """
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stackpanel.core.export.common import over_tcp, refuse_php
+from stackpanel.core.export.common import ExportError, over_tcp
 from stackpanel.core.profiles.schema import Profile
-from stackpanel.core.render import render_stack
+from stackpanel.core.render import RenderedNode, render_stack
 
 #: process-compose's names for the restart policies (src/types/process.go).
 RESTART = {"no": "no", "on-failure": "on_failure", "always": "always"}
 
 
+#: Connects to a Unix socket (process-compose's probes speak HTTP over TCP, or run a command).
+_UNIX_CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
+
+
+def _companion(rendered: RenderedNode, owner: Any) -> dict[str, Any]:
+    """php-fpm as its own process, probed at its socket with this interpreter (the export is for this
+    machine: it points at a run directory rendered here)."""
+    assert rendered.ready_socket is not None
+    return {
+        "command": shlex.join(rendered.argv),
+        "working_dir": str(rendered.cwd),
+        "log_location": str(rendered.output_log),
+        "readiness_probe": {"exec": {"command": shlex.join([sys.executable, "-c", _UNIX_CONNECT,
+                                                             str(rendered.ready_socket)])},
+                            "period_seconds": 1, "timeout_seconds": 2, "failure_threshold": 30},
+        "availability": {"restart": RESTART[owner.availability.restart],
+                         "backoff_seconds": max(1, round(owner.availability.backoff_seconds)),
+                         "max_restarts": owner.availability.max_restarts},
+        "shutdown": {"signal": int(rendered.stop_signal),
+                     "timeout_seconds": max(1, round(owner.stop_deadline_seconds))},
+    }
+
+
 def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
-    refuse_php(profile)
     profile = over_tcp(profile)
     stack = render_stack(profile, run_dir)
     stack.write()
@@ -40,6 +66,13 @@ def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
         if rendered.env:
             proc["environment"] = [f"{k}={v}" for k, v in rendered.env.items()]
         deps = [d for d in profile.dependencies(name) if d in profile.nodes]
+        if rendered.companion is not None:
+            companion = f"{name}-{rendered.companion.kind}"
+            if companion in profile.nodes:
+                raise ExportError(f"node {companion!r} has the name the export gives {name}'s "
+                                  f"{rendered.companion.kind}: rename it")
+            processes[companion] = _companion(rendered.companion, node)
+            deps.append(companion)
         if deps:
             proc["depends_on"] = {d: {"condition": "process_healthy"} for d in deps}
         # process-compose has no tcp_socket probe: bash's /dev/tcp connects (exec probes run in bash)
