@@ -168,7 +168,9 @@ def test_a_backend_killed_under_load_is_routed_around_and_returns_to_the_pool(pr
         result = results[0]
         print(f"\n{proxy}: {result.requests_ok} ok, {result.errors_total} failed {result.errors} "
               f"while app1 (pid {victim}) was killed and restarted")
-        assert result.requests_ok > 500
+        # at least the 100 app1 served before the kill and the 50 after its return (app2's on top);
+        # how many more depends on how fast the restart was, not on the balancing
+        assert result.requests_ok >= 150
         # nginx retries idempotent GETs on app2 (measured: none failed); Apache fails the requests in
         # flight on app1's connections, when its master dies and when its workers are reaped (measured:
         # 3-6 of ~5,000): under 1 %
