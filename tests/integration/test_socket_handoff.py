@@ -152,7 +152,8 @@ def test_behind_nginx_a_killed_master_on_a_unix_socket_fails_no_request(tmp_path
     assert "Traceback" not in logs and "FileNotFoundError" not in logs
     for r in (result, after):
         assert r.errors["connect_refused"] == 0, r.errors
-        assert r.errors["http_5xx"] <= 1, r.errors  # at most the request inside the killed master
+        # at most the requests in flight in the 2 workers the killed master leaves (they are stopped)
+        assert r.errors["http_5xx"] <= 2, r.errors
         assert r.errors_total <= 2 * 8, r.errors
 
 

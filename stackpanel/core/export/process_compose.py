@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from stackpanel.core.export.common import ExportError, over_tcp
-from stackpanel.core.profiles.schema import Profile
+from stackpanel.core.profiles.schema import NodeBase, Profile
 from stackpanel.core.render import RenderedNode, render_stack
 
 #: process-compose's names for the restart policies (src/types/process.go).
@@ -31,7 +31,7 @@ RESTART = {"no": "no", "on-failure": "on_failure", "always": "always"}
 _UNIX_CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
 
 
-def _companion(rendered: RenderedNode, owner: Any) -> dict[str, Any]:
+def _companion(rendered: RenderedNode, owner: NodeBase) -> dict[str, Any]:
     """php-fpm as its own process, probed at its socket with this interpreter (the export is for this
     machine: it points at a run directory rendered here)."""
     assert rendered.ready_socket is not None
@@ -42,12 +42,17 @@ def _companion(rendered: RenderedNode, owner: Any) -> dict[str, Any]:
         "readiness_probe": {"exec": {"command": shlex.join([sys.executable, "-c", _UNIX_CONNECT,
                                                              str(rendered.ready_socket)])},
                             "period_seconds": 1, "timeout_seconds": 2, "failure_threshold": 30},
-        "availability": {"restart": RESTART[owner.availability.restart],
-                         "backoff_seconds": max(1, round(owner.availability.backoff_seconds)),
-                         "max_restarts": owner.availability.max_restarts},
-        "shutdown": {"signal": int(rendered.stop_signal),
-                     "timeout_seconds": max(1, round(owner.stop_deadline_seconds))},
+        **_policies(rendered, owner),
     }
+
+
+def _policies(rendered: RenderedNode, node: NodeBase) -> dict[str, Any]:
+    """Restart and shutdown: the node's own (a companion lives and dies with its node)."""
+    avail = node.availability
+    return {"availability": {"restart": RESTART[avail.restart], "backoff_seconds": max(1, round(avail.backoff_seconds)),
+                             "max_restarts": avail.max_restarts},
+            "shutdown": {"signal": int(rendered.stop_signal),
+                         "timeout_seconds": max(1, round(node.stop_deadline_seconds))}}
 
 
 def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
@@ -57,7 +62,7 @@ def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
     processes: dict[str, Any] = {}
     for name, rendered in stack.nodes.items():
         node = profile.nodes[name]
-        probe, avail = node.readiness_probe, node.availability
+        probe = node.readiness_probe
         proc: dict[str, Any] = {
             "command": shlex.join(rendered.argv),
             "working_dir": str(rendered.cwd),
@@ -87,11 +92,7 @@ def process_compose_document(profile: Profile, run_dir: Path) -> dict[str, Any]:
             "timeout_seconds": max(1, min(5, int(probe.timeout_seconds))),
             "failure_threshold": max(1, int(probe.timeout_seconds / max(1.0, probe.period_seconds))),
         }
-        proc["availability"] = {"restart": RESTART[avail.restart],
-                                "backoff_seconds": max(1, round(avail.backoff_seconds)),
-                                "max_restarts": avail.max_restarts}
-        proc["shutdown"] = {"signal": int(rendered.stop_signal),
-                            "timeout_seconds": max(1, round(node.stop_deadline_seconds))}
+        proc.update(_policies(rendered, node))
         processes[name] = proc
     return {"version": "0.5", "log_level": "info", "processes": processes}
 

@@ -46,7 +46,8 @@ from stackpanel.core.supervise.ports import (
 )
 from stackpanel.core.supervise.spawner import SuperviseError
 
-__all__ = ["BACKLOG", "HANDOFF_KINDS", "Address", "Launch", "ListeningSockets", "bound_name", "listener_owner_problem"]
+__all__ = ["BACKLOG", "HANDOFF_KINDS", "Address", "Launch", "ListeningSockets", "SocketPathError", "bound_name",
+           "listener_owner_problem"]
 
 #: The servers that can take a socket from us. Apache is not one (see the module docstring).
 HANDOFF_KINDS = frozenset({"uvicorn", "gunicorn", "nginx"})
@@ -56,6 +57,14 @@ BACKLOG = 4096
 
 #: A TCP listener (host, port) or a Unix socket's path.
 Address = tuple[str, int] | Path
+
+
+class SocketPathError(SuperviseError):
+    """A node's Unix socket path cannot be used (another process listens there, a file in the way)."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(message)
+        self.node = node
 #: What a Unix socket file gets, as uvicorn's own --uds sets it: nginx's workers run as another user.
 UNIX_SOCKET_MODE = 0o666
 
@@ -163,9 +172,9 @@ class ListeningSockets:
     def bind(self, nodes: Iterable[tuple[RenderedNode, Sequence[Address]]], offset: int = 0) -> list[PortConflict]:
         """Bind every address of the nodes that take a socket, port-check the others. Returns the
         conflicts (naming each holder); on any conflict nothing stays bound by this call. A Unix
-        socket path that cannot be used raises SuperviseError, saying why."""
+        socket path that cannot be used raises SocketPathError, naming the node and why."""
         conflicts: list[PortConflict] = []
-        checked: list[Address] = []
+        checked: list[tuple[str, int]] = []
         bound: list[Address] = []
         try:
             for node, addresses in nodes:
@@ -174,7 +183,10 @@ class ListeningSockets:
                         continue
                     if isinstance(address, Path):
                         if self.hands_off(node):  # else the server binds it (and clears a stale file)
-                            self._held[address] = _bind_unix(address)
+                            try:
+                                self._held[address] = _bind_unix(address)
+                            except SuperviseError as exc:
+                                raise SocketPathError(node.name, str(exc)) from None
                             bound.append(address)
                     elif not self.hands_off(node):
                         checked.append(address)
@@ -186,7 +198,7 @@ class ListeningSockets:
                             conflicts.append(conflict_for(*address, OSError(errno.EADDRNOTAVAIL, str(exc)), offset))
                         except OSError as exc:
                             conflicts.append(conflict_for(*address, exc, offset))
-            conflicts += check_ports_free([a for a in checked if not isinstance(a, Path)], offset=offset)
+            conflicts += check_ports_free(checked, offset=offset)
         except BaseException:
             self.release(bound)
             raise

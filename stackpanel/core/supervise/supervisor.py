@@ -57,8 +57,7 @@ from stackpanel.core.supervise.runrecord import (
     find_leftovers,
     record_path,
 )
-from stackpanel.core.supervise.sockets import Address, ListeningSockets, listener_owner_problem
-from stackpanel.core.supervise.spawner import SuperviseError
+from stackpanel.core.supervise.sockets import Address, ListeningSockets, SocketPathError, listener_owner_problem
 
 log = logging.getLogger("stackpanel.supervise")
 
@@ -403,16 +402,12 @@ class Supervisor:
 
     def _bind_sockets(self, nodes: list[_Node]) -> None:
         """Our listening sockets for the nodes that take one, a port check for the others."""
-        held = set(self._sockets.held)
-        conflicts: list[PortConflict] = []
-        for n in nodes:  # every taken port at once; a socket file that cannot be used names its node
-            try:
-                conflicts += self._sockets.bind([(n.rendered, n.sockets)], offset=self.stack.profile.port_offset)
-            except SuperviseError as exc:
-                self._sockets.release(a for a in self._sockets.held if a not in held)
-                raise StartError(n.name, str(exc)) from None
-        if conflicts:  # nothing this call bound stays bound
-            self._sockets.release(a for a in self._sockets.held if a not in held)
+        try:
+            conflicts = self._sockets.bind(((n.rendered, n.sockets) for n in nodes),
+                                           offset=self.stack.profile.port_offset)
+        except SocketPathError as exc:
+            raise StartError(exc.node, str(exc)) from None
+        if conflicts:
             raise PortConflictError(conflicts)
 
     def _test_config(self, rendered: RenderedNode, argv: tuple[str, ...] | None) -> None:
